@@ -1,0 +1,65 @@
+/*
+ * aio: where block I/O completes.
+ *
+ * Every event-loop thread that issues block I/O owns one aio_context bound
+ * to its libev loop.  A request carries the context of the thread that
+ * submitted it, and its completion callback always runs on that thread,
+ * from that loop: never inside bdev_submit, never on a pool thread.  So a
+ * connection's state is only ever touched by the loop that owns it.
+ *
+ * The context owns the thread's io_uring ring (created on first use; SQEs
+ * are submitted in one batch just before the loop blocks, CQEs arrive on an
+ * eventfd the loop watches) and the queue through which the shared thread
+ * pool hands back finished work (a mutex-protected list and an ev_async).
+ *
+ * Thread rules: aio_context_new/free and everything else except
+ * aio_context_complete_from_any_thread run on the owning loop's thread.
+ */
+#ifndef LUNA_BLOCK_AIO_H
+#define LUNA_BLOCK_AIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ev_loop;
+struct aio_context;
+struct bdev_io;
+
+/*
+ * Returns NULL on allocation failure.  Must run on the loop's thread.  The
+ * context's watchers keep the loop alive (ev_run does not return for lack
+ * of watchers) only while requests are pending.
+ */
+struct aio_context *aio_context_new(struct ev_loop *loop);
+
+/*
+ * Stop the context's watchers and free it.  The caller must first wait
+ * until aio_context_pending() is 0 (requests in flight still reference it).
+ */
+void aio_context_free(struct aio_context *ctx);
+
+struct ev_loop *aio_context_loop(struct aio_context *ctx);
+
+/* Requests submitted through this context and not yet completed. */
+uint64_t aio_context_pending(const struct aio_context *ctx);
+
+/*
+ * Driver-facing parts (io_uring access, completion from pool threads,
+ * request accounting) are in block/aio_internal.h: they are block/'s
+ * business, not its users'.
+ */
+
+/*
+ * Run fn(arg) on the loop's thread in a later iteration (same thread only).
+ * Returns 0 or -ENOMEM.
+ */
+int aio_context_defer(struct aio_context *ctx, void (*fn)(void *arg), void *arg);
+
+/*
+ * Run the loop until no request submitted through ctx is pending.  For
+ * tools and tests that need a synchronous call (luna-img, unit tests).
+ */
+void aio_context_drain(struct aio_context *ctx);
+
+#endif

@@ -1,0 +1,133 @@
+#include "block/export.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool strings_equal(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+bool export_config_equal(const struct export_config *a, const struct export_config *b)
+{
+    const struct bdev_options *x = &a->bdev, *y = &b->bdev;
+    return strings_equal(a->name, b->name) && strings_equal(a->description, b->description) &&
+           strings_equal(x->path, y->path) && x->format == y->format && x->readonly == y->readonly &&
+           x->cache == y->cache && x->aio == y->aio && x->discard == y->discard &&
+           x->create_size_set == y->create_size_set &&
+           (!x->create_size_set || x->create_size == y->create_size);
+}
+
+void export_config_clear(struct export_config *config)
+{
+    free(config->name);
+    free(config->description);
+    free((char *)config->bdev.path);
+    config->name = NULL;
+    config->description = NULL;
+    config->bdev.path = NULL;
+}
+
+int export_config_copy(struct export_config *dst, const struct export_config *src)
+{
+    struct export_config copy = *src;
+    copy.name = src->name ? strdup(src->name) : NULL;
+    copy.description = src->description ? strdup(src->description) : NULL;
+    copy.bdev.path = src->bdev.path ? strdup(src->bdev.path) : NULL;
+    if ((src->name && !copy.name) || (src->description && !copy.description) ||
+        (src->bdev.path && !copy.bdev.path)) {
+        export_config_clear(&copy);
+        return -ENOMEM;
+    }
+    *dst = copy;
+    return 0;
+}
+
+int export_open(const struct export_config *config, struct export **out, char **error_message)
+{
+    if (error_message)
+        *error_message = NULL;
+    struct export *export = calloc(1, sizeof(*export));
+    if (!export || export_config_copy(&export->config, config) < 0) {
+        free(export);
+        if (error_message)
+            *error_message = strdup("out of memory");
+        return -ENOMEM;
+    }
+    int rc = bdev_open(&export->config.bdev, &export->bdev, error_message);
+    if (rc < 0) {
+        export_config_clear(&export->config);
+        free(export);
+        return rc;
+    }
+    export->readonly = export->config.bdev.readonly || bdev_is_read_only(export->bdev);
+    export->refcount = 1;
+    *out = export;
+    return 0;
+}
+
+struct export *export_ref(struct export *export)
+{
+    __atomic_fetch_add(&export->refcount, 1, __ATOMIC_RELAXED);
+    return export;
+}
+
+void export_unref(struct export *export)
+{
+    if (!export)
+        return;
+    /* acq_rel: the last owner must see every other owner's writes before closing. */
+    if (__atomic_fetch_sub(&export->refcount, 1, __ATOMIC_ACQ_REL) != 1)
+        return;
+    bdev_close(export->bdev);
+    export_config_clear(&export->config);
+    free(export);
+}
+
+struct export_table *export_table_new(void)
+{
+    struct export_table *table = calloc(1, sizeof(*table));
+    if (table)
+        table->refcount = 1;
+    return table;
+}
+
+int export_table_add(struct export_table *table, struct export *export)
+{
+    struct export **grown = realloc(table->exports, sizeof(*grown) * (table->count + 1));
+    if (!grown)
+        return -ENOMEM;
+    table->exports = grown;
+    table->exports[table->count++] = export;
+    return 0;
+}
+
+struct export_table *export_table_ref(struct export_table *table)
+{
+    __atomic_fetch_add(&table->refcount, 1, __ATOMIC_RELAXED);
+    return table;
+}
+
+void export_table_unref(struct export_table *table)
+{
+    if (!table)
+        return;
+    if (__atomic_fetch_sub(&table->refcount, 1, __ATOMIC_ACQ_REL) != 1)
+        return;
+    for (size_t i = 0; i < table->count; i++)
+        export_unref(table->exports[i]);
+    free(table->exports);
+    free(table);
+}
+
+struct export *export_table_find(const struct export_table *table, const char *name)
+{
+    for (size_t i = 0; i < table->count; i++) {
+        if (strcmp(table->exports[i]->config.name, name) == 0)
+            return table->exports[i];
+    }
+    return NULL;
+}

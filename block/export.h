@@ -1,0 +1,59 @@
+/*
+ * export: a named disk that lunad serves, shared by every protocol.
+ *
+ * An export pairs a bdev with how it is offered (name, description,
+ * read-only).  It is reference-counted across threads: the export table
+ * holds one reference, every client that selected it holds one, so a
+ * SIGHUP reload can drop an export from the table while its clients keep
+ * using it until they disconnect; the bdev closes with the last reference.
+ *
+ * An export table is an immutable snapshot of the exports, itself
+ * reference-counted: a reload builds a new table (reusing the export
+ * objects whose configuration did not change, so their open file and cache
+ * stay shared) and publishes it; sessions hold the table they started with.
+ */
+#ifndef LUNA_BLOCK_EXPORT_H
+#define LUNA_BLOCK_EXPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "bdev.h"
+
+struct export_config {
+    char *name;
+    char *description;   /* may be NULL */
+    struct bdev_options bdev; /* bdev.path is owned (malloc'd) */
+};
+
+struct export {
+    struct export_config config; /* owned copy */
+    struct bdev *bdev;
+    bool readonly;               /* config.bdev.readonly or the bdev is read-only */
+    int refcount;                /* atomic; use export_ref / export_unref */
+};
+
+/* Open the bdev of config; on failure -errno and a malloc'd message. */
+int export_open(const struct export_config *config, struct export **out, char **error_message);
+struct export *export_ref(struct export *export);
+void export_unref(struct export *export);
+
+/* True when both configurations describe the same export exactly. */
+bool export_config_equal(const struct export_config *a, const struct export_config *b);
+int export_config_copy(struct export_config *dst, const struct export_config *src);
+void export_config_clear(struct export_config *config);
+
+struct export_table {
+    struct export **exports; /* each holds one reference */
+    size_t count;
+    int refcount;            /* atomic */
+};
+
+struct export_table *export_table_new(void);
+int export_table_add(struct export_table *table, struct export *export); /* takes the reference */
+struct export_table *export_table_ref(struct export_table *table);
+void export_table_unref(struct export_table *table);
+/* Borrowed pointer (valid while the table is referenced); NULL if absent. */
+struct export *export_table_find(const struct export_table *table, const char *name);
+
+#endif

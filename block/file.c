@@ -1,0 +1,188 @@
+/*
+ * raw: a disk image that is a plain file, byte for byte.
+ *
+ * Sparse-aware: discard punches holes, write_zeroes punches or zero-ranges
+ * with fallocate, block_status comes from SEEK_DATA / SEEK_HOLE.  Creates
+ * a sparse file (and its parent directories) when asked to and missing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "block/file_io.h"
+#include "block/file_sync.h"
+
+#define RAW_MAX_TRANSFER (32u << 20)
+#define RAW_MAX_DISCARD (1ull << 30)
+
+static bool fallocate_unsupported(int error)
+{
+    return error == EOPNOTSUPP || error == ENOSYS;
+}
+
+static int raw_discard_range(struct file_bdev *file, uint64_t offset, uint64_t length)
+{
+    if (!file->discard)
+        return 0;
+    if (fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
+        return 0;
+    /* Discard is advisory: a filesystem that cannot punch holes just keeps the data. */
+    return fallocate_unsupported(errno) ? 0 : -errno;
+}
+
+static int raw_zero_range(struct file_bdev *file, uint64_t offset, uint64_t length, uint32_t flags)
+{
+    if ((flags & BDEV_MAY_UNMAP) && file->discard) {
+        if (fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
+            return 0;
+        if (!fallocate_unsupported(errno))
+            return -errno;
+    }
+    if (fallocate(file->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
+        return 0;
+    if (!fallocate_unsupported(errno))
+        return -errno;
+    if (flags & BDEV_FAST_ONLY)
+        return -ENOTSUP;
+    return file_write_zeroes_slow(file, offset, length);
+}
+
+static void raw_close(struct bdev *bdev)
+{
+    struct file_bdev *file = bdev->driver;
+    file_teardown(file);
+    free(file);
+}
+
+static const struct bdev_ops raw_ops = {
+    .name = "raw",
+    .submit = file_submit,
+    .close = raw_close,
+};
+
+/* mkdir -p of the directory that will hold path. */
+static int make_parent_directories(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    char *slash = strrchr(copy, '/');
+    int rc = 0;
+    if (slash && slash != copy) {
+        *slash = '\0';
+        for (char *p = copy + 1; rc == 0; p++) {
+            bool at_end = *p == '\0';
+            if (*p == '/' || at_end) {
+                char saved = *p;
+                *p = '\0';
+                if (mkdir(copy, 0755) < 0 && errno != EEXIST)
+                    rc = -errno;
+                *p = saved;
+                if (at_end)
+                    break;
+            }
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+static int open_or_create(const struct bdev_options *options, int flags, char **error_message)
+{
+    int fd = open(options->path, flags);
+    if (fd >= 0 || errno != ENOENT || !options->create_size_set || options->readonly)
+        goto done;
+
+    int rc = make_parent_directories(options->path);
+    if (rc < 0) {
+        file_set_error(error_message, "%s: cannot create parent directory: %s", options->path,
+                       strerror(-rc));
+        return rc;
+    }
+    fd = open(options->path, flags | O_CREAT | O_EXCL, 0644);
+    if (fd < 0 && errno == EEXIST) {
+        fd = open(options->path, flags); /* someone else created it meanwhile */
+        goto done;
+    }
+    if (fd < 0)
+        goto done;
+    if (ftruncate(fd, (off_t)options->create_size) < 0) {
+        rc = -errno;
+        file_set_error(error_message, "%s: cannot size new image to %llu bytes: %s", options->path,
+                       (unsigned long long)options->create_size, strerror(-rc));
+        close(fd);
+        unlink(options->path);
+        return rc;
+    }
+    return fd;
+
+done:
+    if (fd < 0) {
+        rc = -errno;
+        if (rc == -EINVAL && (flags & O_DIRECT))
+            file_set_error(error_message, "%s: cache mode needs O_DIRECT, which this filesystem does not support",
+                           options->path);
+        else
+            file_set_error(error_message, "%s: %s", options->path, strerror(-rc));
+        return rc;
+    }
+    return fd;
+}
+
+int raw_open(struct bdev *bdev, const struct bdev_options *options, char **error_message)
+{
+    struct file_bdev *file = calloc(1, sizeof(*file));
+    if (!file) {
+        file_set_error(error_message, "%s: out of memory", options->path);
+        return -ENOMEM;
+    }
+    file->bdev = bdev;
+    file->fd = open_or_create(options, file_open_flags(options->cache, options->readonly), error_message);
+    if (file->fd < 0) {
+        int rc = file->fd;
+        free(file);
+        return rc;
+    }
+
+    struct stat st;
+    int rc = 0;
+    if (fstat(file->fd, &st) < 0) {
+        rc = -errno;
+        file_set_error(error_message, "%s: %s", options->path, strerror(-rc));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+        file_set_error(error_message, "%s: not a regular file or block device", options->path);
+    } else {
+        rc = file_setup(file, options, 0, error_message);
+    }
+    if (rc < 0) {
+        close(file->fd);
+        free(file);
+        return rc;
+    }
+    file->discard_range = raw_discard_range;
+    file->zero_range = raw_zero_range;
+
+    bdev->ops = &raw_ops;
+    bdev->driver = file;
+    bdev->size = (uint64_t)st.st_size;
+    bdev->caps = BDEV_CAP_WRITE_ZEROES | BDEV_CAP_FAST_ZERO | BDEV_CAP_BLOCK_STATUS | BDEV_CAP_ZERO_INIT |
+                 file_cache_caps(options->cache);
+    if (options->discard)
+        bdev->caps |= BDEV_CAP_DISCARD | BDEV_CAP_DISCARD_ZEROES;
+    if (options->readonly)
+        bdev->caps |= BDEV_CAP_READ_ONLY;
+    uint32_t alignment = file->offset_align;
+    bdev->limits = (struct bdev_limits){
+        .request_alignment = alignment,
+        .logical_block_size = alignment > 512 ? alignment : 512,
+        .physical_block_size = alignment > 4096 ? alignment : 4096,
+        .optimal_io_size = 0,
+        .max_transfer = RAW_MAX_TRANSFER,
+        .max_discard = RAW_MAX_DISCARD,
+    };
+    return 0;
+}

@@ -1,0 +1,439 @@
+#include "block/file_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "block/aio_internal.h"
+#include "block/file_sync.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* One bdev_io on its way through the driver. */
+struct file_request {
+    struct aio_work work;
+    struct aio_uring_op uring;
+    struct range_lock_entry lock_entry;
+    struct bdev_io *io;
+    struct file_bdev *file;
+    bool locked;
+    int result; /* pool jobs leave theirs here */
+
+    /* io_uring read/write progress: what is left to transfer. */
+    uint64_t transferred;
+    struct iovec *iov;
+    int iovcnt;
+    struct iovec *iov_copy; /* made on the first short transfer */
+};
+
+void file_set_error(char **error_message, const char *format, ...)
+{
+    if (!error_message)
+        return;
+    va_list args;
+    va_start(args, format);
+    if (vasprintf(error_message, format, args) < 0)
+        *error_message = NULL;
+    va_end(args);
+}
+
+static inline uint64_t align_down(uint64_t value, uint64_t alignment) { return value / alignment * alignment; }
+
+static inline uint64_t align_up(uint64_t value, uint64_t alignment)
+{
+    return (value + alignment - 1) / alignment * alignment;
+}
+
+static bool io_aligned(const struct file_bdev *file, const struct bdev_io *io)
+{
+    return file_range_aligned(file, io->offset, io->length) && file_buffers_aligned(file, io->iov, io->iovcnt);
+}
+
+/* ---- request lifetime ---- */
+
+static bool fua_by_flag(const struct file_bdev *file, const struct bdev_io *io)
+{
+    /* writethrough/directsync open with O_DSYNC; unsafe ignores durability. */
+    return (io->flags & BDEV_FUA) &&
+           (file->cache == BDEV_CACHE_WRITEBACK || file->cache == BDEV_CACHE_NONE);
+}
+
+static void request_free(struct file_request *req)
+{
+    if (req->locked)
+        range_lock_release(&req->file->write_lock, &req->lock_entry);
+    free(req->iov_copy);
+    free(req);
+}
+
+/* From a loop callback. */
+static void request_finish(struct file_request *req, int result)
+{
+    struct bdev_io *io = req->io;
+    request_free(req);
+    aio_request_finish(io, result);
+}
+
+/* From a path that may be inside bdev_submit. */
+static void request_finish_later(struct file_request *req, int result)
+{
+    struct bdev_io *io = req->io;
+    request_free(req);
+    aio_context_complete(io->ctx, io, result);
+}
+
+/* ---- pool jobs ---- */
+
+static void pool_done(struct aio_work *work)
+{
+    struct file_request *req = container_of(work, struct file_request, work);
+    request_finish(req, req->result);
+}
+
+static void pool_transfer(struct aio_work *work)
+{
+    struct file_request *req = container_of(work, struct file_request, work);
+    struct bdev_io *io = req->io;
+    bool write = io->op == BDEV_OP_WRITE;
+    int rw_flags = write && fua_by_flag(req->file, io) ? RWF_DSYNC : 0;
+    req->result = file_sync_transfer(req->file, write, io->offset, io->iov, io->iovcnt, io->length, rw_flags);
+}
+
+static int sync_flush(struct file_bdev *file)
+{
+    return fdatasync(file->fd) < 0 ? -errno : 0;
+}
+
+static void pool_flush(struct aio_work *work)
+{
+    struct file_request *req = container_of(work, struct file_request, work);
+    req->result = sync_flush(req->file);
+}
+
+static void pool_discard_or_zero(struct aio_work *work)
+{
+    struct file_request *req = container_of(work, struct file_request, work);
+    struct file_bdev *file = req->file;
+    struct bdev_io *io = req->io;
+    uint64_t chunk_max = file->bdev->limits.max_discard ? file->bdev->limits.max_discard : (1ull << 30);
+    uint64_t offset = io->offset, end = io->offset + io->length;
+    int rc = 0;
+    while (offset < end && rc == 0) {
+        uint64_t chunk = end - offset < chunk_max ? end - offset : chunk_max;
+        if (io->op == BDEV_OP_DISCARD)
+            rc = file->discard_range(file, offset, chunk);
+        else
+            rc = file->zero_range(file, offset, chunk, io->flags);
+        offset += chunk;
+    }
+    /* fallocate and ioctls are not covered by O_DSYNC: sync explicitly. */
+    if (rc == 0 && (io->flags & BDEV_FUA) && file->cache != BDEV_CACHE_UNSAFE)
+        rc = sync_flush(file);
+    req->result = rc;
+}
+
+static void pool_block_status(struct aio_work *work)
+{
+    struct file_request *req = container_of(work, struct file_request, work);
+    struct bdev_io *io = req->io;
+    int fd = req->file->fd;
+    uint64_t position = io->offset, end = io->offset + io->length;
+    uint32_t count = 0;
+
+    while (position < end && count < io->max_extents) {
+        uint64_t extent_end;
+        uint32_t flags;
+        off_t data = lseek(fd, (off_t)position, SEEK_DATA);
+        if (data < 0 && errno == ENXIO) {
+            /* No data from here to end of file, nor beyond it. */
+            extent_end = end;
+            flags = BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
+        } else if (data < 0) {
+            /* No SEEK_DATA support: everything is data. */
+            extent_end = end;
+            flags = 0;
+        } else if ((uint64_t)data > position) {
+            extent_end = (uint64_t)data;
+            flags = BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
+        } else {
+            off_t hole = lseek(fd, (off_t)position, SEEK_HOLE);
+            extent_end = hole < 0 || (uint64_t)hole <= position ? end : (uint64_t)hole;
+            flags = 0;
+        }
+        if (extent_end > end)
+            extent_end = end;
+        io->extents[count].length = extent_end - position;
+        io->extents[count].flags = flags;
+        count++;
+        position = extent_end;
+    }
+    io->nr_extents = count;
+    req->result = 0;
+}
+
+static void run_in_pool(struct file_request *req, void (*run)(struct aio_work *work))
+{
+    req->work.run = run;
+    req->work.done = pool_done;
+    int rc = aio_context_run_in_pool(req->io->ctx, &req->work);
+    if (rc < 0)
+        request_finish_later(req, rc);
+}
+
+/* ---- io_uring ---- */
+
+static void uring_prepare_transfer(struct aio_uring_op *op, struct io_uring_sqe *sqe)
+{
+    struct file_request *req = container_of(op, struct file_request, uring);
+    struct bdev_io *io = req->io;
+    int iovcnt = req->iovcnt > IOV_MAX ? IOV_MAX : req->iovcnt;
+    uint64_t offset = io->offset + req->transferred;
+    if (io->op == BDEV_OP_READ) {
+        io_uring_prep_readv(sqe, req->file->fd, req->iov, (unsigned)iovcnt, offset);
+    } else {
+        io_uring_prep_writev(sqe, req->file->fd, req->iov, (unsigned)iovcnt, offset);
+        if (fua_by_flag(req->file, io))
+            sqe->rw_flags = RWF_DSYNC;
+    }
+}
+
+static void uring_transfer_done(struct aio_uring_op *op, int result)
+{
+    struct file_request *req = container_of(op, struct file_request, uring);
+    struct bdev_io *io = req->io;
+    struct aio_context *ctx = io->ctx;
+
+    if (result == -EAGAIN || result == -EINTR) {
+        aio_uring_submit(ctx, op);
+        return;
+    }
+    if (result == -EOPNOTSUPP && req->transferred == 0) {
+        /* A file io_uring cannot drive: the pool can. */
+        run_in_pool(req, pool_transfer);
+        return;
+    }
+    if (result < 0) {
+        request_finish(req, result);
+        return;
+    }
+    if (result == 0) {
+        if (io->op == BDEV_OP_WRITE) {
+            request_finish(req, -EIO);
+        } else {
+            iov_zero(req->iov, req->iovcnt); /* end of file inside the bdev */
+            request_finish(req, 0);
+        }
+        return;
+    }
+    req->transferred += (uint64_t)result;
+    if (req->transferred >= io->length) {
+        request_finish(req, 0);
+        return;
+    }
+    /* Short transfer: continue with the rest, on a copy of the caller's iovec. */
+    if (!req->iov_copy) {
+        req->iov_copy = malloc(sizeof(struct iovec) * (size_t)req->iovcnt);
+        if (!req->iov_copy) {
+            request_finish(req, -ENOMEM);
+            return;
+        }
+        memcpy(req->iov_copy, req->iov, sizeof(struct iovec) * (size_t)req->iovcnt);
+        req->iov = req->iov_copy;
+    }
+    iov_advance(&req->iov, &req->iovcnt, (size_t)result);
+    aio_uring_submit(ctx, op);
+}
+
+static void uring_prepare_flush(struct aio_uring_op *op, struct io_uring_sqe *sqe)
+{
+    struct file_request *req = container_of(op, struct file_request, uring);
+    io_uring_prep_fsync(sqe, req->file->fd, IORING_FSYNC_DATASYNC);
+}
+
+static void uring_flush_done(struct aio_uring_op *op, int result)
+{
+    struct file_request *req = container_of(op, struct file_request, uring);
+    if (result == -EAGAIN || result == -EINTR) {
+        aio_uring_submit(req->io->ctx, op);
+        return;
+    }
+    if (result == -EOPNOTSUPP) {
+        run_in_pool(req, pool_flush);
+        return;
+    }
+    request_finish(req, result < 0 ? result : 0);
+}
+
+/* ---- dispatch ---- */
+
+static void dispatch(struct file_request *req)
+{
+    struct bdev_io *io = req->io;
+    struct file_bdev *file = req->file;
+    bool uring = file->use_uring && aio_context_uring(io->ctx) != NULL;
+
+    switch (io->op) {
+    case BDEV_OP_READ:
+    case BDEV_OP_WRITE:
+        if (uring && (!file->direct || io_aligned(file, io))) {
+            req->iov = io->iov;
+            req->iovcnt = io->iovcnt;
+            req->uring.prepare = uring_prepare_transfer;
+            req->uring.done = uring_transfer_done;
+            aio_uring_submit(io->ctx, &req->uring);
+        } else {
+            run_in_pool(req, pool_transfer);
+        }
+        return;
+    case BDEV_OP_FLUSH:
+        if (uring) {
+            req->uring.prepare = uring_prepare_flush;
+            req->uring.done = uring_flush_done;
+            aio_uring_submit(io->ctx, &req->uring);
+        } else {
+            run_in_pool(req, pool_flush);
+        }
+        return;
+    case BDEV_OP_DISCARD:
+    case BDEV_OP_WRITE_ZEROES:
+        run_in_pool(req, pool_discard_or_zero);
+        return;
+    case BDEV_OP_BLOCK_STATUS:
+        run_in_pool(req, pool_block_status);
+        return;
+    }
+    request_finish_later(req, -EINVAL);
+}
+
+static void dispatch_after_wait(struct aio_work *work)
+{
+    dispatch(container_of(work, struct file_request, work));
+}
+
+/* Runs on the thread that released the blocking write: move to the owner's loop. */
+static void write_lock_granted(struct range_lock_entry *entry)
+{
+    struct file_request *req = container_of(entry, struct file_request, lock_entry);
+    req->work.done = dispatch_after_wait;
+    aio_context_post_from_any_thread(req->io->ctx, &req->work);
+}
+
+void file_submit(struct bdev *bdev, struct bdev_io *io)
+{
+    struct file_bdev *file = bdev->driver;
+    if (io->op == BDEV_OP_FLUSH && file->cache == BDEV_CACHE_UNSAFE) {
+        aio_context_complete(io->ctx, io, 0);
+        return;
+    }
+    struct file_request *req = calloc(1, sizeof(*req));
+    if (!req) {
+        aio_context_complete(io->ctx, io, -ENOMEM);
+        return;
+    }
+    req->io = io;
+    req->file = file;
+
+    bool modifies = io->op == BDEV_OP_WRITE || io->op == BDEV_OP_WRITE_ZEROES ||
+                    io->op == BDEV_OP_DISCARD;
+    if (file->direct && modifies) {
+        req->lock_entry.start = align_down(io->offset, file->offset_align);
+        req->lock_entry.end = align_up(io->offset + io->length, file->offset_align);
+        req->lock_entry.exclusive = !file_range_aligned(file, io->offset, io->length);
+        req->lock_entry.granted = write_lock_granted;
+        req->locked = true;
+        if (!range_lock_acquire(&file->write_lock, &req->lock_entry))
+            return;
+    }
+    dispatch(req);
+}
+
+/* ---- setup ---- */
+
+int file_open_flags(enum bdev_cache_mode cache, bool readonly)
+{
+    int flags = O_CLOEXEC | (readonly ? O_RDONLY : O_RDWR);
+    if (cache == BDEV_CACHE_NONE || cache == BDEV_CACHE_DIRECTSYNC)
+        flags |= O_DIRECT;
+    if (cache == BDEV_CACHE_WRITETHROUGH || cache == BDEV_CACHE_DIRECTSYNC)
+        flags |= O_DSYNC;
+    return flags;
+}
+
+uint32_t file_cache_caps(enum bdev_cache_mode cache)
+{
+    switch (cache) {
+    case BDEV_CACHE_WRITEBACK:
+    case BDEV_CACHE_NONE:
+    case BDEV_CACHE_UNSAFE: /* accepted and ignored, so clients may send them */
+        return BDEV_CAP_FLUSH | BDEV_CAP_FUA;
+    case BDEV_CACHE_WRITETHROUGH:
+    case BDEV_CACHE_DIRECTSYNC:
+        break;
+    }
+    return 0;
+}
+
+int file_setup(struct file_bdev *file, const struct bdev_options *options, uint32_t block_size_hint,
+               char **error_message)
+{
+    int rc = range_lock_init(&file->write_lock);
+    if (rc < 0) {
+        file_set_error(error_message, "%s: %s", options->path, strerror(-rc));
+        return rc;
+    }
+    file->cache = options->cache;
+    file->discard = options->discard;
+    file->direct = options->cache == BDEV_CACHE_NONE || options->cache == BDEV_CACHE_DIRECTSYNC;
+    file->mem_align = 1;
+    file->offset_align = 1;
+
+    switch (options->aio) {
+    case BDEV_AIO_THREADS:
+        file->use_uring = false;
+        break;
+    case BDEV_AIO_IO_URING:
+        if (!aio_uring_supported()) {
+            file_set_error(error_message,
+                           "%s: aio=io_uring, but io_uring is not available here "
+                           "(kernel or seccomp); use aio=threads",
+                           options->path);
+            range_lock_destroy(&file->write_lock);
+            return -ENOTSUP;
+        }
+        file->use_uring = true;
+        break;
+    case BDEV_AIO_DEFAULT:
+        file->use_uring = aio_uring_supported();
+        break;
+    }
+
+    if (file->direct) {
+        struct statx stx;
+        if (statx(file->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+            (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align > 0) {
+            file->offset_align = stx.stx_dio_offset_align;
+            file->mem_align = stx.stx_dio_mem_align ? stx.stx_dio_mem_align : stx.stx_dio_offset_align;
+        } else {
+            /* Unknown: the block size hint, or 4096, which every device accepts. */
+            file->offset_align = block_size_hint ? block_size_hint : 4096;
+            file->mem_align = file->offset_align;
+        }
+    }
+    return 0;
+}
+
+void file_teardown(struct file_bdev *file)
+{
+    range_lock_destroy(&file->write_lock);
+    if (file->fd >= 0)
+        close(file->fd);
+    file->fd = -1;
+}

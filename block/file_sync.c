@@ -1,0 +1,198 @@
+#include "block/file_sync.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ZERO_CHUNK (1u << 20)
+
+static inline uint64_t align_down(uint64_t value, uint64_t alignment) { return value / alignment * alignment; }
+
+static inline uint64_t align_up(uint64_t value, uint64_t alignment)
+{
+    return (value + alignment - 1) / alignment * alignment;
+}
+
+/* ---- blocking primitives (pool threads) ---- */
+
+void iov_zero(struct iovec *iov, int iovcnt)
+{
+    for (int i = 0; i < iovcnt; i++)
+        memset(iov[i].iov_base, 0, iov[i].iov_len);
+}
+
+/* Drop the first count bytes of iov (in place). */
+void iov_advance(struct iovec **iov, int *iovcnt, size_t count)
+{
+    while (*iovcnt > 0 && count >= (*iov)[0].iov_len) {
+        count -= (*iov)[0].iov_len;
+        (*iov)++;
+        (*iovcnt)--;
+    }
+    if (*iovcnt > 0 && count > 0) {
+        (*iov)[0].iov_base = (char *)(*iov)[0].iov_base + count;
+        (*iov)[0].iov_len -= count;
+    }
+}
+
+/*
+ * Transfer all of length at offset, resuming after short transfers.  Reads
+ * that hit end of file leave zeroes (the bdev may be larger than the file).
+ */
+static int transfer_all(int fd, bool write, uint64_t offset, const struct iovec *iov, int iovcnt,
+                        uint64_t length, int rw_flags)
+{
+    struct iovec stack_copy[8];
+    struct iovec *copy = stack_copy;
+    if (iovcnt > (int)(sizeof(stack_copy) / sizeof(stack_copy[0]))) {
+        copy = malloc(sizeof(*copy) * (size_t)iovcnt);
+        if (!copy)
+            return -ENOMEM;
+    }
+    memcpy(copy, iov, sizeof(*copy) * (size_t)iovcnt);
+    struct iovec *current = copy;
+    int count = iovcnt;
+    uint64_t done = 0;
+    int rc = 0;
+    while (done < length) {
+        int segments = count > IOV_MAX ? IOV_MAX : count;
+        ssize_t n = write ? pwritev2(fd, current, segments, (off_t)(offset + done), rw_flags)
+                          : preadv2(fd, current, segments, (off_t)(offset + done), 0);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            rc = -errno;
+            break;
+        }
+        if (n == 0) {
+            if (write)
+                rc = -EIO;
+            else
+                iov_zero(current, count);
+            break;
+        }
+        done += (uint64_t)n;
+        iov_advance(&current, &count, (size_t)n);
+    }
+    if (copy != stack_copy)
+        free(copy);
+    return rc;
+}
+
+static int transfer_buffer(int fd, bool write, uint64_t offset, void *buffer, uint64_t length,
+                           int rw_flags)
+{
+    struct iovec iov = {.iov_base = buffer, .iov_len = length};
+    return transfer_all(fd, write, offset, &iov, 1, length, rw_flags);
+}
+
+static void copy_from_iov(char *dst, const struct iovec *iov, int iovcnt)
+{
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(dst, iov[i].iov_base, iov[i].iov_len);
+        dst += iov[i].iov_len;
+    }
+}
+
+static void copy_to_iov(const struct iovec *iov, int iovcnt, const char *src)
+{
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(iov[i].iov_base, src, iov[i].iov_len);
+        src += iov[i].iov_len;
+    }
+}
+
+bool file_range_aligned(const struct file_bdev *file, uint64_t offset, uint64_t length)
+{
+    return offset % file->offset_align == 0 && length % file->offset_align == 0;
+}
+
+bool file_buffers_aligned(const struct file_bdev *file, const struct iovec *iov, int iovcnt)
+{
+    for (int i = 0; i < iovcnt; i++) {
+        if ((uintptr_t)iov[i].iov_base % file->mem_align != 0 ||
+            iov[i].iov_len % file->offset_align != 0)
+            return false;
+    }
+    return true;
+}
+
+static void *aligned_buffer(const struct file_bdev *file, size_t length)
+{
+    size_t alignment = file->offset_align > file->mem_align ? file->offset_align : file->mem_align;
+    if (alignment < sizeof(void *))
+        alignment = sizeof(void *);
+    void *buffer;
+    if (posix_memalign(&buffer, alignment, length) != 0)
+        return NULL;
+    return buffer;
+}
+
+/*
+ * O_DIRECT with an unaligned request: go through an aligned buffer covering
+ * the whole blocks; a write first reads the partial head and tail blocks.
+ * The caller holds the write lock exclusively for unaligned writes.
+ */
+static int bounce_transfer(struct file_bdev *file, bool write, uint64_t offset, const struct iovec *iov,
+                           int iovcnt, uint64_t length, int rw_flags)
+{
+    uint64_t block = file->offset_align;
+    uint64_t start = align_down(offset, block);
+    uint64_t end = align_up(offset + length, block);
+    char *buffer = aligned_buffer(file, end - start);
+    if (!buffer)
+        return -ENOMEM;
+    char *data = buffer + (offset - start);
+    int rc = 0;
+    if (!write) {
+        rc = transfer_buffer(file->fd, false, start, buffer, end - start, 0);
+        if (rc == 0)
+            copy_to_iov(iov, iovcnt, data);
+    } else {
+        bool head_partial = offset != start;
+        bool tail_partial = offset + length != end;
+        if (head_partial)
+            rc = transfer_buffer(file->fd, false, start, buffer, block, 0);
+        if (rc == 0 && tail_partial && !(head_partial && end - block == start))
+            rc = transfer_buffer(file->fd, false, end - block, buffer + (end - block - start), block, 0);
+        if (rc == 0) {
+            copy_from_iov(data, iov, iovcnt);
+            rc = transfer_buffer(file->fd, true, start, buffer, end - start, rw_flags);
+        }
+    }
+    free(buffer);
+    return rc;
+}
+
+int file_sync_transfer(struct file_bdev *file, bool write, uint64_t offset, const struct iovec *iov,
+                         int iovcnt, uint64_t length, int rw_flags)
+{
+    if (file->direct && !(file_range_aligned(file, offset, length) && file_buffers_aligned(file, iov, iovcnt)))
+        return bounce_transfer(file, write, offset, iov, iovcnt, length, rw_flags);
+    return transfer_all(file->fd, write, offset, iov, iovcnt, length, rw_flags);
+}
+
+int file_write_zeroes_slow(struct file_bdev *file, uint64_t offset, uint64_t length)
+{
+    size_t buffer_size = length < ZERO_CHUNK ? align_up(length, file->offset_align) : ZERO_CHUNK;
+    char *zeroes = aligned_buffer(file, buffer_size);
+    if (!zeroes)
+        return -ENOMEM;
+    memset(zeroes, 0, buffer_size);
+    int rc = 0;
+    uint64_t end = offset + length;
+    while (offset < end && rc == 0) {
+        /* Chunk ends on ZERO_CHUNK boundaries so only the first and last chunks may be unaligned. */
+        uint64_t chunk = ZERO_CHUNK - offset % ZERO_CHUNK;
+        if (chunk > end - offset)
+            chunk = end - offset;
+        struct iovec iov = {.iov_base = zeroes, .iov_len = chunk};
+        rc = file_sync_transfer(file, true, offset, &iov, 1, chunk, 0);
+        offset += chunk;
+    }
+    free(zeroes);
+    return rc;
+}
+

@@ -1,0 +1,208 @@
+/*
+ * The lunad_config object: life cycle, building helpers, cross-field
+ * validation and the embedded default.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "config/config_internal.h"
+
+static const char default_text[] =
+    "; lunad's embedded default: used when lunad is started without arguments.\n"
+    "[server]\n"
+    "nbd_listen = 127.0.0.1:10809\n"
+    "\n"
+    "[export demo]\n"
+    "path = var/demo.img\n"
+    "create_size = 1G\n"
+    "description = \"luna demo disk (1 GiB, sparse)\"\n";
+
+const char *lunad_config_default_text(void)
+{
+    return default_text;
+}
+
+char *config_printf(const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    char *text = NULL;
+    int n = vasprintf(&text, format, args);
+    va_end(args);
+    return n < 0 ? NULL : text;
+}
+
+int config_fail(char **message, int code, const char *format, ...)
+{
+    if (!message)
+        return code;
+    va_list args;
+    va_start(args, format);
+    char *text = NULL;
+    int n = vasprintf(&text, format, args);
+    va_end(args);
+    free(*message);
+    *message = n < 0 ? NULL : text;
+    return code;
+}
+
+const char *config_reason_text(const char *reason)
+{
+    return reason ? reason : "invalid value (and out of memory describing why)";
+}
+
+void lunad_config_init(struct lunad_config *config)
+{
+    *config = (struct lunad_config){
+        .workers = 0,
+        .log_level = LOG_LEVEL_INFO,
+    };
+}
+
+void lunad_config_clear_nbd_listen(struct lunad_config *config)
+{
+    for (size_t i = 0; i < config->nbd_listen_count; i++)
+        listen_address_clear(&config->nbd_listen[i]);
+    free(config->nbd_listen);
+    config->nbd_listen = NULL;
+    config->nbd_listen_count = 0;
+}
+
+void lunad_config_clear_unix_sockets(struct lunad_config *config)
+{
+    for (size_t i = 0; i < config->unix_socket_count; i++)
+        free(config->unix_sockets[i]);
+    free(config->unix_sockets);
+    config->unix_sockets = NULL;
+    config->unix_socket_count = 0;
+}
+
+void lunad_config_clear(struct lunad_config *config)
+{
+    lunad_config_clear_nbd_listen(config);
+    lunad_config_clear_unix_sockets(config);
+    for (size_t i = 0; i < config->export_count; i++)
+        export_config_clear(&config->exports[i]);
+    free(config->exports);
+    free(config->pidfile);
+    free(config->source);
+    lunad_config_init(config);
+}
+
+/* Grow an array by one element; the arrays are small, so no doubling. */
+static int grow(void **array, size_t count, size_t element_size)
+{
+    void *bigger = realloc(*array, (count + 1) * element_size);
+    if (!bigger)
+        return -ENOMEM;
+    *array = bigger;
+    return 0;
+}
+
+int lunad_config_add_nbd_listen(struct lunad_config *config, struct listen_address *address)
+{
+    if (grow((void **)&config->nbd_listen, config->nbd_listen_count, sizeof(*config->nbd_listen)) < 0)
+        return -ENOMEM;
+    config->nbd_listen[config->nbd_listen_count++] = *address;
+    *address = (struct listen_address){0};
+    return 0;
+}
+
+int lunad_config_add_unix_socket(struct lunad_config *config, const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy ||
+        grow((void **)&config->unix_sockets, config->unix_socket_count, sizeof(*config->unix_sockets)) < 0) {
+        free(copy);
+        return -ENOMEM;
+    }
+    config->unix_sockets[config->unix_socket_count++] = copy;
+    return 0;
+}
+
+int lunad_config_add_export(struct lunad_config *config, struct export_config *export)
+{
+    if (grow((void **)&config->exports, config->export_count, sizeof(*config->exports)) < 0)
+        return -ENOMEM;
+    config->exports[config->export_count++] = *export;
+    *export = (struct export_config){0};
+    return 0;
+}
+
+long lunad_config_find_export(const struct lunad_config *config, const char *name)
+{
+    for (size_t i = 0; i < config->export_count; i++)
+        if (config->exports[i].name && strcmp(config->exports[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+/*
+ * With socket activation systemd owns the listening sockets and lunad
+ * ignores nbd_listen / unix_socket, so a configuration without them is
+ * complete there.
+ */
+static bool socket_activated(void)
+{
+    const char *fds = getenv("LISTEN_FDS");
+    return fds && fds[0] && strcmp(fds, "0") != 0;
+}
+
+int lunad_config_validate(const struct lunad_config *config, char **error_message)
+{
+    if (error_message)
+        *error_message = NULL;
+    const char *source = config->source ? config->source : "configuration";
+
+    if (config->export_count == 0)
+        return config_fail(error_message, -EINVAL,
+                           "%s: no export (add an [export NAME] section with a path, "
+                           "or --export NAME=PATH)",
+                           source);
+    if (config->nbd_listen_count == 0 && config->unix_socket_count == 0 && !socket_activated())
+        return config_fail(error_message, -EINVAL,
+                           "%s: no listener (add nbd_listen or unix_socket to [server], "
+                           "or --nbd ADDR:PORT / --unix PATH)",
+                           source);
+    if (config->workers > LUNA_WORKERS_MAX)
+        return config_fail(error_message, -EINVAL, "%s: workers: %u is more than %d", source,
+                           config->workers, LUNA_WORKERS_MAX);
+
+    for (size_t i = 0; i < config->export_count; i++) {
+        const struct export_config *export = &config->exports[i];
+        char *reason = NULL;
+        if (export_name_check(export->name, &reason) < 0) {
+            int ret = config_fail(error_message, -EINVAL, "%s: export name: %s", source,
+                                  config_reason_text(reason));
+            free(reason);
+            return ret;
+        }
+        enum export_option culprit;
+        if (export_config_check(export, &culprit, &reason) < 0) {
+            int ret = config_fail(error_message, -EINVAL, "%s: [export %s] %s: %s", source,
+                                  export->name, export_option_name(culprit),
+                                  config_reason_text(reason));
+            free(reason);
+            return ret;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(config->exports[j].name, export->name) == 0)
+                return config_fail(error_message, -EINVAL, "%s: export '%s' is defined twice",
+                                   source, export->name);
+    }
+
+    for (size_t i = 0; i < config->unix_socket_count; i++) {
+        char *reason = NULL;
+        if (config_check_unix_socket(config->unix_sockets[i], &reason) < 0) {
+            int ret = config_fail(error_message, -EINVAL, "%s: unix_socket: %s", source,
+                                  config_reason_text(reason));
+            free(reason);
+            return ret;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,102 @@
+#include "export_registry.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+struct export_registry {
+    pthread_mutex_t lock; /* guards current: swapped by reload, read by accepts */
+    struct export_table *current;
+};
+
+struct export_registry *export_registry_new(void)
+{
+    struct export_registry *registry = calloc(1, sizeof(*registry));
+    if (!registry)
+        return NULL;
+    pthread_mutex_init(&registry->lock, NULL);
+    return registry;
+}
+
+void export_registry_free(struct export_registry *registry)
+{
+    if (!registry)
+        return;
+    if (registry->current)
+        export_table_unref(registry->current);
+    pthread_mutex_destroy(&registry->lock);
+    free(registry);
+}
+
+struct export_table *export_registry_current(struct export_registry *registry)
+{
+    pthread_mutex_lock(&registry->lock);
+    struct export_table *table = registry->current ? export_table_ref(registry->current) : NULL;
+    pthread_mutex_unlock(&registry->lock);
+    return table;
+}
+
+/* The export of old with exactly this configuration, if any. */
+static struct export *find_unchanged(const struct export_table *old, const struct export_config *config)
+{
+    if (!old)
+        return NULL;
+    struct export *export = export_table_find(old, config->name);
+    if (export && export_config_equal(&export->config, config))
+        return export;
+    return NULL;
+}
+
+int export_registry_publish(struct export_registry *registry,
+                            const struct export_config *configs, size_t count,
+                            char **error_message)
+{
+    struct export_table *old = export_registry_current(registry);
+    struct export_table *table = export_table_new();
+    int ret = table ? 0 : -ENOMEM;
+
+    for (size_t i = 0; i < count && ret == 0; i++) {
+        struct export *export = find_unchanged(old, &configs[i]);
+        if (export) {
+            export_ref(export);
+        } else {
+            ret = export_open(&configs[i], &export, error_message);
+            if (ret < 0)
+                break;
+            if (old)
+                log_info("export '%s': opened %s", configs[i].name, configs[i].bdev.path);
+        }
+        ret = export_table_add(table, export);
+        if (ret < 0)
+            export_unref(export);
+    }
+    if (ret == -ENOMEM && error_message && !*error_message)
+        *error_message = strdup("out of memory building the export table");
+
+    if (ret < 0) {
+        if (table)
+            export_table_unref(table);
+        if (old)
+            export_table_unref(old);
+        return ret;
+    }
+
+    if (old) {
+        for (size_t i = 0; i < old->count; i++)
+            if (!export_table_find(table, old->exports[i]->config.name))
+                log_info("export '%s': removed (its clients keep it until they disconnect)",
+                         old->exports[i]->config.name);
+        export_table_unref(old);
+    }
+
+    pthread_mutex_lock(&registry->lock);
+    struct export_table *previous = registry->current;
+    registry->current = table;
+    pthread_mutex_unlock(&registry->lock);
+    if (previous)
+        export_table_unref(previous);
+    return 0;
+}

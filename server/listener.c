@@ -1,0 +1,295 @@
+#include "listener.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "server/worker.h"
+
+enum { ACCEPTS_PER_EVENT = 64, MAX_LISTENERS = 64 };
+
+struct listener {
+    ev_io watcher;
+    int fd;
+    bool is_unix;
+    char *unix_path;     /* ours to unlink on close; NULL for inherited sockets */
+    struct listener_set *set;
+};
+
+struct listener_set {
+    struct ev_loop *loop;
+    struct worker **workers;
+    size_t worker_count;
+    struct listener listeners[MAX_LISTENERS];
+    size_t count;
+    char description[1024];
+};
+
+static int set_error(char **error_message, int ret, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+static int set_error(char **error_message, int ret, const char *format, ...)
+{
+    if (error_message && !*error_message) {
+        va_list args;
+        va_start(args, format);
+        if (vasprintf(error_message, format, args) < 0)
+            *error_message = NULL;
+        va_end(args);
+    }
+    return ret;
+}
+
+static void describe(struct listener_set *set, const char *what)
+{
+    size_t len = strlen(set->description);
+    snprintf(set->description + len, sizeof(set->description) - len, "%s%s", len ? ", " : "", what);
+}
+
+static void format_peer(const struct sockaddr_storage *address, socklen_t length, char *out, size_t size)
+{
+    if (address->ss_family == AF_UNIX) {
+        snprintf(out, size, "unix client");
+        return;
+    }
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    if (getnameinfo((const struct sockaddr *)address, length, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(out, size, "unknown peer");
+        return;
+    }
+    if (address->ss_family == AF_INET6)
+        snprintf(out, size, "[%s]:%s", host, port);
+    else
+        snprintf(out, size, "%s:%s", host, port);
+}
+
+static struct worker *least_loaded(struct listener_set *set)
+{
+    struct worker *best = set->workers[0];
+    for (size_t i = 1; i < set->worker_count; i++)
+        if (worker_connection_count(set->workers[i]) < worker_connection_count(best))
+            best = set->workers[i];
+    return best;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct listener *listener = watcher->data;
+    struct listener_set *set = listener->set;
+    for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+        struct sockaddr_storage address;
+        socklen_t length = sizeof(address);
+        int fd = accept4(listener->fd, (struct sockaddr *)&address, &length,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warn("accept: %s", strerror(errno));
+            return;
+        }
+        if (!listener->is_unix) {
+            int one = 1;
+            if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+                log_debug("TCP_NODELAY: %s", strerror(errno));
+        }
+        char peer[64];
+        format_peer(&address, length, peer, sizeof(peer));
+        if (worker_adopt(least_loaded(set), fd, peer) < 0) {
+            log_warn("%s: out of memory accepting the connection", peer);
+            close(fd);
+        }
+    }
+}
+
+static int add_listener(struct listener_set *set, int fd, bool is_unix, char *unix_path,
+                        char **error_message)
+{
+    if (set->count == MAX_LISTENERS) {
+        close(fd);
+        free(unix_path);
+        return set_error(error_message, -E2BIG, "too many listening sockets (at most %d)", MAX_LISTENERS);
+    }
+    struct listener *listener = &set->listeners[set->count++];
+    listener->fd = fd;
+    listener->is_unix = is_unix;
+    listener->unix_path = unix_path;
+    listener->set = set;
+    ev_io_init(&listener->watcher, accept_cb, fd, EV_READ);
+    listener->watcher.data = listener;
+    ev_io_start(set->loop, &listener->watcher);
+    return 0;
+}
+
+static int open_tcp(struct listener_set *set, const struct listen_address *address, char **error_message)
+{
+    const char *host = address->host;
+    if (host[0] == '\0' || strcmp(host, "*") == 0)
+        host = NULL;
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_flags = AI_PASSIVE,
+    };
+    struct addrinfo *results = NULL;
+    int gai = getaddrinfo(host, address->port, &hints, &results);
+    if (gai != 0)
+        return set_error(error_message, -EINVAL, "nbd_listen %s:%s: %s", address->host,
+                         address->port, gai_strerror(gai));
+
+    int ret = 0, bound = 0;
+    for (struct addrinfo *ai = results; ai && ret == 0; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            if (errno == EAFNOSUPPORT)
+                continue;
+            ret = set_error(error_message, -errno, "socket: %s", strerror(errno));
+            break;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        /* Let a wildcard IPv6 socket coexist with the IPv4 one on the same port. */
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        char name[NI_MAXHOST + NI_MAXSERV + 4];
+        format_peer((struct sockaddr_storage *)ai->ai_addr, ai->ai_addrlen, name, sizeof(name));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+            ret = set_error(error_message, -errno, "cannot listen on %s: %s", name, strerror(errno));
+            close(fd);
+            break;
+        }
+        ret = add_listener(set, fd, false, NULL, error_message);
+        if (ret == 0) {
+            describe(set, name);
+            bound++;
+        }
+    }
+    freeaddrinfo(results);
+    if (ret == 0 && bound == 0)
+        ret = set_error(error_message, -EADDRNOTAVAIL, "nbd_listen %s:%s: no usable address",
+                        address->host, address->port);
+    return ret;
+}
+
+static int open_unix(struct listener_set *set, const char *path, char **error_message)
+{
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(address.sun_path))
+        return set_error(error_message, -ENAMETOOLONG, "unix_socket %s: path too long", path);
+    strcpy(address.sun_path, path);
+
+    /* A socket file left by a previous run would make bind fail. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
+
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return set_error(error_message, -errno, "socket: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 || listen(fd, SOMAXCONN) < 0) {
+        int ret = -errno;
+        close(fd);
+        return set_error(error_message, ret, "cannot listen on unix socket %s: %s", path, strerror(-ret));
+    }
+    char *owned = strdup(path);
+    if (!owned) {
+        close(fd);
+        unlink(path);
+        return set_error(error_message, -ENOMEM, "out of memory");
+    }
+    int ret = add_listener(set, fd, true, owned, error_message);
+    if (ret == 0)
+        describe(set, path);
+    return ret;
+}
+
+/* Sockets handed over by systemd (socket activation). */
+static int adopt_systemd_sockets(struct listener_set *set, int count, char **error_message)
+{
+    for (int i = 0; i < count; i++) {
+        int fd = SD_LISTEN_FDS_START + i;
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+            fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+            return set_error(error_message, -errno, "socket activation fd %d: %s", fd, strerror(errno));
+        bool is_unix = sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) > 0;
+        if (!is_unix && sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0)
+            return set_error(error_message, -EINVAL,
+                             "socket activation fd %d is not a listening stream socket", fd);
+        int ret = add_listener(set, fd, is_unix, NULL, error_message);
+        if (ret < 0)
+            return ret;
+        char name[32];
+        snprintf(name, sizeof(name), "systemd socket fd %d", fd);
+        describe(set, name);
+    }
+    return 0;
+}
+
+int listener_set_open(const struct lunad_config *config, struct ev_loop *loop,
+                      struct worker **workers, size_t worker_count,
+                      struct listener_set **out, char **error_message)
+{
+    struct listener_set *set = calloc(1, sizeof(*set));
+    if (!set)
+        return set_error(error_message, -ENOMEM, "out of memory");
+    set->loop = loop;
+    set->workers = workers;
+    set->worker_count = worker_count;
+
+    int ret = 0;
+    int activated = sd_listen_fds(1);
+    if (activated > 0) {
+        if (config->nbd_listen_count || config->unix_socket_count)
+            log_info("socket activation: serving systemd's %d socket(s); nbd_listen and unix_socket "
+                     "are ignored", activated);
+        ret = adopt_systemd_sockets(set, activated, error_message);
+    } else {
+        for (size_t i = 0; i < config->nbd_listen_count && ret == 0; i++)
+            ret = open_tcp(set, &config->nbd_listen[i], error_message);
+        for (size_t i = 0; i < config->unix_socket_count && ret == 0; i++)
+            ret = open_unix(set, config->unix_sockets[i], error_message);
+        if (ret == 0 && set->count == 0)
+            ret = set_error(error_message, -EINVAL, "nothing to listen on");
+    }
+    if (ret < 0) {
+        listener_set_close(set);
+        return ret;
+    }
+    *out = set;
+    return 0;
+}
+
+void listener_set_close(struct listener_set *set)
+{
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->count; i++) {
+        struct listener *listener = &set->listeners[i];
+        ev_io_stop(set->loop, &listener->watcher);
+        close(listener->fd);
+        if (listener->unix_path) {
+            unlink(listener->unix_path);
+            free(listener->unix_path);
+        }
+    }
+    free(set);
+}
+
+const char *listener_set_describe(const struct listener_set *set) { return set->description; }

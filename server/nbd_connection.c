@@ -1,0 +1,290 @@
+#include "nbd_connection.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block/export.h"
+#include "common/log.h"
+#include "common/send_queue.h"
+#include "protocols/nbd/nbd_session.h"
+#include "server/export_registry.h"
+#include "server/worker.h"
+
+enum {
+    INPUT_BUFFER_SIZE = 16 * 1024,
+    /* Stop reading requests while this much reply data waits for the peer. */
+    MAX_QUEUED_OUTPUT = 16 * 1024 * 1024,
+    /* Reads per readiness event before yielding to other connections. */
+    READS_PER_EVENT = 16,
+};
+
+struct nbd_connection {
+    struct connection_link link;
+    struct worker_flush flush;
+    struct worker *worker;
+    struct ev_loop *loop;
+    int fd;
+    ev_io read_watcher;
+    ev_io write_watcher;
+    struct nbd_session *session;
+    struct send_queue *out;
+    bool input_eof;
+    char peer[64];
+    size_t in_start, in_end;
+    uint8_t in[INPUT_BUFFER_SIZE];
+};
+
+#define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+static void connection_update(struct nbd_connection *conn);
+
+static void connection_free(struct nbd_connection *conn)
+{
+    free(conn);
+}
+
+/*
+ * Close the socket and drop the session.  The record itself may still sit
+ * on the worker's flush list; it is freed there in that case.
+ */
+static void connection_close(struct nbd_connection *conn)
+{
+    if (conn->fd < 0)
+        return;
+    ev_io_stop(conn->loop, &conn->read_watcher);
+    ev_io_stop(conn->loop, &conn->write_watcher);
+    worker_connection_removed(conn->worker, &conn->link);
+    /* The queue first: buffers it still lends are released to a live session. */
+    send_queue_free(conn->out);
+    conn->out = NULL;
+    nbd_session_free(conn->session);
+    conn->session = NULL;
+    close(conn->fd);
+    conn->fd = -1;
+    log_debug("%s: connection closed", conn->peer);
+    if (!conn->flush.queued)
+        connection_free(conn);
+}
+
+/* Hand buffered bytes to the session while it takes them. */
+static void process_input(struct nbd_connection *conn)
+{
+    while (nbd_session_status(conn->session) == NBD_SESSION_ACTIVE) {
+        size_t available = conn->in_end - conn->in_start;
+        struct iovec target;
+        if (nbd_session_payload(conn->session, &target)) {
+            if (available == 0)
+                return;
+            size_t n = available < target.iov_len ? available : target.iov_len;
+            memcpy(target.iov_base, conn->in + conn->in_start, n);
+            conn->in_start += n;
+            nbd_session_payload_done(conn->session, n);
+            continue;
+        }
+        if (available == 0 || !nbd_session_wants_input(conn->session))
+            return;
+        size_t consumed = nbd_session_input(conn->session, conn->in + conn->in_start, available);
+        conn->in_start += consumed;
+        if (consumed == 0 && !nbd_session_payload(conn->session, &target))
+            return; /* needs more bytes than are here */
+    }
+}
+
+static bool wants_to_read(struct nbd_connection *conn)
+{
+    return !conn->input_eof && nbd_session_status(conn->session) == NBD_SESSION_ACTIVE &&
+           nbd_session_wants_input(conn->session) &&
+           send_queue_length(conn->out) < MAX_QUEUED_OUTPUT;
+}
+
+/* One read from the socket into the input buffer or straight into a payload. */
+static ssize_t read_some(struct nbd_connection *conn, size_t *requested)
+{
+    struct iovec target;
+    if (conn->in_start == conn->in_end) {
+        conn->in_start = conn->in_end = 0;
+        if (nbd_session_payload(conn->session, &target)) {
+            *requested = target.iov_len;
+            ssize_t n = read(conn->fd, target.iov_base, target.iov_len);
+            if (n > 0)
+                nbd_session_payload_done(conn->session, (size_t)n);
+            return n;
+        }
+    } else if (conn->in_end == INPUT_BUFFER_SIZE) {
+        if (conn->in_start == 0)
+            return -2; /* full of bytes the session refuses: cannot progress */
+        memmove(conn->in, conn->in + conn->in_start, conn->in_end - conn->in_start);
+        conn->in_end -= conn->in_start;
+        conn->in_start = 0;
+    }
+    *requested = INPUT_BUFFER_SIZE - conn->in_end;
+    ssize_t n = read(conn->fd, conn->in + conn->in_end, *requested);
+    if (n > 0)
+        conn->in_end += (size_t)n;
+    return n;
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct nbd_connection *conn = watcher->data;
+    for (int i = 0; i < READS_PER_EVENT && wants_to_read(conn); i++) {
+        size_t requested = 0;
+        ssize_t n = read_some(conn, &requested);
+        if (n == -2) {
+            log_warn("%s: request does not fit the input buffer; closing", conn->peer);
+            connection_close(conn);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            log_debug("%s: read: %s", conn->peer, strerror(errno));
+            connection_close(conn);
+            return;
+        }
+        if (n == 0) {
+            conn->input_eof = true;
+            nbd_session_input_closed(conn->session);
+            break;
+        }
+        process_input(conn);
+        if ((size_t)n < requested)
+            break; /* drained the socket: skip the read that would say EAGAIN */
+    }
+    connection_update(conn);
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    connection_update(watcher->data);
+}
+
+/*
+ * Bring the connection up to date after anything happened: feed input the
+ * session paused on, write what is queued, arm the watchers for what we
+ * wait for, and close when the session is done.
+ */
+static void connection_update(struct nbd_connection *conn)
+{
+    if (conn->fd < 0)
+        return;
+    if (nbd_session_status(conn->session) == NBD_SESSION_CLOSED) {
+        connection_close(conn);
+        return;
+    }
+    process_input(conn);
+
+    if (!send_queue_empty(conn->out)) {
+        ssize_t written = send_queue_write(conn->out, conn->fd);
+        if (written < 0 && written != -EAGAIN) {
+            log_debug("%s: write: %s", conn->peer, strerror((int)-written));
+            connection_close(conn);
+            return;
+        }
+    }
+    if (send_queue_empty(conn->out))
+        ev_io_stop(conn->loop, &conn->write_watcher);
+    else
+        ev_io_start(conn->loop, &conn->write_watcher);
+
+    if (wants_to_read(conn))
+        ev_io_start(conn->loop, &conn->read_watcher);
+    else
+        ev_io_stop(conn->loop, &conn->read_watcher);
+
+    enum nbd_session_status status = nbd_session_status(conn->session);
+    bool finished = status == NBD_SESSION_CLOSED ||
+                    ((status == NBD_SESSION_DRAINING || conn->input_eof) &&
+                     nbd_session_inflight(conn->session) == 0 && send_queue_empty(conn->out));
+    if (finished)
+        connection_close(conn);
+}
+
+static void flush_fn(struct worker_flush *flush)
+{
+    struct nbd_connection *conn = CONTAINER_OF(flush, struct nbd_connection, flush);
+    if (conn->fd < 0)
+        connection_free(conn); /* closed while this flush was queued */
+    else
+        connection_update(conn);
+}
+
+static void session_wake(void *opaque)
+{
+    struct nbd_connection *conn = opaque;
+    worker_schedule_flush(conn->worker, &conn->flush);
+}
+
+static const struct nbd_session_ops session_ops = {
+    .wake = session_wake,
+};
+
+static void link_shutdown(struct connection_link *link)
+{
+    struct nbd_connection *conn = CONTAINER_OF(link, struct nbd_connection, link);
+    nbd_session_shutdown(conn->session);
+    connection_update(conn);
+}
+
+static void link_abort(struct connection_link *link)
+{
+    connection_close(CONTAINER_OF(link, struct nbd_connection, link));
+}
+
+int nbd_connection_start(struct worker *worker, int fd, const char *peer)
+{
+    struct nbd_connection *conn = calloc(1, sizeof(*conn));
+    if (!conn)
+        return -ENOMEM;
+    conn->worker = worker;
+    conn->loop = worker_loop(worker);
+    conn->fd = fd;
+    snprintf(conn->peer, sizeof(conn->peer), "%s", peer);
+    conn->link.shutdown = link_shutdown;
+    conn->link.abort = link_abort;
+    conn->flush.fn = flush_fn;
+
+    conn->out = send_queue_new();
+    struct export_table *exports = export_registry_current(worker_registry(worker));
+    if (!conn->out || !exports) {
+        if (exports)
+            export_table_unref(exports);
+        send_queue_free(conn->out);
+        free(conn);
+        return -ENOMEM;
+    }
+    struct nbd_session_config config = {
+        .max_inflight = 128,
+        .max_payload = 32 * 1024 * 1024,
+        .peer = conn->peer,
+    };
+    conn->session = nbd_session_new(&config, exports, worker_aio_context(worker), conn->out,
+                                    &session_ops, conn);
+    export_table_unref(exports); /* the session holds its own reference */
+    if (!conn->session) {
+        send_queue_free(conn->out);
+        free(conn);
+        return -ENOMEM;
+    }
+
+    ev_io_init(&conn->read_watcher, read_cb, fd, EV_READ);
+    conn->read_watcher.data = conn;
+    ev_io_init(&conn->write_watcher, write_cb, fd, EV_WRITE);
+    conn->write_watcher.data = conn;
+    worker_connection_added(worker, &conn->link);
+    log_debug("%s: connected", conn->peer);
+    connection_update(conn); /* sends the greeting */
+    return 0;
+}

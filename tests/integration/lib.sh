@@ -1,0 +1,76 @@
+# Shared helpers for integration tests (bash).  Source it, then:
+#   luna_start [lunad args...]   start lunad in the background, wait until it serves
+#   luna_stop                    SIGTERM, wait, fail unless it exited 0
+#   free_port                    print a TCP port nobody listens on
+#   fail MESSAGE / pass MESSAGE
+# Environment from ctest: LUNAD (path to the binary), LUNA_TEST_BUILD (build dir).
+# Each test gets its own scratch directory $WORK, removed on exit.
+set -euo pipefail
+
+LUNAD=${LUNAD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/bin/lunad}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/luna-test.XXXXXX")
+LUNAD_PID=
+LUNAD_LOG=$WORK/lunad.log
+# Debian's Python has python3-libnbd; the pyenv python3 on PATH may not.
+SYSTEM_PYTHON=/usr/bin/python3
+
+_luna_cleanup() {
+  local status=$?
+  if [ -n "$LUNAD_PID" ] && kill -0 "$LUNAD_PID" 2>/dev/null; then
+    kill -KILL "$LUNAD_PID" 2>/dev/null || true
+  fi
+  if [ $status -ne 0 ] && [ -f "$LUNAD_LOG" ]; then
+    echo "--- lunad log (last 40 lines) ---"; tail -n 40 "$LUNAD_LOG"
+  fi
+  rm -rf "$WORK"
+}
+trap _luna_cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+free_port() {
+  "$SYSTEM_PYTHON" - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+PY
+}
+
+# Start lunad with the given arguments plus a pidfile; wait until the pidfile
+# exists (lunad writes it once every export is open and every socket listens).
+luna_start() {
+  local pidfile=$WORK/lunad.pid
+  rm -f "$pidfile"
+  "$LUNAD" --pidfile "$pidfile" "$@" >>"$LUNAD_LOG" 2>&1 &
+  LUNAD_PID=$!
+  for _ in $(seq 1 200); do
+    [ -s "$pidfile" ] && return 0
+    kill -0 "$LUNAD_PID" 2>/dev/null || { cat "$LUNAD_LOG"; fail "lunad exited during start-up"; }
+    sleep 0.05
+  done
+  fail "lunad did not start within 10 s"
+}
+
+# Stop lunad with SIGTERM; it must exit 0 within 30 s.
+luna_stop() {
+  [ -n "$LUNAD_PID" ] || return 0
+  kill -TERM "$LUNAD_PID"
+  local status=0
+  for _ in $(seq 1 300); do
+    kill -0 "$LUNAD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$LUNAD_PID" 2>/dev/null; then
+    fail "lunad did not stop within 30 s of SIGTERM"
+  fi
+  wait "$LUNAD_PID" || status=$?
+  LUNAD_PID=
+  [ $status -eq 0 ] || fail "lunad exited with status $status after SIGTERM"
+}
+
+# Assert lunad is still running (after a misbehaving client, say).
+luna_alive() {
+  kill -0 "$LUNAD_PID" 2>/dev/null || fail "lunad is no longer running"
+}

@@ -1,0 +1,7 @@
+# Block layer: aio contexts, every bdev op on both engines and all cache modes, exports.
+set(block_test_util ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_block_util.c)
+foreach(block_test aio raw direct concurrency host_device export)
+  luna_unit_test(test_block_${block_test}
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_block_${block_test}.c ${block_test_util}
+    LIBS luna_block)
+endforeach()

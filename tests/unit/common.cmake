@@ -1,0 +1,3 @@
+luna_unit_test(test_send_queue
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_send_queue.c
+  LIBS luna_common)

@@ -1,0 +1,10 @@
+# NBD protocol: wire encoding, then whole sessions over a real loop and raw file exports.
+set(nbd_test_harness ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_nbd_harness.c)
+luna_unit_test(test_nbd_wire
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_nbd_wire.c
+  LIBS luna_nbd)
+foreach(nbd_test handshake transmission)
+  luna_unit_test(test_nbd_${nbd_test}
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_nbd_${nbd_test}.c ${nbd_test_harness}
+    LIBS luna_nbd)
+endforeach()

@@ -1,0 +1,337 @@
+#include "test_nbd_harness.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block/aio.h"
+#include "block/export.h"
+#include "common/send_queue.h"
+#include "protocols/nbd/nbd_session.h"
+#include "protocols/nbd/nbd_wire.h"
+
+uint8_t harness_pattern_byte(uint64_t offset) { return (uint8_t)(offset * 13 + offset / 4096 + 5); }
+
+static char *temp_file(uint64_t size, bool pattern)
+{
+    char *path = strdup("/tmp/luna-nbd-test-XXXXXX");
+    cr_assert_not_null(path);
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
+    cr_assert_eq(ftruncate(fd, (off_t)size), 0);
+    if (pattern) {
+        uint8_t *data = malloc(size);
+        cr_assert_not_null(data);
+        for (uint64_t i = 0; i < size; i++)
+            data[i] = harness_pattern_byte(i);
+        cr_assert_eq(pwrite(fd, data, size, 0), (ssize_t)size);
+        free(data);
+    }
+    close(fd);
+    return path;
+}
+
+static void add_export(struct harness *h, const char *name, const char *description,
+                       const char *path, bool readonly)
+{
+    struct export_config config = {0};
+    config.name = (char *)name;
+    config.description = (char *)description;
+    bdev_options_init(&config.bdev);
+    config.bdev.path = path;
+    config.bdev.readonly = readonly;
+    struct export *export = NULL;
+    char *message = NULL;
+    int rc = export_open(&config, &export, &message);
+    cr_assert_eq(rc, 0, "export_open %s: %s", path, message ? message : "?");
+    cr_assert_eq(export_table_add(h->table, export), 0);
+}
+
+static void wake(void *opaque)
+{
+    struct harness *h = opaque;
+    h->wakes++;
+}
+
+static const struct nbd_session_ops harness_ops = {.wake = wake};
+
+void harness_init(struct harness *h, uint32_t max_inflight)
+{
+    memset(h, 0, sizeof(*h));
+    h->loop = ev_loop_new(EVFLAG_AUTO);
+    cr_assert_not_null(h->loop);
+    h->ctx = aio_context_new(h->loop);
+    cr_assert_not_null(h->ctx);
+    h->disk_path = temp_file(HARNESS_DISK_SIZE, false);
+    h->ro_path = temp_file(HARNESS_RO_SIZE, true);
+    h->big_path = temp_file(HARNESS_BIG_SIZE, false);
+    h->table = export_table_new();
+    cr_assert_not_null(h->table);
+    add_export(h, "disk", "test disk", h->disk_path, false);
+    add_export(h, "ro", NULL, h->ro_path, true);
+    add_export(h, "big", NULL, h->big_path, false);
+    h->out = send_queue_new();
+    cr_assert_not_null(h->out);
+    struct nbd_session_config config = {
+        .max_inflight = max_inflight,
+        .max_payload = 0,
+        .peer = "test-peer",
+    };
+    h->session = nbd_session_new(&config, h->table, h->ctx, h->out, &harness_ops, h);
+    cr_assert_not_null(h->session);
+}
+
+void harness_fini(struct harness *h)
+{
+    if (h->session)
+        nbd_session_free(h->session);
+    aio_context_drain(h->ctx);
+    send_queue_free(h->out);
+    export_table_unref(h->table);
+    aio_context_free(h->ctx);
+    ev_loop_destroy(h->loop);
+    unlink(h->disk_path);
+    unlink(h->ro_path);
+    unlink(h->big_path);
+    free(h->big_path);
+    free(h->disk_path);
+    free(h->ro_path);
+    free(h->output);
+}
+
+void harness_feed(struct harness *h, const void *data, size_t length)
+{
+    size_t used = nbd_session_input(h->session, data, length);
+    cr_assert_eq(used, length, "session consumed %zu of %zu bytes", used, length);
+}
+
+void harness_wait(struct harness *h) { aio_context_drain(h->ctx); }
+
+static void pull_output(struct harness *h)
+{
+    size_t queued = send_queue_length(h->out);
+    if (queued == 0)
+        return;
+    if (h->output_length + queued > h->output_capacity) {
+        size_t capacity = (h->output_length + queued) * 2;
+        h->output = realloc(h->output, capacity);
+        cr_assert_not_null(h->output);
+        h->output_capacity = capacity;
+    }
+    size_t n = send_queue_drain(h->out, h->output + h->output_length, queued);
+    cr_assert_eq(n, queued);
+    h->output_length += n;
+}
+
+size_t harness_output_left(struct harness *h)
+{
+    pull_output(h);
+    return h->output_length - h->output_position;
+}
+
+const uint8_t *harness_take(struct harness *h, size_t n)
+{
+    pull_output(h);
+    cr_assert(h->output_length - h->output_position >= n,
+              "expected %zu more output bytes, have %zu", n, h->output_length - h->output_position);
+    const uint8_t *bytes = h->output + h->output_position;
+    h->output_position += n;
+    return bytes;
+}
+
+void harness_skip_greeting(struct harness *h)
+{
+    const uint8_t *greeting = harness_take(h, NBD_GREETING_SIZE);
+    cr_assert_eq(nbd_get64(greeting), NBD_MAGIC);
+    cr_assert_eq(nbd_get64(greeting + 8), NBD_IHAVEOPT);
+}
+
+void harness_client_flags(struct harness *h, uint32_t flags)
+{
+    uint8_t bytes[4];
+    nbd_put32(bytes, flags);
+    harness_feed(h, bytes, sizeof(bytes));
+}
+
+void harness_option(struct harness *h, uint32_t option, const void *data, uint32_t length)
+{
+    uint8_t header[NBD_OPTION_HEADER_SIZE];
+    nbd_put64(header, NBD_IHAVEOPT);
+    nbd_put32(header + 8, option);
+    nbd_put32(header + 12, length);
+    harness_feed(h, header, sizeof(header));
+    if (length)
+        harness_feed(h, data, length);
+}
+
+const uint8_t *harness_option_reply(struct harness *h, uint32_t option, uint32_t *type,
+                                    uint32_t *length)
+{
+    const uint8_t *header = harness_take(h, NBD_OPTION_REPLY_HEADER_SIZE);
+    cr_assert_eq(nbd_get64(header), NBD_OPTION_REPLY_MAGIC);
+    cr_assert_eq(nbd_get32(header + 8), option, "reply for option %u, expected %u",
+                 nbd_get32(header + 8), option);
+    *type = nbd_get32(header + 12);
+    *length = nbd_get32(header + 16);
+    return *length ? harness_take(h, *length) : NULL;
+}
+
+void harness_expect_ack(struct harness *h, uint32_t option)
+{
+    uint32_t type, length;
+    harness_option_reply(h, option, &type, &length);
+    cr_assert_eq(type, NBD_REP_ACK, "option %u: reply type 0x%x, expected ACK", option, type);
+    cr_assert_eq(length, 0);
+}
+
+uint32_t harness_info_data(uint8_t *out, const char *name, const uint16_t *requests, uint16_t count)
+{
+    uint32_t name_length = (uint32_t)strlen(name);
+    nbd_put32(out, name_length);
+    memcpy(out + 4, name, name_length);
+    nbd_put16(out + 4 + name_length, count);
+    for (uint16_t i = 0; i < count; i++)
+        nbd_put16(out + 6 + name_length + 2 * i, requests[i]);
+    return 6 + name_length + 2u * count;
+}
+
+uint32_t harness_meta_data(uint8_t *out, const char *name, const char *const *queries,
+                           uint32_t count)
+{
+    uint32_t name_length = (uint32_t)strlen(name);
+    nbd_put32(out, name_length);
+    memcpy(out + 4, name, name_length);
+    nbd_put32(out + 4 + name_length, count);
+    uint32_t position = 8 + name_length;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t length = (uint32_t)strlen(queries[i]);
+        nbd_put32(out + position, length);
+        memcpy(out + position + 4, queries[i], length);
+        position += 4 + length;
+    }
+    return position;
+}
+
+uint16_t harness_go(struct harness *h, const char *name, bool structured, bool extended,
+                    bool allocation)
+{
+    harness_skip_greeting(h);
+    harness_client_flags(h, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+    if (structured) {
+        harness_option(h, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+        harness_expect_ack(h, NBD_OPT_STRUCTURED_REPLY);
+        h->structured = true;
+    }
+    if (extended) {
+        harness_option(h, NBD_OPT_EXTENDED_HEADERS, NULL, 0);
+        harness_expect_ack(h, NBD_OPT_EXTENDED_HEADERS);
+        h->extended = true;
+        h->structured = true;
+    }
+    uint8_t data[256];
+    uint32_t type, length;
+    if (allocation) {
+        const char *query = "base:allocation";
+        uint32_t data_length = harness_meta_data(data, name, &query, 1);
+        harness_option(h, NBD_OPT_SET_META_CONTEXT, data, data_length);
+        const uint8_t *reply = harness_option_reply(h, NBD_OPT_SET_META_CONTEXT, &type, &length);
+        cr_assert_eq(type, NBD_REP_META_CONTEXT);
+        cr_assert_eq(length, 4 + strlen("base:allocation"));
+        cr_assert(memcmp(reply + 4, "base:allocation", length - 4) == 0);
+        h->context_id = nbd_get32(reply);
+        harness_expect_ack(h, NBD_OPT_SET_META_CONTEXT);
+    }
+    uint32_t data_length = harness_info_data(data, name, NULL, 0);
+    harness_option(h, NBD_OPT_GO, data, data_length);
+    uint16_t flags = 0;
+    bool seen_export = false;
+    for (;;) {
+        const uint8_t *reply = harness_option_reply(h, NBD_OPT_GO, &type, &length);
+        if (type == NBD_REP_ACK)
+            break;
+        cr_assert_eq(type, NBD_REP_INFO, "GO reply type 0x%x", type);
+        if (nbd_get16(reply) == NBD_INFO_EXPORT) {
+            cr_assert_eq(length, 12);
+            flags = nbd_get16(reply + 10);
+            seen_export = true;
+        }
+    }
+    cr_assert(seen_export);
+    cr_assert_eq(harness_output_left(h), 0);
+    return flags;
+}
+
+void harness_request(struct harness *h, uint16_t flags, uint16_t type, uint64_t cookie,
+                     uint64_t offset, uint64_t length, const void *payload)
+{
+    uint8_t header[NBD_MAX_REQUEST_SIZE];
+    struct nbd_request_header request = {
+        .flags = flags, .type = type, .cookie = cookie, .offset = offset, .length = length,
+    };
+    size_t size = nbd_request_encode(header, h->extended, &request);
+    harness_feed(h, header, size);
+    if (payload)
+        harness_feed(h, payload, length);
+}
+
+void harness_expect_simple(struct harness *h, uint64_t cookie, uint32_t error)
+{
+    const uint8_t *reply = harness_take(h, NBD_SIMPLE_REPLY_SIZE);
+    cr_assert_eq(nbd_get32(reply), NBD_SIMPLE_REPLY_MAGIC, "magic 0x%08x", nbd_get32(reply));
+    cr_assert_eq(nbd_get32(reply + 4), error, "error %u, expected %u", nbd_get32(reply + 4), error);
+    cr_assert_eq(nbd_get64(reply + 8), cookie);
+}
+
+void harness_chunk(struct harness *h, struct harness_chunk *chunk)
+{
+    size_t size = h->extended ? NBD_EXTENDED_REPLY_SIZE : NBD_STRUCTURED_REPLY_SIZE;
+    const uint8_t *header = harness_take(h, size);
+    cr_assert_eq(nbd_get32(header), h->extended ? NBD_EXTENDED_REPLY_MAGIC : NBD_STRUCTURED_REPLY_MAGIC,
+                 "chunk magic 0x%08x", nbd_get32(header));
+    chunk->flags = nbd_get16(header + 4);
+    chunk->type = nbd_get16(header + 6);
+    chunk->cookie = nbd_get64(header + 8);
+    if (h->extended) {
+        chunk->offset = nbd_get64(header + 16);
+        chunk->length = nbd_get64(header + 24);
+    } else {
+        chunk->offset = 0;
+        chunk->length = nbd_get32(header + 16);
+    }
+    chunk->payload = chunk->length ? harness_take(h, chunk->length) : NULL;
+}
+
+void harness_expect_ok(struct harness *h, uint64_t cookie)
+{
+    if (!h->extended) {
+        harness_expect_simple(h, cookie, 0);
+        return;
+    }
+    struct harness_chunk chunk;
+    harness_chunk(h, &chunk);
+    cr_assert_eq(chunk.cookie, cookie);
+    cr_assert_eq(chunk.type, NBD_REPLY_TYPE_NONE, "chunk type 0x%x", chunk.type);
+    cr_assert_eq(chunk.flags, NBD_REPLY_FLAG_DONE);
+    cr_assert_eq(chunk.length, 0);
+}
+
+void harness_expect_error(struct harness *h, uint64_t cookie, uint32_t error)
+{
+    if (!h->structured) {
+        harness_expect_simple(h, cookie, error);
+        return;
+    }
+    struct harness_chunk chunk;
+    harness_chunk(h, &chunk);
+    cr_assert_eq(chunk.cookie, cookie);
+    cr_assert_eq(chunk.type, NBD_REPLY_TYPE_ERROR, "chunk type 0x%x", chunk.type);
+    cr_assert_eq(chunk.flags, NBD_REPLY_FLAG_DONE);
+    cr_assert_geq(chunk.length, 6);
+    cr_assert_eq(nbd_get32(chunk.payload), error, "error %u, expected %u", nbd_get32(chunk.payload),
+                 error);
+    cr_assert_eq(nbd_get16(chunk.payload + 4), chunk.length - 6);
+}
