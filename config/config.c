@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "config/config_internal.h"
@@ -148,8 +149,12 @@ long lunad_config_find_export(const struct lunad_config *config, const char *nam
  */
 static bool socket_activated(void)
 {
+    /* As sd_listen_fds(): the sockets are ours only if LISTEN_PID names us. */
     const char *fds = getenv("LISTEN_FDS");
-    return fds && fds[0] && strcmp(fds, "0") != 0;
+    const char *pid = getenv("LISTEN_PID");
+    if (!fds || !fds[0] || strcmp(fds, "0") == 0)
+        return false;
+    return !pid || strtol(pid, NULL, 10) == (long)getpid();
 }
 
 int lunad_config_validate(const struct lunad_config *config, char **error_message)

@@ -21,7 +21,7 @@ static int invalid(char **reason, char *text)
     return -EINVAL;
 }
 
-/* A port number 0-65535 (0: the kernel picks one) or a service name from /etc/services. */
+/* A port number 0-65535 (0: the kernel picks one) or a service name ("nbd"), which starts with a letter. */
 static bool port_valid(const char *port)
 {
     if (port[0] == '\0')
@@ -31,6 +31,8 @@ static bool port_valid(const char *port)
             return false;
         return strtoul(port, NULL, 10) <= 65535;
     }
+    if (!isalpha((unsigned char)port[0]))
+        return false;
     for (const char *c = port; *c; c++)
         if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_')
             return false;

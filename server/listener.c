@@ -254,7 +254,8 @@ int listener_set_open(const struct lunad_config *config, struct ev_loop *loop,
     set->worker_count = worker_count;
 
     int ret = 0;
-    int activated = sd_listen_fds(1);
+    /* 0: keep LISTEN_FDS in the environment, so a SIGHUP reload still sees it. */
+    int activated = sd_listen_fds(0);
     if (activated > 0) {
         if (config->nbd_listen_count || config->unix_socket_count)
             log_info("socket activation: serving systemd's %d socket(s); nbd_listen and unix_socket "

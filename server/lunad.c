@@ -58,9 +58,7 @@ static int load_config(int argc, char **argv, struct lunad_config *config, int *
     char *message = NULL;
     lunad_config_init(config);
     optind = 0; /* getopt restarts from scratch on reload */
-    int ret = lunad_cli_parse(argc, argv, config, &message);
-    if (ret >= 0 && ret != LUNAD_CLI_EXIT_OK)
-        ret = lunad_config_validate(config, &message) < 0 ? -EINVAL : ret;
+    int ret = lunad_cli_parse(argc, argv, config, &message); /* also validates */
     if (ret < 0) {
         log_error("%s", message ? message : strerror(-ret));
         free(message);

@@ -115,14 +115,14 @@ def main():
     if len(sys.argv) not in (2, 3):
         print("usage: nbd_report.py RESULTS.tsv [MEMORY.tsv]", file=sys.stderr)
         return 2
+    tables = []
     results = load(sys.argv[1])
     if results:
-        print(throughput_table(results))
-    if len(sys.argv) == 3:
-        memory = load(sys.argv[2])
-        if memory:
-            print()
-            print(memory_table(memory))
+        tables.append(throughput_table(results))
+    memory = load(sys.argv[2]) if len(sys.argv) == 3 else []
+    if memory:
+        tables.append(memory_table(memory))
+    print("\n\n".join(tables))
     return 0
 
 

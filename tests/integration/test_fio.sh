@@ -39,9 +39,9 @@ sys.exit(1 if bad else 0)
 PY
 }
 
-run_fio randwrite-verify --rw=randwrite --runtime=6
+run_fio randwrite-verify --rw=randwrite --time_based --runtime=5
 pass "fio randwrite + crc32c verify, 2 jobs x QD32"
-run_fio randrw-verify --rw=randrw --rwmixread=50 --runtime=6
+run_fio randrw-verify --rw=randrw --rwmixread=50 --time_based --runtime=5
 pass "fio randrw + crc32c verify, 2 jobs x QD32"
 
 luna_alive

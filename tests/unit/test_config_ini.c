@@ -275,6 +275,34 @@ Test(config_ini, no_listener_is_fine_with_socket_activation)
     unsetenv("LISTEN_FDS");
 }
 
+Test(config_ini, socket_activation_for_another_process_does_not_count)
+{
+    char *message = NULL;
+    cr_assert_eq(lunad_config_load_file(FIXTURE("no-listener.ini"), &config, &message), 0);
+    setenv("LISTEN_FDS", "1", 1);
+    setenv("LISTEN_PID", "1", 1); /* init's, not ours */
+    cr_expect_eq(lunad_config_validate(&config, &message), -EINVAL);
+    free(message);
+    message = NULL;
+    char pid[32];
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    setenv("LISTEN_PID", pid, 1);
+    cr_expect_eq(lunad_config_validate(&config, &message), 0, "%s", message ? message : "");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_PID");
+}
+
+Test(config_ini, shipped_example_is_valid)
+{
+    char *message = NULL;
+    int ret = lunad_config_load_file(LUNA_EXAMPLE_CONFIG, &config, &message);
+    cr_assert_eq(ret, 0, "%s", message ? message : "");
+    cr_assert_eq(lunad_config_validate(&config, &message), 0, "%s", message ? message : "");
+    cr_expect_eq(config.nbd_listen_count, 2);
+    cr_expect_eq(config.unix_socket_count, 1);
+    cr_expect_eq(config.export_count, 3);
+}
+
 Test(config_ini, unknown_section)
 {
     expect_error("[server]\nnbd_listen = :1\n\n[exprot demo]\npath = x\n",
