@@ -14,7 +14,7 @@
 #include <sys/uio.h>
 
 #include "block/bdev.h"
-#include "protocols/nbd/nbd_buffer.h"
+#include "common/data_buffer.h"
 #include "protocols/nbd/nbd_session.h"
 #include "protocols/nbd/nbd_wire.h"
 
@@ -75,7 +75,7 @@ struct nbd_request {
     struct nbd_request_header header;
     struct bdev_io io;
     struct iovec iov;
-    struct nbd_buffer *buffer;   /* WRITE payload or READ data */
+    struct data_buffer *buffer;   /* WRITE payload or READ data */
     uint64_t done;               /* TRIM / WRITE_ZEROES split in pieces: bytes finished */
     struct bdev_extent *extents; /* BLOCK_STATUS and the first step of a sparse read */
     struct nbd_read_plan *plan;  /* sparse read */
@@ -175,7 +175,7 @@ int nbd_reply_ok(struct nbd_session *session, const struct nbd_request_header *r
 int nbd_reply_error(struct nbd_session *session, const struct nbd_request_header *request,
                     uint32_t error);
 int nbd_reply_data(struct nbd_session *session, const struct nbd_request_header *request,
-                   uint64_t offset, struct nbd_buffer *buffer, size_t buffer_offset,
+                   uint64_t offset, struct data_buffer *buffer, size_t buffer_offset,
                    size_t length, bool done);
 int nbd_reply_hole(struct nbd_session *session, const struct nbd_request_header *request,
                    uint64_t offset, uint32_t length, bool done);

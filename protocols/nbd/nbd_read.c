@@ -53,7 +53,7 @@ static void dense_read(struct nbd_request *request, bool in_completion)
 {
     struct nbd_session *session = request->session;
     const struct nbd_request_header *header = &request->header;
-    request->buffer = nbd_buffer_new(header->length);
+    request->buffer = data_buffer_new(header->length);
     if (!request->buffer) {
         finish(request, in_completion, nbd_reply_error(session, header, NBD_ENOMEM));
         return;
@@ -179,7 +179,7 @@ static void status_complete(struct bdev_io *io)
     }
     request->plan = plan;
     if (data_size) {
-        request->buffer = nbd_buffer_new(data_size);
+        request->buffer = data_buffer_new(data_size);
         if (!request->buffer) {
             finish(request, true, nbd_reply_error(session, &request->header, NBD_ENOMEM));
             return;

@@ -55,7 +55,7 @@ int nbd_reply_error(struct nbd_session *session, const struct nbd_request_header
 }
 
 int nbd_reply_data(struct nbd_session *session, const struct nbd_request_header *request,
-                   uint64_t offset, struct nbd_buffer *buffer, size_t buffer_offset,
+                   uint64_t offset, struct data_buffer *buffer, size_t buffer_offset,
                    size_t length, bool done)
 {
     int ret;
@@ -70,10 +70,10 @@ int nbd_reply_data(struct nbd_session *session, const struct nbd_request_header 
     }
     if (ret < 0)
         return ret;
-    ret = send_queue_lend(session->out, buffer->data + buffer_offset, length, nbd_buffer_unref,
-                          nbd_buffer_ref(buffer));
+    ret = send_queue_lend(session->out, buffer->data + buffer_offset, length, data_buffer_unref,
+                          data_buffer_ref(buffer));
     if (ret < 0)
-        nbd_buffer_unref(buffer);
+        data_buffer_unref(buffer);
     return ret;
 }
 

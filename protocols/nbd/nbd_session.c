@@ -126,7 +126,7 @@ struct nbd_request *nbd_request_get(struct nbd_session *session)
 bool nbd_request_finish(struct nbd_request *request)
 {
     struct nbd_session *session = request->session;
-    nbd_buffer_unref(request->buffer);
+    data_buffer_unref(request->buffer);
     free(request->extents);
     free(request->plan);
     if (session->free_count < NBD_FREE_REQUESTS_MAX && !session->detached) {

@@ -267,6 +267,9 @@ static void refuse(struct nbd_session *session, const struct nbd_request_header 
 
 static void handle_request(struct nbd_session *session, const struct nbd_request_header *header)
 {
+    log_debug("nbd %s: %s cookie %llu flags 0x%x offset %llu length %llu", session->peer,
+              nbd_command_name(header->type), (unsigned long long)header->cookie, header->flags,
+              (unsigned long long)header->offset, (unsigned long long)header->length);
     if (header->type == NBD_CMD_DISC) {
         log_debug("nbd %s: NBD_CMD_DISC", session->peer);
         session->input = NBD_INPUT_STOPPED;
@@ -304,7 +307,7 @@ static void handle_request(struct nbd_session *session, const struct nbd_request
     }
     request->header = *header;
     if (payload) {
-        request->buffer = nbd_buffer_new(payload);
+        request->buffer = data_buffer_new(payload);
         if (!request->buffer) {
             nbd_request_finish(request);
             refuse(session, header, NBD_ENOMEM, payload);

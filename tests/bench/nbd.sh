@@ -15,6 +15,7 @@
 #   BENCH_SERVERS="lunad qemu-nbd nbdkit"  servers to run, in this order
 #   BENCH_RUNTIME=10                       measured seconds per job (after BENCH_RAMP=2 s of ramp)
 #   BENCH_JOBS="..."                       subset of the job names below (default: all)
+#   BENCH_ROUNDS=1                         repeat every job; the report keeps each median run
 #   BENCH_IDLE_CONNECTIONS=1000            idle connections for the memory test (0 skips it)
 #   BENCH_IDLE_SERVERS                     servers for the memory test (default: BENCH_SERVERS)
 #   BENCH_SYSCALLS=1                       count server system calls with perf (0: don't)
@@ -33,6 +34,7 @@ repo=$(cd "$here/../.." && pwd)
 python=/usr/bin/python3 # Debian's python, where python3-libnbd is installed
 
 runtime=${BENCH_RUNTIME:-10}
+rounds=${BENCH_ROUNDS:-1}
 ramp=${BENCH_RAMP:-2}
 servers=${BENCH_SERVERS:-lunad qemu-nbd nbdkit}
 idle_connections=${BENCH_IDLE_CONNECTIONS:-1000}
@@ -172,12 +174,11 @@ stop_server() {
 run_job() {
     local server=$1 uri=$2 job=$3
     shift 3
-    local json="$work/$server.$job.json" perf_out="$work/$server.$job.perf"
-    say "== $server: $job (${ramp}s ramp + ${runtime}s)"
+    local json="$work/$server.$job.$round.json" perf_out="$work/$server.$job.$round.perf"
     timeout --kill-after=10 $((ramp + runtime + 60)) \
         fio --name="$job" --ioengine=nbd --uri="$uri" --time_based --runtime="$runtime" \
         --ramp_time="$ramp" --group_reporting --output-format=json --output="$json" "$@" \
-        >"$work/$server.$job.fio.log" 2>&1 &
+        >"$work/$server.$job.$round.fio.log" 2>&1 &
     fio_pid=$!
 
     # The CPU and syscall window opens when the ramp ends and closes when fio exits. Results are
@@ -204,7 +205,7 @@ run_job() {
     fi
     if ((fio_status != 0)) || [[ ! -s $json ]]; then
         say "nbd.sh: fio failed for $server $job (status $fio_status):"
-        tail -n 20 "$work/$server.$job.fio.log" >&2 || true
+        tail -n 20 "$work/$server.$job.$round.fio.log" >&2 || true
         printf '%s\t%s\t-\t-\t-\t-\t-\n' "$server" "$job" >>"$work/results.tsv"
         return 0
     fi
@@ -295,6 +296,7 @@ for server in $servers; do
 done
 ((${#run_servers[@]} > 0)) || die "no server to run"
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/luna-bench.XXXXXX")
 image="$work/image.raw"
 : >"$work/results.tsv"
@@ -310,26 +312,30 @@ for entry in "${all_jobs[@]}"; do
     fi
 done
 
-for server in "${run_servers[@]}"; do
-    if ((${#jobs_to_run[@]} == 0)); then break; fi
-    port=$(free_port)
-    if ! start_server "$server" "$port"; then
-        for entry in "${jobs_to_run[@]}"; do
-            printf '%s\t%s\t-\t-\t-\t-\t-\n' "$server" "${entry%%:*}" >>"$work/results.tsv"
-        done
-        continue
-    fi
+# Job-major order with a fresh server per run: the machine is shared (other builds and tests may
+# run at the same time), so interleaving the servers spreads any outside load over all of them
+# instead of penalising whichever server happened to run during a busy minute. With
+# BENCH_ROUNDS > 1 the report keeps each server's median run per job.
+for ((round = 1; round <= rounds; round++)); do
     for entry in "${jobs_to_run[@]}"; do
-        # shellcheck disable=SC2086 # the job's fio arguments are a list of words
-        run_job "$server" "nbd://127.0.0.1:$port/$export_name" "${entry%%:*}" ${entry#*:}
-        if ! kill -0 "$server_pid" 2>/dev/null; then
-            say "nbd.sh: $server died during ${entry%%:*}; its log:"
-            tail -n 20 "$work/$server.log" >&2 || true
-            server_pid=
-            break
-        fi
+        job=${entry%%:*}
+        for server in "${run_servers[@]}"; do
+            port=$(free_port)
+            if ! start_server "$server" "$port"; then
+                printf '%s\t%s\t-\t-\t-\t-\t-\n' "$server" "$job" >>"$work/results.tsv"
+                continue
+            fi
+            say "== round $round/$rounds, $server: $job (${ramp}s ramp + ${runtime}s)"
+            # shellcheck disable=SC2086 # the job's fio arguments are a list of words
+            run_job "$server" "nbd://127.0.0.1:$port/$export_name" "$job" ${entry#*:}
+            if ! kill -0 "$server_pid" 2>/dev/null; then
+                say "nbd.sh: $server died during $job; its log:"
+                tail -n 20 "$work/$server.log" >&2 || true
+                server_pid=
+            fi
+            stop_server
+        done
     done
-    stop_server
 done
 
 if ((idle_connections > 0)); then
@@ -338,8 +344,10 @@ if ((idle_connections > 0)); then
     done
 fi
 
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo
-echo "NBD benchmark: ${runtime}s per job after ${ramp}s ramp, $size file, $(nproc) CPUs shared by fio and server"
+echo "NBD benchmark: ${runtime}s per job after ${ramp}s ramp, $rounds round(s), $size file, $(nproc) CPUs shared by fio and server"
+echo "load average before: $load_before, after: $load_after (anything above ~2 means other work shared the CPUs)"
 echo "lunad: ${lunad:-not run} (${lunad_options}${lunad_args:+ $lunad_args}); qemu-nbd --aio=$qemu_aio --cache=writeback; nbdkit file plugin"
 echo
 "$python" "$here/nbd_report.py" "$work/results.tsv" "$work/memory.tsv"

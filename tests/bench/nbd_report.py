@@ -5,6 +5,7 @@
 #
 # Usage: nbd_report.py RESULTS.tsv [MEMORY.tsv]
 #   RESULTS.tsv: server job iops mb_per_s p99_us cpu_us_per_request syscalls_per_request
+#                (one line per run; several rounds give several lines per server and job)
 #   MEMORY.tsv:  server connections rss_before_kib rss_after_kib
 # Missing values are written as "-" by nbd.sh and shown as "-" here.
 
@@ -48,22 +49,32 @@ def markdown(header, rows):
     return "\n".join(out)
 
 
+def median_run(runs):
+    """With several rounds, keep the run with the median IOPS whole, so that one row's IOPS,
+    latency and CPU all come from the same run."""
+    measured = sorted((r for r in runs if r["iops"] is not None), key=lambda r: r["iops"])
+    if not measured:
+        return runs[0]
+    return measured[(len(measured) - 1) // 2]
+
+
 def load(path):
     with open(path) as handle:
         return [line.rstrip("\n").split("\t") for line in handle if line.strip()]
 
 
 def throughput_table(records):
-    servers, jobs, data = [], [], {}
+    servers, jobs, runs = [], [], {}
     for server, job, iops, mbps, p99, cpu, syscalls in records:
         if server not in servers:
             servers.append(server)
         if job not in jobs:
             jobs.append(job)
-        data[server, job] = {
+        runs.setdefault((server, job), []).append({
             "iops": number(iops), "mbps": number(mbps), "p99": number(p99),
             "cpu": number(cpu), "syscalls": number(syscalls),
-        }
+        })
+    data = {key: median_run(value) for key, value in runs.items()}
     peers = [s for s in servers if s != SUBJECT]
     has_subject = SUBJECT in servers
 

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """acked_writes: what a server acknowledged must be in its file.
 
-  acked_writes.py write URI LOG [DEPTH]
-      Keeps DEPTH (default 32) 16 KiB writes in flight, each to a fresh slot
-      with a pattern naming its sequence number, until the connection ends
-      (the server was stopped).  Prints "flowing" once 1000 writes were
-      acknowledged; writes the acknowledged ones (offset sequence) to LOG.
+  acked_writes.py write URI LOG BLOCK_BYTES [DEPTH]
+      Keeps DEPTH (default 32) writes of BLOCK_BYTES in flight, each to a
+      fresh slot with a pattern naming its sequence number, until the
+      connection ends (the server was stopped).  Prints "flowing" once 100
+      writes were acknowledged; writes the acknowledged ones (offset,
+      sequence, length) to LOG.
   acked_writes.py verify LOG FILE
       Checks every acknowledged write is in FILE, byte for byte.
 """
@@ -15,17 +16,14 @@ import time
 
 import nbd
 
-BLOCK = 16 * 1024
+def pattern(sequence, length):
+    return struct.pack(">Q", sequence) * (length // 8)
 
 
-def pattern(sequence):
-    return struct.pack(">Q", sequence) * (BLOCK // 8)
-
-
-def write(uri, log_path, depth):
+def write(uri, log_path, block, depth):
     h = nbd.NBD()
     h.connect_uri(uri)
-    slots = h.get_size() // BLOCK
+    slots = h.get_size() // block
     in_flight = {}  # cookie -> (offset, sequence, buffer)
     acked = []
     sequence = 0
@@ -34,8 +32,8 @@ def write(uri, log_path, depth):
     try:
         while time.monotonic() < deadline:
             while len(in_flight) < depth and sequence < slots:
-                offset = sequence * BLOCK
-                buffer = nbd.Buffer.from_bytearray(bytearray(pattern(sequence)))
+                offset = sequence * block
+                buffer = nbd.Buffer.from_bytearray(bytearray(pattern(sequence, block)))
                 cookie = h.aio_pwrite(buffer, offset)
                 in_flight[cookie] = (offset, sequence, buffer)
                 sequence += 1
@@ -47,7 +45,7 @@ def write(uri, log_path, depth):
                 if h.aio_command_completed(cookie):
                     offset, seq, _ = in_flight.pop(cookie)
                     acked.append((offset, seq))
-            if not announced and len(acked) >= 1000:
+            if not announced and len(acked) >= 100:
                 print("flowing", flush=True)
                 announced = True
     except nbd.Error as e:
@@ -56,7 +54,7 @@ def write(uri, log_path, depth):
               f"{len(in_flight)} in flight", flush=True)
     with open(log_path, "w") as log:
         for offset, seq in acked:
-            log.write(f"{offset} {seq}\n")
+            log.write(f"{offset} {seq} {block}\n")
     return 0 if acked else 1
 
 
@@ -65,10 +63,10 @@ def verify(log_path, file_path):
     total = 0
     with open(file_path, "rb") as f, open(log_path) as log:
         for line in log:
-            offset, seq = (int(x) for x in line.split())
+            offset, seq, length = (int(x) for x in line.split())
             total += 1
             f.seek(offset)
-            if f.read(BLOCK) != pattern(seq):
+            if f.read(length) != pattern(seq, length):
                 missing += 1
                 if missing <= 5:
                     print(f"acknowledged write {seq} at offset {offset} is not in {file_path}")
@@ -77,8 +75,8 @@ def verify(log_path, file_path):
 
 
 def main():
-    if len(sys.argv) >= 4 and sys.argv[1] == "write":
-        return write(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 32)
+    if len(sys.argv) >= 5 and sys.argv[1] == "write":
+        return write(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 32)
     if len(sys.argv) == 4 and sys.argv[1] == "verify":
         return verify(sys.argv[2], sys.argv[3])
     print(__doc__, file=sys.stderr)

@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "protocols/nbd/nbd_buffer.h"
+#include "common/data_buffer.h"
 #include "protocols/nbd/nbd_errno.h"
 #include "protocols/nbd/nbd_wire.h"
 
@@ -161,18 +161,18 @@ Test(nbd_errno, mapping_follows_the_spec)
     cr_assert_eq(nbd_error_from_errno(-ENODEV), NBD_EIO);
 }
 
-Test(nbd_buffer, aligned_and_reference_counted)
+Test(data_buffer, aligned_and_reference_counted)
 {
-    struct nbd_buffer *buffer = nbd_buffer_new(12345);
+    struct data_buffer *buffer = data_buffer_new(12345);
     cr_assert_not_null(buffer);
     cr_assert_eq((uintptr_t)buffer->data % 4096, 0);
     cr_assert_eq(buffer->size, 12345);
     memset(buffer->data, 0xab, buffer->size); /* all of it is usable (ASan checks) */
-    cr_assert_eq(nbd_buffer_ref(buffer), buffer);
+    cr_assert_eq(data_buffer_ref(buffer), buffer);
     cr_assert_eq(buffer->refs, 2);
-    nbd_buffer_unref(buffer);
+    data_buffer_unref(buffer);
     cr_assert_eq(buffer->refs, 1);
-    nbd_buffer_unref(buffer);
-    nbd_buffer_unref(NULL);
-    cr_assert_null(nbd_buffer_new(0));
+    data_buffer_unref(buffer);
+    data_buffer_unref(NULL);
+    cr_assert_null(data_buffer_new(0));
 }
