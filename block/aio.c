@@ -376,6 +376,11 @@ struct aio_context *aio_context_new(struct ev_loop *loop)
 
     ev_prepare_init(&ctx->before_block, before_block_cb);
     ctx->before_block.data = ctx;
+    /*
+     * Lowest priority: other prepare watchers (the server's reply flush)
+     * may queue more I/O, and it must go out in this batch, before poll.
+     */
+    ev_set_priority(&ctx->before_block, EV_MINPRI);
     ev_prepare_start(loop, &ctx->before_block);
     ev_unref(loop);
     return ctx;

@@ -12,7 +12,11 @@
  * not one each.  Spent entries go to a free list: steady-state queuing does
  * no allocation.
  */
-enum { COPY_BLOCK_SIZE = 4096, WRITEV_MAX_IOVECS = 64, FREE_LIST_MAX = 64 };
+/*
+ * Few spare copy blocks: an idle connection should not keep a burst's
+ * worth of 4 KiB blocks (the target is < 64 KiB per idle connection).
+ */
+enum { COPY_BLOCK_SIZE = 4096, WRITEV_MAX_IOVECS = 64, FREE_BLOCKS_MAX = 4, FREE_LENT_MAX = 32 };
 
 struct send_entry {
     struct send_entry *next;
@@ -38,11 +42,11 @@ struct send_queue *send_queue_new(void) { return calloc(1, sizeof(struct send_qu
 
 static void entry_recycle(struct send_queue *queue, struct send_entry *entry)
 {
-    if (entry->capacity == COPY_BLOCK_SIZE && queue->free_block_count < FREE_LIST_MAX) {
+    if (entry->capacity == COPY_BLOCK_SIZE && queue->free_block_count < FREE_BLOCKS_MAX) {
         entry->next = queue->free_blocks;
         queue->free_blocks = entry;
         queue->free_block_count++;
-    } else if (entry->capacity == 0 && queue->free_lent_count < FREE_LIST_MAX) {
+    } else if (entry->capacity == 0 && queue->free_lent_count < FREE_LENT_MAX) {
         entry->next = queue->free_lent;
         queue->free_lent = entry;
         queue->free_lent_count++;

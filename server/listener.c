@@ -21,6 +21,7 @@
 #include "server/worker.h"
 
 enum { ACCEPTS_PER_EVENT = 64, MAX_LISTENERS = 64 };
+#define ACCEPT_PAUSE_SECONDS 0.5
 
 struct listener {
     ev_io watcher;
@@ -32,6 +33,7 @@ struct listener {
 
 struct listener_set {
     struct ev_loop *loop;
+    ev_timer resume_timer; /* accepting paused while out of file descriptors */
     struct worker **workers;
     size_t worker_count;
     struct listener listeners[MAX_LISTENERS];
@@ -86,6 +88,36 @@ static struct worker *least_loaded(struct listener_set *set)
     return best;
 }
 
+static void set_accepting(struct listener_set *set, bool on)
+{
+    for (size_t i = 0; i < set->count; i++) {
+        if (on)
+            ev_io_start(set->loop, &set->listeners[i].watcher);
+        else
+            ev_io_stop(set->loop, &set->listeners[i].watcher);
+    }
+}
+
+static void resume_accepting_cb(struct ev_loop *loop, ev_timer *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    set_accepting(watcher->data, true);
+}
+
+/*
+ * Out of file descriptors or memory: the pending connection stays in the
+ * backlog and the socket stays readable, so retrying at once would spin.
+ * Pause accepting for a moment instead; clients closing frees descriptors.
+ */
+static void pause_accepting(struct listener_set *set, int error)
+{
+    log_warn("accept: %s; pausing new connections for %.1f s", strerror(error), ACCEPT_PAUSE_SECONDS);
+    set_accepting(set, false);
+    ev_timer_set(&set->resume_timer, ACCEPT_PAUSE_SECONDS, 0.);
+    ev_timer_start(set->loop, &set->resume_timer);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
 {
     (void)loop;
@@ -100,7 +132,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(set, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 log_warn("accept: %s", strerror(errno));
             return;
         }
@@ -163,13 +197,13 @@ static int open_tcp(struct listener_set *set, const struct listen_address *addre
             break;
         }
         int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        /* Let a wildcard IPv6 socket coexist with the IPv4 one on the same port. */
-        if (ai->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
         char name[NI_MAXHOST + NI_MAXSERV + 4];
         format_peer((struct sockaddr_storage *)ai->ai_addr, ai->ai_addrlen, name, sizeof(name));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+        /* V6ONLY lets a wildcard IPv6 socket coexist with the IPv4 one on the same port. */
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+            (ai->ai_family == AF_INET6 &&
+             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+            bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
             ret = set_error(error_message, -errno, "cannot listen on %s: %s", name, strerror(errno));
             close(fd);
             break;
@@ -194,14 +228,27 @@ static int open_unix(struct listener_set *set, const char *path, char **error_me
         return set_error(error_message, -ENAMETOOLONG, "unix_socket %s: path too long", path);
     strcpy(address.sun_path, path);
 
-    /* A socket file left by a previous run would make bind fail. */
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path);
-
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return set_error(error_message, -errno, "socket: %s", strerror(errno));
+
+    /*
+     * A socket file left by a previous run would make bind fail; remove it,
+     * but never take the path over from a server still answering on it.
+     */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool in_use = probe >= 0 && connect(probe, (struct sockaddr *)&address, sizeof(address)) == 0;
+        if (probe >= 0)
+            close(probe);
+        if (in_use) {
+            close(fd);
+            return set_error(error_message, -EADDRINUSE,
+                             "unix socket %s: another server is listening on it", path);
+        }
+        unlink(path);
+    }
     if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 || listen(fd, SOMAXCONN) < 0) {
         int ret = -errno;
         close(fd);
@@ -250,6 +297,8 @@ int listener_set_open(const struct lunad_config *config, struct ev_loop *loop,
     if (!set)
         return set_error(error_message, -ENOMEM, "out of memory");
     set->loop = loop;
+    ev_timer_init(&set->resume_timer, resume_accepting_cb, ACCEPT_PAUSE_SECONDS, 0.);
+    set->resume_timer.data = set;
     set->workers = workers;
     set->worker_count = worker_count;
 
@@ -281,6 +330,7 @@ void listener_set_close(struct listener_set *set)
 {
     if (!set)
         return;
+    ev_timer_stop(set->loop, &set->resume_timer);
     for (size_t i = 0; i < set->count; i++) {
         struct listener *listener = &set->listeners[i];
         ev_io_stop(set->loop, &listener->watcher);

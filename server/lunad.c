@@ -162,16 +162,19 @@ static void stop_workers(struct lunad *lunad)
 
 static void flush_done(struct bdev_io *io) { (void)io; }
 
-/* After the last client: make every acknowledged write stable. */
-static void flush_exports(struct lunad *lunad)
+/* After the last client: make every acknowledged write stable.  -EIO if one failed. */
+static int flush_exports(struct lunad *lunad)
 {
     struct export_table *table = export_registry_current(lunad->registry);
-    struct aio_context *ctx = table ? aio_context_new(lunad->loop) : NULL;
+    if (!table)
+        return 0;
+    struct aio_context *ctx = aio_context_new(lunad->loop);
     if (!ctx) {
-        if (table)
-            export_table_unref(table);
-        return;
+        log_error("out of memory flushing exports at exit");
+        export_table_unref(table);
+        return -ENOMEM;
     }
+    int ret = 0;
     for (size_t i = 0; i < table->count; i++) {
         struct export *export = table->exports[i];
         if (export->readonly)
@@ -179,11 +182,14 @@ static void flush_exports(struct lunad *lunad)
         struct bdev_io io = {.op = BDEV_OP_FLUSH, .ctx = ctx, .complete = flush_done};
         bdev_submit(export->bdev, &io);
         aio_context_drain(ctx);
-        if (io.result < 0)
+        if (io.result < 0) {
             log_error("export '%s': flush at exit failed: %s", export->config.name, strerror(-io.result));
+            ret = -EIO;
+        }
     }
     aio_context_free(ctx);
     export_table_unref(table);
+    return ret;
 }
 
 static void print_connect_hint(const struct lunad *lunad)
@@ -256,10 +262,10 @@ static int serve(struct lunad *lunad)
     listener_set_close(lunad->listeners);
     lunad->listeners = NULL;
     stop_workers(lunad);
-    flush_exports(lunad);
+    ret = flush_exports(lunad);
     pidfile_remove(lunad->config.pidfile);
-    log_info("stopped");
-    return 0;
+    log_info(ret < 0 ? "stopped (data may not be stable: see above)" : "stopped");
+    return ret;
 }
 
 int main(int argc, char **argv)

@@ -98,15 +98,32 @@ static void process_input(struct nbd_connection *conn)
 
 static bool wants_to_read(struct nbd_connection *conn)
 {
-    return !conn->input_eof && nbd_session_status(conn->session) == NBD_SESSION_ACTIVE &&
-           nbd_session_wants_input(conn->session) &&
-           send_queue_length(conn->out) < MAX_QUEUED_OUTPUT;
+    if (conn->input_eof)
+        return false;
+    switch (nbd_session_status(conn->session)) {
+    case NBD_SESSION_ACTIVE:
+        return nbd_session_wants_input(conn->session) &&
+               send_queue_length(conn->out) < MAX_QUEUED_OUTPUT;
+    case NBD_SESSION_DRAINING:
+        /*
+         * The session takes no more requests, but a client still sending
+         * may read its replies only once its send completes: keep reading
+         * (and dropping) so the last replies can reach it.
+         */
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* One read from the socket into the input buffer or straight into a payload. */
 static ssize_t read_some(struct nbd_connection *conn, size_t *requested)
 {
     struct iovec target;
+    if (nbd_session_status(conn->session) != NBD_SESSION_ACTIVE) {
+        *requested = sizeof(conn->in); /* draining: read to drop */
+        return read(conn->fd, conn->in, sizeof(conn->in));
+    }
     if (conn->in_start == conn->in_end) {
         conn->in_start = conn->in_end = 0;
         if (nbd_session_payload(conn->session, &target)) {
@@ -172,6 +189,20 @@ static void write_cb(struct ev_loop *loop, ev_io *watcher, int revents)
 }
 
 /*
+ * Closing a socket with unread bytes makes the kernel send a reset, and a
+ * reset can destroy replies the peer has not read yet.  A client told
+ * ESHUTDOWN may still have requests in the pipe: read them away first.
+ */
+static void discard_unread_input(struct nbd_connection *conn)
+{
+    for (int i = 0; i < READS_PER_EVENT && !conn->input_eof; i++) {
+        ssize_t n = read(conn->fd, conn->in, sizeof(conn->in));
+        if (n <= 0 && !(n < 0 && errno == EINTR))
+            break;
+    }
+}
+
+/*
  * Bring the connection up to date after anything happened: feed input the
  * session paused on, write what is queued, arm the watchers for what we
  * wait for, and close when the session is done.
@@ -208,8 +239,10 @@ static void connection_update(struct nbd_connection *conn)
     bool finished = status == NBD_SESSION_CLOSED ||
                     ((status == NBD_SESSION_DRAINING || conn->input_eof) &&
                      nbd_session_inflight(conn->session) == 0 && send_queue_empty(conn->out));
-    if (finished)
+    if (finished) {
+        discard_unread_input(conn);
         connection_close(conn);
+    }
 }
 
 static void flush_fn(struct worker_flush *flush)

@@ -53,6 +53,14 @@ struct aio_context *worker_aio_context(struct worker *worker) { return worker->a
 struct export_registry *worker_registry(struct worker *worker) { return worker->registry; }
 unsigned worker_connection_count(const struct worker *worker) { return worker->connection_count; }
 
+/* Leave the loop once nothing is left: no connection, no disk I/O. */
+static void exit_if_idle(struct worker *worker)
+{
+    if (worker->stopping && worker->connections.next == &worker->connections &&
+        aio_context_pending(worker->aio) == 0)
+        ev_break(worker->loop, EVBREAK_ALL);
+}
+
 void worker_connection_added(struct worker *worker, struct connection_link *link)
 {
     struct connection_link *head = &worker->connections;
@@ -60,7 +68,6 @@ void worker_connection_added(struct worker *worker, struct connection_link *link
     link->prev = head;
     head->next->prev = link;
     head->next = link;
-    worker->connection_count++;
 }
 
 void worker_connection_removed(struct worker *worker, struct connection_link *link)
@@ -101,32 +108,28 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *watcher, int revents)
             flush->fn(flush);
         }
     }
+    /*
+     * Connections often close here, after their last reply: test now, as a
+     * check watcher would only run after the loop has blocked in poll.
+     */
+    exit_if_idle(worker);
 }
 
 static void adopt_pending(struct worker *worker, struct pending_socket *pending)
 {
     while (pending) {
         struct pending_socket *next = pending->next;
-        if (worker->stopping) {
-            close(pending->fd);
-        } else {
-            int ret = nbd_connection_start(worker, pending->fd, pending->peer);
-            if (ret < 0) {
+        int ret = worker->stopping ? -ESHUTDOWN
+                                   : nbd_connection_start(worker, pending->fd, pending->peer);
+        if (ret < 0) {
+            if (ret != -ESHUTDOWN)
                 log_warn("%s: dropping connection: %s", pending->peer, strerror(-ret));
-                close(pending->fd);
-            }
+            close(pending->fd);
+            worker->connection_count--;
         }
         free(pending);
         pending = next;
     }
-}
-
-/* Leave the loop once nothing is left: no connection, no disk I/O. */
-static void exit_if_idle(struct worker *worker)
-{
-    if (worker->stopping && worker->connections.next == &worker->connections &&
-        aio_context_pending(worker->aio) == 0)
-        ev_break(worker->loop, EVBREAK_ALL);
 }
 
 static void exit_check_cb(struct ev_loop *loop, ev_check *watcher, int revents)
@@ -224,7 +227,9 @@ static void *worker_main(void *arg)
 
     ev_run(worker->loop, 0);
 
-    /* The loop only ends through exit_check_cb's ev_break. */
+    /* Records of connections closed while their flush was queued are freed by it. */
+    flush_cb(worker->loop, &worker->flush_watcher, 0);
+    /* The loop only ends through exit_if_idle's ev_break. */
     ev_async_stop(worker->loop, &worker->wakeup);
     ev_prepare_stop(worker->loop, &worker->flush_watcher);
     ev_timer_stop(worker->loop, &worker->grace_timer);
@@ -282,6 +287,11 @@ int worker_adopt(struct worker *worker, int fd, const char *peer)
     pending->next = worker->pending;
     worker->pending = pending;
     pthread_mutex_unlock(&worker->lock);
+    /*
+     * Counted now, not when the thread adopts it: clients that connect
+     * together must not all see the same least-loaded worker.
+     */
+    worker->connection_count++;
     ev_async_send(worker->loop, &worker->wakeup);
     return 0;
 }

@@ -40,7 +40,7 @@ void worker_request_stop(struct worker *worker, double grace_seconds);
 /* Wait for the thread to exit and free the worker. */
 void worker_join(struct worker *worker);
 
-/* Connections currently on this worker (approximate, any thread). */
+/* Connections assigned to this worker, adopted or on their way (any thread). */
 unsigned worker_connection_count(const struct worker *worker);
 
 /* For connections: their loop, aio context, registry. */

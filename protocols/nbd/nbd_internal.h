@@ -93,6 +93,7 @@ struct nbd_session {
     enum nbd_input_state input;
     enum nbd_session_status status;
     bool detached; /* nbd_session_free ran; waiting for in-flight requests */
+    bool shutting_down; /* server stopping: new requests get NBD_ESHUTDOWN */
 
     /* Negotiated. */
     bool no_zeroes;
@@ -140,6 +141,8 @@ void nbd_session_violation(struct nbd_session *session, const char *format, ...)
  */
 const uint8_t *nbd_session_gather(struct nbd_session *session, const uint8_t *data, size_t len,
                                   size_t size, size_t *used);
+/* After shutdown: stop input at a request boundary once nothing is in flight. */
+void nbd_session_check_shutdown(struct nbd_session *session);
 /* The send queue refused memory: nothing sensible can follow, so hang up. */
 void nbd_session_out_of_memory(struct nbd_session *session);
 struct nbd_request *nbd_request_get(struct nbd_session *session);

@@ -149,6 +149,7 @@ void nbd_request_done(struct nbd_request *request)
     struct nbd_session *session = request->session;
     if (!nbd_request_finish(request))
         return;
+    nbd_session_check_shutdown(session);
     if (!session->detached && session->ops && session->ops->wake)
         session->ops->wake(session->opaque);
 }
@@ -177,6 +178,7 @@ size_t nbd_session_input(struct nbd_session *session, const uint8_t *data, size_
         if (n == 0)
             break;
         used += n;
+        nbd_session_check_shutdown(session);
     }
     return used;
 }
@@ -227,9 +229,27 @@ void nbd_session_input_closed(struct nbd_session *session)
     stop_input(session);
 }
 
+/*
+ * Once the server is stopping, end the session at the first request
+ * boundary with nothing in flight.  Stopping mid-payload would leave a
+ * client that is still sending unable to read its replies (it reads only
+ * after its send completes), so both sides would wait on each other.
+ */
+void nbd_session_check_shutdown(struct nbd_session *session)
+{
+    if (session->shutting_down && session->input == NBD_INPUT_REQUEST_HEADER &&
+        session->staged == 0 && session->inflight == 0)
+        stop_input(session);
+}
+
 void nbd_session_shutdown(struct nbd_session *session)
 {
-    stop_input(session);
+    if (!session->export) {
+        stop_input(session); /* still negotiating: nothing to finish */
+        return;
+    }
+    session->shutting_down = true;
+    nbd_session_check_shutdown(session);
 }
 
 uint32_t nbd_session_inflight(const struct nbd_session *session)

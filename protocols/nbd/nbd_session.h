@@ -85,8 +85,10 @@ enum nbd_session_status nbd_session_status(const struct nbd_session *session);
 void nbd_session_input_closed(struct nbd_session *session);
 
 /*
- * Server shutdown (SIGTERM): stop accepting requests, let in-flight ones
- * complete and their replies be queued; the status becomes DRAINING.
+ * Server shutdown (SIGTERM): requests already received (including a write
+ * whose payload is still arriving) complete and are answered; requests
+ * that arrive meanwhile are answered NBD_ESHUTDOWN; at the first request
+ * boundary with nothing in flight the status becomes DRAINING.
  */
 void nbd_session_shutdown(struct nbd_session *session);
 

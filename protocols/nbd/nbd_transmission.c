@@ -293,7 +293,7 @@ static void handle_request(struct nbd_session *session, const struct nbd_request
             return;
         }
     }
-    uint32_t error = validate(session, header);
+    uint32_t error = session->shutting_down ? NBD_ESHUTDOWN : validate(session, header);
     if (error == 0 && payload && header->type != NBD_CMD_WRITE)
         error = NBD_EINVAL; /* no payload form of any other command is supported */
     if (error) {

@@ -36,23 +36,28 @@ scenarios=(
   many_connections_vanish
 )
 failed=()
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 for scenario in "${scenarios[@]}"; do
   echo "--- $scenario"
+  started=$(now_ms)
   "$SYSTEM_PYTHON" "$helper" 127.0.0.1 "$port" disk "$scenario" || failed+=("$scenario")
   still_serving "$scenario"
+  echo "    ($(( $(now_ms) - started )) ms)"
 done
 
 echo "--- absurd_write_length"
+started=$(now_ms)
 rss_before=$(rss_kib)
 "$SYSTEM_PYTHON" "$helper" 127.0.0.1 "$port" disk absurd_write_length || failed+=(absurd_write_length)
 still_serving absurd_write_length
 rss_after=$(rss_kib)
-echo "lunad RSS: $rss_before KiB before, $rss_after KiB after"
+echo "lunad RSS: $rss_before KiB before, $rss_after KiB after ($(( $(now_ms) - started )) ms)"
 [ $((rss_after - rss_before)) -lt $((512 * 1024)) ] \
   || fail "lunad grew by $(((rss_after - rss_before) / 1024)) MiB on a WRITE announcing 4 GiB"
 
 # Several misbehaving clients at once, while a good one works.
 echo "--- concurrent"
+started=$(now_ms)
 pids=()
 for scenario in many_connections_vanish disconnect_mid_write garbage_handshake bad_request_magic; do
   "$SYSTEM_PYTHON" "$helper" 127.0.0.1 "$port" disk "$scenario" >"$WORK/concurrent-$scenario.log" 2>&1 &
@@ -62,9 +67,14 @@ qemu-io -f raw -c 'write -P 0x3c 32M 4M' -c 'read -P 0x3c 32M 4M' "nbd://127.0.0
   && ! grep -qi 'fail\|error' "$WORK/good.log" || { cat "$WORK/good.log"; fail "a good client failed while others misbehaved"; }
 for pid in "${pids[@]}"; do wait "$pid" || failed+=("concurrent($pid)"); done
 still_serving concurrent
+echo "    ($(( $(now_ms) - started )) ms)"
 
 if [ ${#failed[@]} -gt 0 ]; then
   fail "scenarios answered wrongly: ${failed[*]}"
 fi
+started=$(now_ms)
 luna_stop
+stop_ms=$(( $(now_ms) - started ))
+echo "lunad stopped ${stop_ms} ms after SIGTERM"
+[ $stop_ms -lt 10000 ] || fail "lunad took ${stop_ms} ms to stop after the misbehaving clients had gone"
 pass "lunad survived every misbehaving client and stopped cleanly"

@@ -16,7 +16,7 @@ here=$(dirname "$0")
 # must not leave the client hanging.
 truncate -s 2G "$WORK/term.img"
 socket=$WORK/lunad.sock
-for block in 16384 1048576; do
+for block in 16384 1048576 1048576 1048576; do
   luna_start --unix "$socket" --export "term=$WORK/term.img"
   rm -f "$WORK/writer.out" "$WORK/acked.log"
   "$SYSTEM_PYTHON" "$here/acked_writes.py" write "nbd+unix:///term?socket=$socket" "$WORK/acked.log" $block \
