@@ -18,8 +18,6 @@
 
 enum {
     INPUT_BUFFER_SIZE = 16 * 1024,
-    /* Stop reading requests while this much reply data waits for the peer. */
-    MAX_QUEUED_OUTPUT = 16 * 1024 * 1024,
     /* Reads per readiness event before yielding to other connections. */
     READS_PER_EVENT = 16,
 };
@@ -102,8 +100,7 @@ static bool wants_to_read(struct nbd_connection *conn)
         return false;
     switch (nbd_session_status(conn->session)) {
     case NBD_SESSION_ACTIVE:
-        return nbd_session_wants_input(conn->session) &&
-               send_queue_length(conn->out) < MAX_QUEUED_OUTPUT;
+        return nbd_session_wants_input(conn->session); /* includes reply backlog */
     case NBD_SESSION_DRAINING:
         /*
          * The session takes no more requests, but a client still sending

@@ -34,6 +34,8 @@ struct export;
 /* Extents asked of the disk per BLOCK_STATUS (and per sparse read). */
 #define NBD_BLOCK_STATUS_MAX_EXTENTS 256u
 #define NBD_SPARSE_READ_MAX_EXTENTS 32u
+/* Data buffers of requests in flight, at most (one request may exceed it alone). */
+#define NBD_INFLIGHT_BYTES_MAX (64u << 20)
 /* Stop reading requests while this much reply data waits for the socket. */
 #define NBD_OUTPUT_HIGH_WATER (16u << 20)
 /* Spare request records kept per session. */
@@ -79,12 +81,13 @@ struct nbd_request {
     uint64_t done;               /* TRIM / WRITE_ZEROES split in pieces: bytes finished */
     struct bdev_extent *extents; /* BLOCK_STATUS and the first step of a sparse read */
     struct nbd_read_plan *plan;  /* sparse read */
+    uint64_t buffered_bytes;     /* counted in session->inflight_bytes */
 };
 
 struct nbd_session {
     struct nbd_session_config config;
     char *peer;
-    struct export_table *exports;
+    struct export_table *exports;  /* until an export is chosen */
     struct aio_context *ctx;
     struct send_queue *out;
     const struct nbd_session_ops *ops;
@@ -122,6 +125,7 @@ struct nbd_session {
     struct nbd_request_header refused; /* request whose payload is being skipped */
     uint32_t refused_error;
     uint32_t inflight;
+    uint64_t inflight_bytes;       /* READ/WRITE data of the requests in flight */
     struct nbd_request *free_requests;
     unsigned free_count;
 };
@@ -166,6 +170,8 @@ void nbd_export_block_sizes(const struct export *export, uint32_t max_payload, u
 /* nbd_transmission.c */
 void nbd_transmission_start(struct nbd_session *session, struct export *export);
 size_t nbd_transmission_input(struct nbd_session *session, const uint8_t *data, size_t len);
+/* Room for another request (requests, bytes in flight, replies queued)? */
+bool nbd_transmission_can_start(const struct nbd_session *session);
 void nbd_transmission_payload_done(struct nbd_session *session, size_t n);
 /* Input ends while a payload is arriving: drop that request. */
 void nbd_transmission_abandon(struct nbd_session *session);

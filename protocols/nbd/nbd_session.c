@@ -27,7 +27,8 @@ static void session_destroy(struct nbd_session *session)
     free(session->option_data);
     if (session->export)
         export_unref(session->export);
-    export_table_unref(session->exports);
+    if (session->exports)
+        export_table_unref(session->exports);
     free(session->peer);
     free(session);
 }
@@ -129,6 +130,7 @@ bool nbd_request_finish(struct nbd_request *request)
     data_buffer_unref(request->buffer);
     free(request->extents);
     free(request->plan);
+    session->inflight_bytes -= request->buffered_bytes;
     if (session->free_count < NBD_FREE_REQUESTS_MAX && !session->detached) {
         request->next_free = session->free_requests;
         session->free_requests = request;
@@ -204,8 +206,7 @@ bool nbd_session_wants_input(const struct nbd_session *session)
     if (session->status != NBD_SESSION_ACTIVE || session->input == NBD_INPUT_STOPPED)
         return false;
     if (session->input == NBD_INPUT_REQUEST_HEADER && session->staged == 0)
-        return session->inflight < session->config.max_inflight &&
-               send_queue_length(session->out) < NBD_OUTPUT_HIGH_WATER;
+        return nbd_transmission_can_start(session);
     return true;
 }
 

@@ -27,6 +27,13 @@ void nbd_transmission_start(struct nbd_session *session, struct export *export)
     log_info("nbd %s: serving export '%s' (%s%s)", session->peer, export->config.name,
              session->extended ? "extended headers" : chunks ? "structured replies" : "simple replies",
              session->allocation_context ? ", base:allocation" : "");
+    /*
+     * The table is needed only to choose: holding it would keep every
+     * export a reload removed open for as long as this client stays.
+     */
+    session->meta_export = NULL;
+    export_table_unref(session->exports);
+    session->exports = NULL;
 }
 
 static void request_complete(struct bdev_io *io);
@@ -306,6 +313,10 @@ static void handle_request(struct nbd_session *session, const struct nbd_request
         return;
     }
     request->header = *header;
+    if (header->type == NBD_CMD_READ || header->type == NBD_CMD_WRITE) {
+        request->buffered_bytes = header->length; /* what its data buffer will hold */
+        session->inflight_bytes += header->length;
+    }
     if (payload) {
         request->buffer = data_buffer_new(payload);
         if (!request->buffer) {
@@ -321,9 +332,14 @@ static void handle_request(struct nbd_session *session, const struct nbd_request
     execute(request);
 }
 
-static bool can_start_request(const struct nbd_session *session)
+bool nbd_transmission_can_start(const struct nbd_session *session)
 {
+    /*
+     * Count bytes as well as requests: 128 reads of 32 MiB from a client
+     * that never reads its socket would otherwise pin 4 GiB.
+     */
     return session->inflight < session->config.max_inflight &&
+           (session->inflight_bytes < NBD_INFLIGHT_BYTES_MAX || session->inflight == 0) &&
            send_queue_length(session->out) < NBD_OUTPUT_HIGH_WATER;
 }
 
@@ -352,7 +368,7 @@ size_t nbd_transmission_input(struct nbd_session *session, const uint8_t *data, 
     size_t used = 0;
     switch (session->input) {
     case NBD_INPUT_REQUEST_HEADER: {
-        if (session->staged == 0 && !can_start_request(session))
+        if (session->staged == 0 && !nbd_transmission_can_start(session))
             return 0; /* backpressure: resume when requests complete */
         size_t size = session->extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
         const uint8_t *message = nbd_session_gather(session, data, len, size, &used);

@@ -2,8 +2,9 @@
  * fuzz_nbd_session: libFuzzer target for the NBD session state machine.
  *
  * One session per input, over exports opened once per process (a small
- * writable raw file reset to holes before every input, a read-only one, and
- * an O_DIRECT one), on a real libev loop and aio_context.  Input bytes are
+ * writable raw file reset to holes before every input, a read-only one, an
+ * O_DIRECT one and a sparse 8 GiB one for 64-bit lengths), on a real libev
+ * loop and aio_context.  Input bytes are
  * fed the way server/nbd_connection.c feeds socket data: unconsumed bytes
  * are offered again, payload targets are filled directly.  Besides the
  * sanitizers, the target checks the parts of the nbd_session.h contract a
@@ -63,14 +64,16 @@ enum {
     READ_ONLY_SIZE = 256 << 10,
     DIRECT_SIZE = 1 << 20,
 };
+/* Past 32 bits, so extended headers' 64-bit lengths reach the disk instead of being refused. */
+#define BIG_SIZE (UINT64_C(8) << 30)
 
 struct fuzz_world {
     struct ev_loop *loop;
     struct aio_context *ctx;
     struct export_table *table;
     /* Writable exports' files, reset to holes before each input. */
-    int reset_fds[2];
-    uint64_t reset_sizes[2];
+    int reset_fds[3];
+    uint64_t reset_sizes[3];
     unsigned reset_count;
 };
 
@@ -174,6 +177,7 @@ static void world_init(void)
     add_export("disk", "fuzz disk", DISK_SIZE, false, false, BDEV_CACHE_WRITEBACK, BDEV_AIO_DEFAULT);
     add_export("ro", NULL, READ_ONLY_SIZE, true, true, BDEV_CACHE_WRITEBACK, BDEV_AIO_THREADS);
     add_export("direct", "O_DIRECT", DIRECT_SIZE, false, false, BDEV_CACHE_NONE, BDEV_AIO_DEFAULT);
+    add_export("big", NULL, BIG_SIZE, false, false, BDEV_CACHE_WRITEBACK, BDEV_AIO_DEFAULT);
     world_ready = true;
 }
 
@@ -181,6 +185,7 @@ static const struct nbd_audit_export audit_exports[] = {
     {.name = "disk", .size = DISK_SIZE, .readonly = false, .byte_at = NULL},
     {.name = "ro", .size = READ_ONLY_SIZE, .readonly = true, .byte_at = pattern_byte},
     {.name = "direct", .size = DIRECT_SIZE, .readonly = false, .byte_at = NULL},
+    {.name = "big", .size = BIG_SIZE, .readonly = false, .byte_at = NULL},
 };
 
 /* Every input starts from the same disk contents, so a crash reproduces from its file alone. */

@@ -187,6 +187,33 @@ def conversations():
     yield ("writes_free_in_flight", bytes([CHUNK_512 | END_FREE_IN_FLIGHT | KEEP_OUTPUT, 5]),
            c.out)
 
+    # The 8 GiB sparse export with extended headers: 64-bit lengths reach the disk.
+    c = Client().send(client_flags())
+    c.send(option(OPT_EXTENDED_HEADERS))
+    c.send(option(OPT_SET_META_CONTEXT, meta_data("big", ["base:allocation"])))
+    c.send(option(OPT_GO, info_data("big", [INFO_BLOCK_SIZE])))
+    c.extended = True
+    c.request(CMD_WRITE, (4 << 30) + 100, 512, flags=CMD_FLAG_PAYLOAD_LEN, payload=pattern(512, 12))
+    c.request(CMD_WRITE_ZEROES, 1 << 30, 5 << 30)
+    c.request(CMD_TRIM, 0, 6 << 30)
+    c.request(CMD_BLOCK_STATUS, 0, 8 << 30)
+    c.request(CMD_BLOCK_STATUS, 4 << 30, 1 << 20, flags=CMD_FLAG_REQ_ONE)
+    c.request(CMD_READ, (4 << 30) - 4096, 8192)
+    c.request(CMD_READ, 0, 40 << 20)                     # above max_payload: EOVERFLOW
+    c.request(CMD_WRITE_ZEROES, (8 << 30) - 4096, 8192)  # past the end: ENOSPC
+    c.request(CMD_DISC)
+    yield "extended_big_export", bytes([CHUNK_WHOLE | DRAIN_EACH, 0]), c.out
+
+    # The same export with compact headers: 32-bit lengths near the limit.
+    c = Client().send(client_flags()).send(option(OPT_STRUCTURED_REPLY))
+    c.send(option(OPT_SET_META_CONTEXT, meta_data("big", ["base:allocation"])))
+    c.send(option(OPT_GO, info_data("big")))
+    c.request(CMD_BLOCK_STATUS, 0, 0xFFFFFFFF)
+    c.request(CMD_WRITE_ZEROES, 1 << 32, 0xFFFFF000, flags=CMD_FLAG_FAST_ZERO)
+    c.request(CMD_READ, (8 << 30) - 65536, 65536)
+    c.request(CMD_DISC)
+    yield "structured_big_export", bytes([CHUNK_8 | DRAIN_EACH, 41]), c.out
+
     # O_DIRECT export: unaligned writes and reads (bounced), structured replies.
     c = Client().send(client_flags())
     c.send(option(OPT_STRUCTURED_REPLY))

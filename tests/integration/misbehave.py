@@ -460,7 +460,28 @@ def abort_option(host, port, export):
     ok("NBD_OPT_ABORT: acknowledged and closed")
 
 
+def reads_never_read(host, port, export):
+    """100 READs of 32 MiB pipelined by a client that never reads its socket:
+    the server must stop taking requests instead of buffering 3 GiB (the
+    caller measures its memory while this client holds the connection)."""
+    sock, size, _ = negotiate(host, port, export)
+    expect(size >= 32 * MiB, "export too small for this scenario")
+    sock.setblocking(False)
+    sent = 0
+    for cookie in range(100):
+        request = struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_READ, cookie, 0, 32 * MiB)
+        try:
+            sock.sendall(request)
+            sent += 1
+        except BlockingIOError:
+            break  # the server stopped reading: exactly what backpressure means
+    time.sleep(float(os.environ.get("MISBEHAVE_HOLD_SECONDS", "3")))
+    ok(f"{sent} READs of 32 MiB sent without reading a reply; connection held")
+    sock.close()
+
+
 SCENARIOS = {f.__name__: f for f in (
+    reads_never_read,
     garbage_handshake, garbage_before_greeting, unknown_client_flags, unknown_option, huge_option_then_vanish,
     abort_option, request_before_go, bad_request_magic, truncated_header, disconnect_mid_write, oversize_write,
     absurd_write_length, oversize_read, unknown_command, unknown_command_structured, unknown_flags,

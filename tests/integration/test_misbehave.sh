@@ -55,6 +55,22 @@ echo "lunad RSS: $rss_before KiB before, $rss_after KiB after ($(( $(now_ms) - s
 [ $((rss_after - rss_before)) -lt $((512 * 1024)) ] \
   || fail "lunad grew by $(((rss_after - rss_before) / 1024)) MiB on a WRITE announcing 4 GiB"
 
+# READs of 32 MiB from a client that never reads: lunad must bound what it buffers
+# (64 MiB of request data in flight plus 16 MiB of queued replies per connection).
+echo "--- reads_never_read"
+rss_before=$(rss_kib)
+MISBEHAVE_HOLD_SECONDS=4 "$SYSTEM_PYTHON" "$helper" 127.0.0.1 "$port" disk reads_never_read \
+  >"$WORK/reads.log" 2>&1 &
+reader=$!
+sleep 2.5
+rss_held=$(rss_kib)
+still_serving reads_never_read
+wait $reader || { cat "$WORK/reads.log"; failed+=(reads_never_read); }
+cat "$WORK/reads.log"
+echo "lunad RSS: $rss_before KiB before, $rss_held KiB while the client held 100 x 32 MiB READs"
+[ $((rss_held - rss_before)) -lt $((256 * 1024)) ] \
+  || fail "lunad grew by $(((rss_held - rss_before) / 1024)) MiB for one client's unread READs"
+
 # Several misbehaving clients at once, while a good one works.
 echo "--- concurrent"
 started=$(now_ms)
