@@ -199,7 +199,8 @@ static void print_connect_hint(const struct lunad *lunad)
         const struct export_config *export = &lunad->config.exports[i];
         log_info("export '%s': %s", export->name, export->bdev.path);
     }
-    if (lunad->config.nbd_listen_count && lunad->config.export_count) {
+    /* Under socket activation the configured addresses are not ours to advertise. */
+    if (lunad->config.nbd_listen_count && lunad->config.export_count && sd_listen_fds(0) <= 0) {
         const struct listen_address *address = &lunad->config.nbd_listen[0];
         const char *host = address->host[0] && strcmp(address->host, "*") != 0 ? address->host : "127.0.0.1";
         bool v6 = strchr(host, ':') != NULL;

@@ -22,6 +22,13 @@ enum {
     READS_PER_EVENT = 16,
 };
 
+/*
+ * A client must finish negotiating within this time (qemu-nbd's default
+ * handshake limit too): otherwise a crowd of silent connections could hold
+ * every file descriptor without ever choosing an export.
+ */
+#define HANDSHAKE_LIMIT_SECONDS 10.0
+
 struct nbd_connection {
     struct connection_link link;
     struct worker_flush flush;
@@ -30,6 +37,7 @@ struct nbd_connection {
     int fd;
     ev_io read_watcher;
     ev_io write_watcher;
+    ev_timer handshake_timer;
     struct nbd_session *session;
     struct send_queue *out;
     bool input_eof;
@@ -57,6 +65,7 @@ static void connection_close(struct nbd_connection *conn)
         return;
     ev_io_stop(conn->loop, &conn->read_watcher);
     ev_io_stop(conn->loop, &conn->write_watcher);
+    ev_timer_stop(conn->loop, &conn->handshake_timer);
     worker_connection_removed(conn->worker, &conn->link);
     /* The queue first: buffers it still lends are released to a live session. */
     send_queue_free(conn->out);
@@ -213,6 +222,8 @@ static void connection_update(struct nbd_connection *conn)
         return;
     }
     process_input(conn);
+    if (ev_is_active(&conn->handshake_timer) && nbd_session_negotiated(conn->session))
+        ev_timer_stop(conn->loop, &conn->handshake_timer);
 
     if (!send_queue_empty(conn->out)) {
         ssize_t written = send_queue_write(conn->out, conn->fd);
@@ -249,6 +260,17 @@ static void flush_fn(struct worker_flush *flush)
         connection_free(conn); /* closed while this flush was queued */
     else
         connection_update(conn);
+}
+
+static void handshake_timeout_cb(struct ev_loop *loop, ev_timer *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct nbd_connection *conn = watcher->data;
+    if (nbd_session_negotiated(conn->session))
+        return;
+    log_warn("%s: no export chosen within %.0f s; closing", conn->peer, HANDSHAKE_LIMIT_SECONDS);
+    connection_close(conn);
 }
 
 static void session_wake(void *opaque)
@@ -313,6 +335,9 @@ int nbd_connection_start(struct worker *worker, int fd, const char *peer)
     conn->read_watcher.data = conn;
     ev_io_init(&conn->write_watcher, write_cb, fd, EV_WRITE);
     conn->write_watcher.data = conn;
+    ev_timer_init(&conn->handshake_timer, handshake_timeout_cb, HANDSHAKE_LIMIT_SECONDS, 0.);
+    conn->handshake_timer.data = conn;
+    ev_timer_start(conn->loop, &conn->handshake_timer);
     worker_connection_added(worker, &conn->link);
     log_debug("%s: connected", conn->peer);
     connection_update(conn); /* sends the greeting */

@@ -258,6 +258,11 @@ uint32_t nbd_session_inflight(const struct nbd_session *session)
     return session->inflight;
 }
 
+bool nbd_session_negotiated(const struct nbd_session *session)
+{
+    return session->export != NULL;
+}
+
 void nbd_session_free(struct nbd_session *session)
 {
     if (!session)

@@ -94,6 +94,9 @@ void nbd_session_shutdown(struct nbd_session *session);
 
 uint32_t nbd_session_inflight(const struct nbd_session *session);
 
+/* True once an export was chosen (the handshake is over). */
+bool nbd_session_negotiated(const struct nbd_session *session);
+
 void nbd_session_free(struct nbd_session *session);
 
 #endif

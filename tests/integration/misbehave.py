@@ -460,6 +460,17 @@ def abort_option(host, port, export):
     ok("NBD_OPT_ABORT: acknowledged and closed")
 
 
+def silent_client(host, port, export):
+    """Connects, reads the greeting, then says nothing: the server must hang
+    up within its handshake limit (10 s, as qemu-nbd) instead of holding the
+    descriptor forever."""
+    sock = connect(host, port)
+    greeting(sock)
+    started = time.monotonic()
+    expect(closed_by_server(sock, timeout=20), "a silent client was never disconnected")
+    ok(f"silent client disconnected after {time.monotonic() - started:.1f} s")
+
+
 def reads_never_read(host, port, export):
     """100 READs of 32 MiB pipelined by a client that never reads its socket:
     the server must stop taking requests instead of buffering 3 GiB (the
@@ -481,7 +492,7 @@ def reads_never_read(host, port, export):
 
 
 SCENARIOS = {f.__name__: f for f in (
-    reads_never_read,
+    silent_client, reads_never_read,
     garbage_handshake, garbage_before_greeting, unknown_client_flags, unknown_option, huge_option_then_vanish,
     abort_option, request_before_go, bad_request_magic, truncated_header, disconnect_mid_write, oversize_write,
     absurd_write_length, oversize_read, unknown_command, unknown_command_structured, unknown_flags,
