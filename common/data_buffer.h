@@ -7,7 +7,9 @@
  * reference-counted and each lent slice holds a reference that the send
  * queue drops once it is written.  Aligned to 4096 so O_DIRECT files can
  * read and write it without bouncing.  The count is not atomic: a buffer
- * belongs to one connection, on one thread.
+ * belongs to one connection, on one thread; released buffers are kept for
+ * reuse by that thread (bounded per size class), so steady-state requests
+ * do not allocate.  Release a buffer on the thread that took it.
  */
 #ifndef LUNA_COMMON_DATA_BUFFER_H
 #define LUNA_COMMON_DATA_BUFFER_H
@@ -17,8 +19,10 @@
 
 struct data_buffer {
     uint8_t *data;
-    size_t size;
+    size_t size;                     /* bytes asked for */
+    size_t capacity;                 /* bytes allocated (a size class) */
     unsigned refs;
+    struct data_buffer *next_spare;  /* in the thread's cache of spares */
 };
 
 /* A buffer of size bytes (> 0) with one reference; NULL on allocation failure. */

@@ -289,7 +289,11 @@ for server in $servers; do
         fi
         ;;
     qemu-nbd | nbdkit)
-        command -v "$server" >/dev/null && run_servers+=("$server") || say "nbd.sh: $server missing, skipped"
+        if command -v "$server" >/dev/null; then
+            run_servers+=("$server")
+        else
+            say "nbd.sh: $server missing, skipped"
+        fi
         ;;
     *) die "unknown server '$server' (lunad, qemu-nbd, nbdkit)" ;;
     esac
@@ -348,7 +352,13 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo
 echo "NBD benchmark: ${runtime}s per job after ${ramp}s ramp, $rounds round(s), $size file, $(nproc) CPUs shared by fio and server"
 echo "load average before: $load_before, after: $load_after (anything above ~2 means other work shared the CPUs)"
-echo "lunad: ${lunad:-not run} (${lunad_options}${lunad_args:+ $lunad_args}); qemu-nbd --aio=$qemu_aio --cache=writeback; nbdkit file plugin"
+for server in "${run_servers[@]}"; do
+    case $server in
+    lunad) echo "lunad: $lunad ($lunad_options${lunad_args:+ $lunad_args})" ;;
+    qemu-nbd) echo "qemu-nbd: --aio=$qemu_aio --cache=writeback" ;;
+    nbdkit) echo "nbdkit: file plugin" ;;
+    esac
+done
 echo
 "$python" "$here/nbd_report.py" "$work/results.tsv" "$work/memory.tsv"
 
