@@ -4,14 +4,19 @@
 #include <ev.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
+#include <string.h>
 
 #include "block/aio_internal.h"
 #include "block/bdev.h"
-#include "common/log.h"
 
 #define URING_QUEUE_DEPTH 256
+
+/* Spare request records kept per context: enough for a few connections at queue depth 32. */
+#define RECORD_CACHE_MAX 256
+
+struct record {
+    struct record *next;
+};
 
 struct deferred_call {
     struct deferred_call *next;
@@ -40,16 +45,25 @@ struct aio_context {
     struct aio_work *remote_work_head, *remote_work_tail;
     ev_async remote_wakeup;
 
-    /* io_uring, created on first use. */
+    /*
+     * io_uring, created on first use.  The loop watches the ring's own file
+     * descriptor, readable while CQEs wait: once they are reaped it is quiet
+     * again, with no eventfd to read and reset.
+     */
     enum uring_state uring_state;
     struct io_uring ring;
-    int event_fd;
     ev_io uring_watcher;
-    ev_prepare before_block;
+    ev_prepare submit_early; /* before the server's reply flush */
+    ev_prepare submit_late;  /* after it: what the flush queued */
     unsigned uring_inflight; /* SQEs handed out and not yet reaped */
     unsigned uring_capacity; /* bound on uring_inflight: the CQ never overflows */
     struct aio_uring_op *backlog_head, *backlog_tail;
     bool submit_retry;
+
+    struct record *spare_records;
+    unsigned spare_record_count;
+
+    struct aio_context_stats stats;
 };
 
 static void kick_start(struct aio_context *ctx)
@@ -232,8 +246,10 @@ static void uring_flush(struct aio_context *ctx)
     if (rc >= 0)
         return;
     /* The SQEs stay in the ring; retry on the next iteration. */
-    if (rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
-        log_warn("io_uring_submit failed: %d, retrying", rc);
+    if (rc != -EAGAIN && rc != -EBUSY && rc != -EINTR) {
+        ctx->stats.uring_submit_failures++;
+        ctx->stats.uring_last_error = rc;
+    }
     ctx->submit_retry = true;
     kick_start(ctx);
 }
@@ -282,7 +298,49 @@ void aio_uring_submit(struct aio_context *ctx, struct aio_uring_op *op)
     ctx->backlog_tail = op;
 }
 
-static void before_block_cb(struct ev_loop *loop, ev_prepare *watcher, int revents)
+/* Run the done callbacks of every CQE already posted; true if there was one. */
+static bool uring_reap(struct aio_context *ctx)
+{
+    bool reaped = false;
+    struct io_uring_cqe *cqe;
+    while (io_uring_peek_cqe(&ctx->ring, &cqe) == 0) {
+        struct aio_uring_op *op = io_uring_cqe_get_data(cqe);
+        int result = cqe->res;
+        io_uring_cqe_seen(&ctx->ring, cqe);
+        ctx->uring_inflight--;
+        op->done(op, result);
+        reaped = true;
+    }
+    if (reaped)
+        uring_start_backlog(ctx);
+    return reaped;
+}
+
+/*
+ * Submit what this iteration queued, then reap what completed during the
+ * submission (page-cache hits complete inside io_uring_enter), so their
+ * completions reach the server's reply flush, which runs between the early
+ * and the late watcher, without another trip through poll.
+ */
+static void submit_and_reap(struct aio_context *ctx)
+{
+    ctx->submit_retry = false;
+    uring_start_backlog(ctx);
+    uring_flush(ctx);
+    if (io_uring_cq_ready(&ctx->ring) > 0)
+        uring_reap(ctx);
+}
+
+static void submit_early_cb(struct ev_loop *loop, ev_prepare *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct aio_context *ctx = watcher->data;
+    if (ctx->uring_state == URING_READY)
+        submit_and_reap(ctx);
+}
+
+static void submit_late_cb(struct ev_loop *loop, ev_prepare *watcher, int revents)
 {
     (void)loop;
     (void)revents;
@@ -292,27 +350,38 @@ static void before_block_cb(struct ev_loop *loop, ev_prepare *watcher, int reven
     ctx->submit_retry = false;
     uring_start_backlog(ctx);
     uring_flush(ctx);
+    /*
+     * Completions reaped now would miss this iteration's reply flush: leave
+     * them to the next iteration, which the ready ring fd starts at once.
+     */
 }
 
 static void uring_reap_cb(struct ev_loop *loop, ev_io *watcher, int revents)
 {
     (void)loop;
     (void)revents;
-    struct aio_context *ctx = watcher->data;
-    uint64_t count;
-    /* Reset the eventfd first: a CQE posted after this wakes us again. */
-    if (read(ctx->event_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
-        log_warn("io_uring eventfd read failed: errno %d", errno);
+    uring_reap(watcher->data);
+}
 
-    struct io_uring_cqe *cqe;
-    while (io_uring_peek_cqe(&ctx->ring, &cqe) == 0) {
-        struct aio_uring_op *op = io_uring_cqe_get_data(cqe);
-        int result = cqe->res;
-        io_uring_cqe_seen(&ctx->ring, cqe);
-        ctx->uring_inflight--;
-        op->done(op, result);
+static int uring_create(struct aio_context *ctx, struct io_uring_params *params)
+{
+    /*
+     * The ring is only ever used by its loop's thread: tell the kernel, so it
+     * skips cross-thread synchronisation and does not interrupt the thread
+     * for each completion (it runs them when the thread next enters the kernel).
+     * Older kernels refuse the flags; then go without.
+     */
+    *params = (struct io_uring_params){.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN};
+    int rc = io_uring_queue_init_params(URING_QUEUE_DEPTH, &ctx->ring, params);
+    if (rc == -EINVAL) {
+        *params = (struct io_uring_params){.flags = IORING_SETUP_COOP_TASKRUN};
+        rc = io_uring_queue_init_params(URING_QUEUE_DEPTH, &ctx->ring, params);
     }
-    uring_start_backlog(ctx);
+    if (rc == -EINVAL) {
+        *params = (struct io_uring_params){0};
+        rc = io_uring_queue_init_params(URING_QUEUE_DEPTH, &ctx->ring, params);
+    }
+    return rc;
 }
 
 struct io_uring *aio_context_uring(struct aio_context *ctx)
@@ -323,31 +392,49 @@ struct io_uring *aio_context_uring(struct aio_context *ctx)
         return NULL;
 
     ctx->uring_state = URING_UNUSABLE;
-    struct io_uring_params params = {0};
-    int rc = io_uring_queue_init_params(URING_QUEUE_DEPTH, &ctx->ring, &params);
-    if (rc < 0) {
-        log_debug("io_uring unavailable: %d", rc);
-        return NULL;
-    }
-    ctx->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (ctx->event_fd < 0) {
-        io_uring_queue_exit(&ctx->ring);
-        return NULL;
-    }
-    rc = io_uring_register_eventfd(&ctx->ring, ctx->event_fd);
-    if (rc < 0) {
-        close(ctx->event_fd);
-        ctx->event_fd = -1;
-        io_uring_queue_exit(&ctx->ring);
-        return NULL;
-    }
+    struct io_uring_params params;
+    if (uring_create(ctx, &params) < 0)
+        return NULL; /* the caller falls back to the pool */
     ctx->uring_capacity = params.cq_entries;
-    ev_io_init(&ctx->uring_watcher, uring_reap_cb, ctx->event_fd, EV_READ);
+    ev_io_init(&ctx->uring_watcher, uring_reap_cb, ctx->ring.ring_fd, EV_READ);
     ctx->uring_watcher.data = ctx;
     ev_io_start(ctx->loop, &ctx->uring_watcher);
     ev_unref(ctx->loop); /* only pending requests keep the loop alive */
     ctx->uring_state = URING_READY;
     return &ctx->ring;
+}
+
+/* ---- request records ---- */
+
+void *aio_record_get(struct aio_context *ctx)
+{
+    struct record *record = ctx->spare_records;
+    if (record) {
+        ctx->spare_records = record->next;
+        ctx->spare_record_count--;
+        memset(record, 0, AIO_RECORD_SIZE);
+        return record;
+    }
+    return calloc(1, AIO_RECORD_SIZE);
+}
+
+void aio_record_put(struct aio_context *ctx, void *pointer)
+{
+    if (!pointer)
+        return;
+    if (ctx->spare_record_count >= RECORD_CACHE_MAX) {
+        free(pointer);
+        return;
+    }
+    struct record *record = pointer;
+    record->next = ctx->spare_records;
+    ctx->spare_records = record;
+    ctx->spare_record_count++;
+}
+
+void aio_context_get_stats(const struct aio_context *ctx, struct aio_context_stats *stats)
+{
+    *stats = ctx->stats;
 }
 
 /* ---- lifetime ---- */
@@ -358,7 +445,6 @@ struct aio_context *aio_context_new(struct ev_loop *loop)
     if (!ctx)
         return NULL;
     ctx->loop = loop;
-    ctx->event_fd = -1;
     int rc = pthread_mutex_init(&ctx->remote_lock, NULL);
     if (rc != 0) {
         free(ctx);
@@ -374,46 +460,58 @@ struct aio_context *aio_context_new(struct ev_loop *loop)
     ev_async_start(loop, &ctx->remote_wakeup);
     ev_unref(loop);
 
-    ev_prepare_init(&ctx->before_block, before_block_cb);
-    ctx->before_block.data = ctx;
     /*
-     * Lowest priority: other prepare watchers (the server's reply flush)
-     * may queue more I/O, and it must go out in this batch, before poll.
+     * The early watcher runs before the server's reply flush (default
+     * priority), so completions it reaps are answered in this iteration; the
+     * late one runs last, for I/O the flush queued (it may resume parsing).
      */
-    ev_set_priority(&ctx->before_block, EV_MINPRI);
-    ev_prepare_start(loop, &ctx->before_block);
+    ev_prepare_init(&ctx->submit_early, submit_early_cb);
+    ctx->submit_early.data = ctx;
+    ev_set_priority(&ctx->submit_early, EV_MAXPRI);
+    ev_prepare_start(loop, &ctx->submit_early);
+    ev_unref(loop);
+    ev_prepare_init(&ctx->submit_late, submit_late_cb);
+    ctx->submit_late.data = ctx;
+    ev_set_priority(&ctx->submit_late, EV_MINPRI);
+    ev_prepare_start(loop, &ctx->submit_late);
     ev_unref(loop);
     return ctx;
 }
 
-void aio_context_free(struct aio_context *ctx)
+int aio_context_free(struct aio_context *ctx)
 {
     if (!ctx)
-        return;
+        return 0;
     if (ctx->pending)
-        log_error("aio_context_free with %llu requests pending",
-                  (unsigned long long)ctx->pending);
+        return -EBUSY; /* completions would land in freed memory */
     ev_idle_stop(ctx->loop, &ctx->kick);
     ev_ref(ctx->loop);
     ev_async_stop(ctx->loop, &ctx->remote_wakeup);
     ev_ref(ctx->loop);
-    ev_prepare_stop(ctx->loop, &ctx->before_block);
+    ev_prepare_stop(ctx->loop, &ctx->submit_early);
+    ev_ref(ctx->loop);
+    ev_prepare_stop(ctx->loop, &ctx->submit_late);
     if (ctx->uring_state == URING_READY) {
         ev_ref(ctx->loop);
         ev_io_stop(ctx->loop, &ctx->uring_watcher);
         io_uring_queue_exit(&ctx->ring);
-        close(ctx->event_fd);
     }
     while (ctx->calls_head) {
         struct deferred_call *next = ctx->calls_head->next;
         free(ctx->calls_head);
         ctx->calls_head = next;
     }
+    while (ctx->spare_records) {
+        struct record *next = ctx->spare_records->next;
+        free(ctx->spare_records);
+        ctx->spare_records = next;
+    }
     /* Wait out a thread still inside ev_async_send for our last request. */
     pthread_mutex_lock(&ctx->remote_lock);
     pthread_mutex_unlock(&ctx->remote_lock);
     pthread_mutex_destroy(&ctx->remote_lock);
     free(ctx);
+    return 0;
 }
 
 struct ev_loop *aio_context_loop(struct aio_context *ctx) { return ctx->loop; }

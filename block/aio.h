@@ -8,9 +8,11 @@
  * connection's state is only ever touched by the loop that owns it.
  *
  * The context owns the thread's io_uring ring (created on first use; SQEs
- * are submitted in one batch just before the loop blocks, CQEs arrive on an
- * eventfd the loop watches) and the queue through which the shared thread
- * pool hands back finished work (a mutex-protected list and an ev_async).
+ * are submitted in one batch just before the loop blocks, completions that
+ * are ready at once are handled right away, and the loop watches the ring's
+ * file descriptor for the others) and the queue through which the shared
+ * thread pool hands back finished work (a mutex-protected list and an
+ * ev_async).
  *
  * Thread rules: aio_context_new/free and everything else except
  * aio_context_complete_from_any_thread run on the owning loop's thread.
@@ -35,14 +37,26 @@ struct aio_context *aio_context_new(struct ev_loop *loop);
 
 /*
  * Stop the context's watchers and free it.  The caller must first wait
- * until aio_context_pending() is 0 (requests in flight still reference it).
+ * until aio_context_pending() is 0 (requests in flight still reference it):
+ * otherwise nothing is freed and the result is -EBUSY.  0 on success.
  */
-void aio_context_free(struct aio_context *ctx);
+int aio_context_free(struct aio_context *ctx);
 
 struct ev_loop *aio_context_loop(struct aio_context *ctx);
 
 /* Requests submitted through this context and not yet completed. */
 uint64_t aio_context_pending(const struct aio_context *ctx);
+
+/*
+ * Trouble the context absorbed without failing a request, for the edge to
+ * report (block/ does not log).
+ */
+struct aio_context_stats {
+    uint64_t uring_submit_failures; /* io_uring_submit errors, other than EAGAIN/EBUSY/EINTR; retried */
+    int uring_last_error;           /* the latest of them, -errno */
+};
+
+void aio_context_get_stats(const struct aio_context *ctx, struct aio_context_stats *stats);
 
 /*
  * Driver-facing parts (io_uring access, completion from pool threads,

@@ -37,6 +37,17 @@ void aio_context_complete(struct aio_context *ctx, struct bdev_io *io, int resul
 void aio_context_complete_from_any_thread(struct bdev_io *io, int result);
 
 /*
+ * Drivers' per-request records, recycled per context so the hot path does
+ * not go through malloc.  A record is taken on the submitting thread from
+ * io->ctx and must be given back to that same context, on its thread (where
+ * completions run, so no lock is involved).  aio_record_get returns
+ * AIO_RECORD_SIZE zeroed bytes, aligned for any type, or NULL.
+ */
+#define AIO_RECORD_SIZE 256
+void *aio_record_get(struct aio_context *ctx);
+void aio_record_put(struct aio_context *ctx, void *record);
+
+/*
  * Work handed between threads.  post: done(work) runs on ctx's loop.
  * pool: run(work) on a pool thread, then done(work) on ctx's loop.
  */

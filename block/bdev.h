@@ -162,7 +162,12 @@ void bdev_options_init(struct bdev_options *options);
  */
 int bdev_open(const struct bdev_options *options, struct bdev **out, char **error_message);
 
-/* Close; no request may be in flight. */
+/*
+ * Close; no request may be in flight.  Never blocks on the disk: the file
+ * descriptors are closed on the thread pool (close(2) may write back a
+ * cache), so they may outlive the call briefly; threadpool_shutdown()
+ * waits for them.
+ */
 void bdev_close(struct bdev *bdev);
 
 /*

@@ -23,14 +23,31 @@ static bool fallocate_unsupported(int error)
     return error == EOPNOTSUPP || error == ENOSYS;
 }
 
+static int raw_zero_range(struct file_bdev *file, uint64_t offset, uint64_t length, uint32_t flags);
+
 static int raw_discard_range(struct file_bdev *file, uint64_t offset, uint64_t length)
 {
     if (!file->discard)
         return 0;
     if (fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
         return 0;
-    /* Discard is advisory: a filesystem that cannot punch holes just keeps the data. */
-    return fallocate_unsupported(errno) ? 0 : -errno;
+    if (!fallocate_unsupported(errno))
+        return -errno;
+    /*
+     * The open-time probe said holes can be punched, so BDEV_CAP_DISCARD_ZEROES
+     * was promised: keep the promise by zeroing.
+     */
+    return raw_zero_range(file, offset, length, 0);
+}
+
+/*
+ * Can this file have holes punched?  Punching past end of file (KEEP_SIZE)
+ * changes no data on any filesystem, and one that cannot punch at all says
+ * so whatever the range.
+ */
+static bool can_punch_holes(int fd, uint64_t size)
+{
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)size, 1) == 0;
 }
 
 static int raw_zero_range(struct file_bdev *file, uint64_t offset, uint64_t length, uint32_t flags)
@@ -52,9 +69,7 @@ static int raw_zero_range(struct file_bdev *file, uint64_t offset, uint64_t leng
 
 static void raw_close(struct bdev *bdev)
 {
-    struct file_bdev *file = bdev->driver;
-    file_teardown(file);
-    free(file);
+    file_release(bdev->driver);
 }
 
 static const struct bdev_ops raw_ops = {
@@ -163,6 +178,11 @@ int raw_open(struct bdev *bdev, const struct bdev_options *options, char **error
         free(file);
         return rc;
     }
+    rc = file_setup_tail(file, options->path, (uint64_t)st.st_size, error_message);
+    if (rc < 0) {
+        file_release(file);
+        return rc;
+    }
     file->discard_range = raw_discard_range;
     file->zero_range = raw_zero_range;
 
@@ -171,7 +191,8 @@ int raw_open(struct bdev *bdev, const struct bdev_options *options, char **error
     bdev->size = (uint64_t)st.st_size;
     bdev->caps = BDEV_CAP_WRITE_ZEROES | BDEV_CAP_FAST_ZERO | BDEV_CAP_BLOCK_STATUS | BDEV_CAP_ZERO_INIT |
                  file_cache_caps(options->cache);
-    if (options->discard)
+    /* Only a hole reads back as zeroes for sure: without punching, discard has nothing to offer. */
+    if (options->discard && !options->readonly && can_punch_holes(file->fd, bdev->size))
         bdev->caps |= BDEV_CAP_DISCARD | BDEV_CAP_DISCARD_ZEROES;
     if (options->readonly)
         bdev->caps |= BDEV_CAP_READ_ONLY;

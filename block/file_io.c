@@ -13,11 +13,10 @@
 #include <unistd.h>
 
 #include "block/aio_internal.h"
+#include "block/align.h"
 #include "block/file_sync.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
-
-/* One bdev_io on its way through the driver. */
+/* One bdev_io on its way through the driver (an aio record of io->ctx). */
 struct file_request {
     struct aio_work work;
     struct aio_uring_op uring;
@@ -45,17 +44,12 @@ void file_set_error(char **error_message, const char *format, ...)
     va_end(args);
 }
 
-static inline uint64_t align_down(uint64_t value, uint64_t alignment) { return value / alignment * alignment; }
-
-static inline uint64_t align_up(uint64_t value, uint64_t alignment)
-{
-    return (value + alignment - 1) / alignment * alignment;
-}
-
 static bool io_aligned(const struct file_bdev *file, const struct bdev_io *io)
 {
     return file_range_aligned(file, io->offset, io->length) && file_buffers_aligned(file, io->iov, io->iovcnt);
 }
+
+_Static_assert(sizeof(struct file_request) <= AIO_RECORD_SIZE, "file_request must fit an aio record");
 
 /* ---- request lifetime ---- */
 
@@ -66,12 +60,18 @@ static bool fua_by_flag(const struct file_bdev *file, const struct bdev_io *io)
            (file->cache == BDEV_CACHE_WRITEBACK || file->cache == BDEV_CACHE_NONE);
 }
 
+/* writethrough and directsync: every completed write must already be stable. */
+static bool writes_are_stable(const struct file_bdev *file)
+{
+    return file->cache == BDEV_CACHE_WRITETHROUGH || file->cache == BDEV_CACHE_DIRECTSYNC;
+}
+
 static void request_free(struct file_request *req)
 {
     if (req->locked)
         range_lock_release(&req->file->write_lock, &req->lock_entry);
     free(req->iov_copy);
-    free(req);
+    aio_record_put(req->io->ctx, req);
 }
 
 /* From a loop callback. */
@@ -134,8 +134,12 @@ static void pool_discard_or_zero(struct aio_work *work)
             rc = file->zero_range(file, offset, chunk, io->flags);
         offset += chunk;
     }
-    /* fallocate and ioctls are not covered by O_DSYNC: sync explicitly. */
-    if (rc == 0 && (io->flags & BDEV_FUA) && file->cache != BDEV_CACHE_UNSAFE)
+    /*
+     * fallocate and the device ioctls are not covered by O_DSYNC, yet
+     * writethrough and directsync promise that every write is stable on
+     * completion, as FUA does in the other modes: sync explicitly.
+     */
+    if (rc == 0 && (writes_are_stable(file) || fua_by_flag(file, io)))
         rc = sync_flush(file);
     req->result = rc;
 }
@@ -333,7 +337,7 @@ void file_submit(struct bdev *bdev, struct bdev_io *io)
         aio_context_complete(io->ctx, io, 0);
         return;
     }
-    struct file_request *req = calloc(1, sizeof(*req));
+    struct file_request *req = aio_record_get(io->ctx);
     if (!req) {
         aio_context_complete(io->ctx, io, -ENOMEM);
         return;
@@ -391,6 +395,9 @@ int file_setup(struct file_bdev *file, const struct bdev_options *options, uint3
     }
     file->cache = options->cache;
     file->discard = options->discard;
+    file->readonly = options->readonly;
+    file->tail_fd = -1;
+    file->tail_start = UINT64_MAX;
     file->direct = options->cache == BDEV_CACHE_NONE || options->cache == BDEV_CACHE_DIRECTSYNC;
     file->mem_align = 1;
     file->offset_align = 1;
@@ -430,10 +437,49 @@ int file_setup(struct file_bdev *file, const struct bdev_options *options, uint3
     return 0;
 }
 
-void file_teardown(struct file_bdev *file)
+int file_setup_tail(struct file_bdev *file, const char *path, uint64_t size, char **error_message)
+{
+    if (!file->direct || size % file->offset_align == 0 || file->readonly)
+        return 0;
+    /*
+     * Through /proc/self/fd the same inode opens again even if the path was
+     * renamed or replaced meanwhile; the path is the fallback without /proc.
+     */
+    int flags = file_open_flags(file->cache, false) & ~O_DIRECT;
+    char self[64];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", file->fd);
+    int fd = open(self, flags);
+    if (fd < 0 && errno == ENOENT)
+        fd = open(path, flags);
+    if (fd < 0) {
+        int rc = -errno;
+        file_set_error(error_message, "%s: cannot open the unaligned end of the image without O_DIRECT: %s",
+                       path, strerror(-rc));
+        return rc;
+    }
+    file->tail_fd = fd;
+    file->tail_start = align_down(size, file->offset_align);
+    return 0;
+}
+
+static void release_now(struct file_bdev *file)
 {
     range_lock_destroy(&file->write_lock);
+    if (file->tail_fd >= 0)
+        close(file->tail_fd);
     if (file->fd >= 0)
         close(file->fd);
-    file->fd = -1;
+    free(file);
+}
+
+static void release_job(struct threadpool_job *job)
+{
+    release_now(container_of(job, struct file_bdev, release_job));
+}
+
+void file_release(struct file_bdev *file)
+{
+    file->release_job.run = release_job;
+    if (threadpool_submit(&file->release_job) < 0)
+        release_now(file); /* no pool thread: better to block than to leak */
 }

@@ -17,17 +17,28 @@
 
 #include "block/bdev.h"
 #include "block/range_lock.h"
+#include "block/threadpool.h"
 
 struct file_bdev {
     struct bdev *bdev;
     int fd;
+    /*
+     * O_DIRECT on an image whose size is not a multiple of offset_align: a
+     * second descriptor on the same file, without O_DIRECT (O_DSYNC kept),
+     * for writes that reach into the partial last block: a whole-block
+     * read-modify-write there would extend the file.  -1 otherwise.
+     */
+    int tail_fd;
+    uint64_t tail_start;     /* writes ending after this use tail_fd */
     enum bdev_cache_mode cache;
     bool use_uring;          /* aio engine allows io_uring (default or io_uring) */
     bool direct;             /* O_DIRECT */
     bool discard;            /* options.discard */
+    bool readonly;           /* options.readonly */
     uint32_t mem_align;      /* O_DIRECT buffer alignment; 1 otherwise */
     uint32_t offset_align;   /* O_DIRECT offset/length alignment; 1 otherwise */
     struct range_lock write_lock; /* O_DIRECT only */
+    struct threadpool_job release_job;
 
     /* Driver parts, blocking (pool thread).  Return 0 or -errno. */
     int (*discard_range)(struct file_bdev *file, uint64_t offset, uint64_t length);
@@ -39,15 +50,28 @@ int file_open_flags(enum bdev_cache_mode cache, bool readonly);
 
 /*
  * Fill the shared parts of file from options after fd is open:
- * cache, engine, direct, alignments (from statx STATX_DIOALIGN, or
+ * cache, engine, direct, read-only, alignments (from statx STATX_DIOALIGN, or
  * block_size_hint when > 0, else 4096), the write lock.  Returns 0 or -errno
  * with a message; on failure nothing needs tearing down but fd.
  */
 int file_setup(struct file_bdev *file, const struct bdev_options *options, uint32_t block_size_hint,
                char **error_message);
 
-/* Release what file_setup acquired and close fd (not the struct). */
-void file_teardown(struct file_bdev *file);
+/*
+ * After file_setup, once the size is known: open tail_fd when the image
+ * size is not aligned for O_DIRECT (a no-op otherwise).  0 or -errno and a
+ * message; on failure the caller tears down as for a file_setup failure.
+ */
+int file_setup_tail(struct file_bdev *file, const char *path, uint64_t size, char **error_message);
+
+/*
+ * Close the descriptors, release what file_setup acquired and free file
+ * (malloc'd).  The closing happens on a pool thread, since close(2) of a
+ * file or device opened for writing may flush its cache and the last
+ * reference to a bdev can drop on an event-loop thread; if no pool thread
+ * can be started it happens here.  No request may be in flight.
+ */
+void file_release(struct file_bdev *file);
 
 /* BDEV_CAP_FLUSH / BDEV_CAP_FUA for the cache mode. */
 uint32_t file_cache_caps(enum bdev_cache_mode cache);

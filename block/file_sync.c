@@ -6,14 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "block/align.h"
+
 #define ZERO_CHUNK (1u << 20)
-
-static inline uint64_t align_down(uint64_t value, uint64_t alignment) { return value / alignment * alignment; }
-
-static inline uint64_t align_up(uint64_t value, uint64_t alignment)
-{
-    return (value + alignment - 1) / alignment * alignment;
-}
 
 /* ---- blocking primitives (pool threads) ---- */
 
@@ -169,6 +164,9 @@ static int bounce_transfer(struct file_bdev *file, bool write, uint64_t offset, 
 int file_sync_transfer(struct file_bdev *file, bool write, uint64_t offset, const struct iovec *iov,
                          int iovcnt, uint64_t length, int rw_flags)
 {
+    /* The partial last block of an unaligned image: written exactly, never extended. */
+    if (write && file->tail_fd >= 0 && offset + length > file->tail_start)
+        return transfer_all(file->tail_fd, true, offset, iov, iovcnt, length, rw_flags);
     if (file->direct && !(file_range_aligned(file, offset, length) && file_buffers_aligned(file, iov, iovcnt)))
         return bounce_transfer(file, write, offset, iov, iovcnt, length, rw_flags);
     return transfer_all(file->fd, write, offset, iov, iovcnt, length, rw_flags);

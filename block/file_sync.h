@@ -20,7 +20,11 @@
 bool file_range_aligned(const struct file_bdev *file, uint64_t offset, uint64_t length);
 bool file_buffers_aligned(const struct file_bdev *file, const struct iovec *iov, int iovcnt);
 
-/* Read or write all of length at offset.  rw_flags: RWF_DSYNC for FUA.  0 or -errno. */
+/*
+ * Read or write all of length at offset.  rw_flags: RWF_DSYNC for FUA.
+ * Writes reaching past file->tail_start go to file->tail_fd as they are.
+ * 0 or -errno.
+ */
 int file_sync_transfer(struct file_bdev *file, bool write, uint64_t offset, const struct iovec *iov,
                        int iovcnt, uint64_t length, int rw_flags);
 

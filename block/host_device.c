@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "block/align.h"
 #include "block/file_io.h"
 #include "block/file_sync.h"
 
@@ -29,8 +30,8 @@ static int device_discard_range(struct file_bdev *file, uint64_t offset, uint64_
         return 0;
     /* BLKDISCARD wants whole logical blocks; the partial ends just stay. */
     uint64_t block = file->bdev->limits.logical_block_size;
-    uint64_t start = (offset + block - 1) / block * block;
-    uint64_t end = (offset + length) / block * block;
+    uint64_t start = align_up(offset, block);
+    uint64_t end = align_down(offset + length, block);
     if (start >= end)
         return 0;
     uint64_t range[2] = {start, end - start};
@@ -66,9 +67,7 @@ static int device_zero_range(struct file_bdev *file, uint64_t offset, uint64_t l
 
 static void device_close(struct bdev *bdev)
 {
-    struct file_bdev *file = bdev->driver;
-    file_teardown(file);
-    free(file);
+    file_release(bdev->driver);
 }
 
 static const struct bdev_ops host_device_ops = {
@@ -121,6 +120,11 @@ int host_device_open(struct bdev *bdev, const struct bdev_options *options, char
     if (rc < 0) {
         close(file->fd);
         free(file);
+        return rc;
+    }
+    rc = file_setup_tail(file, options->path, size, error_message); /* a no-op for whole blocks */
+    if (rc < 0) {
+        file_release(file);
         return rc;
     }
     file->discard_range = device_discard_range;

@@ -6,6 +6,7 @@
 int range_lock_init(struct range_lock *lock)
 {
     lock->head = lock->tail = NULL;
+    lock->exclusive_count = lock->waiting_count = 0;
     return -pthread_mutex_init(&lock->mutex, NULL);
 }
 
@@ -37,7 +38,12 @@ bool range_lock_acquire(struct range_lock *lock, struct range_lock_entry *entry)
     else
         lock->head = entry;
     lock->tail = entry;
-    entry->waiting = blocked(entry);
+    if (entry->exclusive)
+        lock->exclusive_count++;
+    /* A shared entry conflicts only with exclusive ones. */
+    entry->waiting = (entry->exclusive || lock->exclusive_count > 0) && blocked(entry);
+    if (entry->waiting)
+        lock->waiting_count++;
     bool granted = !entry->waiting;
     pthread_mutex_unlock(&lock->mutex);
     return granted;
@@ -56,10 +62,15 @@ void range_lock_release(struct range_lock *lock, struct range_lock_entry *entry)
         entry->next->prev = entry->prev;
     else
         lock->tail = entry->prev;
+    if (entry->exclusive)
+        lock->exclusive_count--;
 
-    for (struct range_lock_entry *e = entry->next; e; e = e->next) {
+    /* Only entries after this one can have waited for it. */
+    struct range_lock_entry *e = lock->waiting_count > 0 ? entry->next : NULL;
+    for (; e; e = e->next) {
         if (e->waiting && !blocked(e)) {
             e->waiting = false;
+            lock->waiting_count--;
             e->next_granted = NULL;
             *granted_tail = e;
             granted_tail = &e->next_granted;

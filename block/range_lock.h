@@ -30,6 +30,13 @@ struct range_lock_entry {
 struct range_lock {
     pthread_mutex_t mutex;
     struct range_lock_entry *head, *tail;
+    /*
+     * Aligned O_DIRECT writes take shared entries and almost never meet an
+     * exclusive one: with none present, acquire grants without scanning, and
+     * release scans only when an entry waits.
+     */
+    unsigned exclusive_count;
+    unsigned waiting_count;
 };
 
 int range_lock_init(struct range_lock *lock);

@@ -4,6 +4,7 @@
 #include <ev.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "block/aio_internal.h"
@@ -198,6 +199,73 @@ Test(aio, ring_takes_more_operations_than_it_has_room_for)
         cr_assert_eq(ops[i].result, 0);
     }
     free(ops);
+}
+
+Test(aio, free_with_requests_pending_refuses)
+{
+    struct counted c = {.io = {.ctx = t.ctx, .complete = counted_complete}};
+    aio_request_started(&c.io);
+    cr_assert_eq(aio_context_free(t.ctx), -EBUSY);
+    /* Still usable: the request completes through it. */
+    aio_context_complete(t.ctx, &c.io, 0);
+    aio_context_drain(t.ctx);
+    cr_assert_eq(c.completions, 1);
+}
+
+Test(aio, request_records_are_recycled_by_their_context)
+{
+    struct test_loop other;
+    test_loop_init(&other);
+    unsigned char *first = aio_record_get(t.ctx);
+    cr_assert_not_null(first);
+    memset(first, 0xAB, AIO_RECORD_SIZE);
+    aio_record_put(t.ctx, first);
+
+    unsigned char *elsewhere = aio_record_get(other.ctx);
+    cr_assert_neq(elsewhere, first, "a record went to another context");
+    unsigned char *again = aio_record_get(t.ctx);
+    cr_assert_eq(again, first, "the spare record was not reused");
+    for (size_t i = 0; i < AIO_RECORD_SIZE; i++)
+        cr_assert_eq(again[i], 0, "byte %zu of a reused record not cleared", i);
+    aio_record_put(t.ctx, again);
+    aio_record_put(other.ctx, elsewhere);
+    test_loop_fini(&other);
+}
+
+/* The server's reply flush: a prepare watcher of default priority. */
+struct flush_probe {
+    ev_prepare watcher;
+    struct nop_op *nop;
+    int saw_done;
+};
+
+static void flush_probe_cb(struct ev_loop *loop, ev_prepare *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct flush_probe *probe = (struct flush_probe *)watcher;
+    probe->saw_done = probe->nop->done;
+}
+
+/*
+ * An operation that completes while it is submitted (a page-cache hit; here
+ * a NOP) must reach the reply flush of the same loop iteration, not wait
+ * for another round through poll.
+ */
+Test(aio, completion_ready_at_submission_reaches_this_iterations_flush)
+{
+    if (!aio_uring_supported())
+        cr_skip_test("io_uring not available");
+    cr_assert_not_null(aio_context_uring(t.ctx));
+    struct nop_op nop = {.op = {.prepare = nop_prepare, .done = nop_done}};
+    struct flush_probe probe = {.nop = &nop};
+    ev_prepare_init(&probe.watcher, flush_probe_cb);
+    ev_prepare_start(t.loop, &probe.watcher);
+    aio_uring_submit(t.ctx, &nop.op);
+    ev_run(t.loop, EVRUN_NOWAIT);
+    cr_assert_eq(nop.done, 1);
+    cr_assert_eq(probe.saw_done, 1, "the flush ran before the completion");
+    ev_prepare_stop(t.loop, &probe.watcher);
 }
 
 Test(aio, option_names_round_trip)

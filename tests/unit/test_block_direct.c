@@ -3,6 +3,7 @@
 #include <ev.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/range_lock.h"
@@ -51,6 +52,69 @@ Test(direct, range_lock_orders_conflicting_entries)
     range_lock_release(&lock, &after);
     range_lock_release(&lock, &elsewhere);
     range_lock_destroy(&lock);
+}
+
+/* Reference model: an entry waits while an earlier live entry conflicts with it. */
+struct model_entry {
+    struct range_lock_entry entry;
+    bool live, granted;
+};
+
+static void model_granted(struct range_lock_entry *entry) { ((struct model_entry *)entry)->granted = true; }
+
+static bool model_conflict(const struct range_lock_entry *a, const struct range_lock_entry *b)
+{
+    return (a->exclusive || b->exclusive) && a->start < b->end && b->start < a->end;
+}
+
+Test(direct, range_lock_matches_a_reference_model)
+{
+    enum { COUNT = 400 };
+    struct model_entry *entries = calloc(COUNT, sizeof(*entries));
+    struct range_lock lock;
+    cr_assert_eq(range_lock_init(&lock), 0);
+    srand(12345);
+    int next = 0;
+    for (int step = 0; step < 4 * COUNT; step++) {
+        bool add = next < COUNT && (rand() % 3 != 0 || step < 8);
+        if (add) {
+            struct model_entry *m = &entries[next++];
+            uint64_t start = (uint64_t)(rand() % 64) * 512;
+            /* Mostly shared, as aligned writes are; sometimes exclusive. */
+            m->entry = (struct range_lock_entry){.start = start, .end = start + 512 * (1 + rand() % 4),
+                                                 .exclusive = rand() % 5 == 0, .granted = model_granted};
+            m->live = true;
+            m->granted = range_lock_acquire(&lock, &m->entry);
+        } else {
+            /* Release a random granted entry, if any. */
+            int candidates[COUNT], n = 0;
+            for (int i = 0; i < next; i++)
+                if (entries[i].live && entries[i].granted)
+                    candidates[n++] = i;
+            if (n == 0)
+                continue;
+            struct model_entry *m = &entries[candidates[rand() % n]];
+            m->live = false;
+            range_lock_release(&lock, &m->entry);
+        }
+        for (int i = 0; i < next; i++) {
+            if (!entries[i].live)
+                continue;
+            bool waits = false;
+            for (int j = 0; j < i && !waits; j++)
+                waits = entries[j].live && model_conflict(&entries[j].entry, &entries[i].entry);
+            cr_assert_eq(entries[i].granted, !waits, "step %d entry %d: granted %d, model says waits %d", step, i,
+                         entries[i].granted, waits);
+        }
+    }
+    /* Released in arrival order, each remaining entry is granted by the time its turn comes. */
+    for (int i = 0; i < next; i++)
+        if (entries[i].live) {
+            cr_assert(entries[i].granted);
+            range_lock_release(&lock, &entries[i].entry);
+        }
+    range_lock_destroy(&lock);
+    free(entries);
 }
 
 struct byte_write {
@@ -186,4 +250,57 @@ Test(direct, vectored_unaligned_buffers_bounce)
     bdev_close(bdev);
     unlink(path);
     free(path);
+}
+
+/*
+ * An image whose size is not a multiple of the O_DIRECT alignment: writes
+ * into its last, partial block must not grow the file past the bdev size
+ * (a read-modify-write of the whole block would).
+ */
+Test(direct, writes_to_the_partial_last_block_keep_the_size)
+{
+    enum { SIZE = 10000 };
+    static const enum bdev_cache_mode modes[] = {BDEV_CACHE_NONE, BDEV_CACHE_DIRECTSYNC};
+    static const struct {
+        uint64_t offset, length;
+        uint32_t flags;
+    } writes[] = {{9990, 10, 0}, {8000, 300, 0}, {5000, 3, 0}, {8192, 1808, BDEV_FUA}, {0, SIZE, 0}, {9999, 1, 0}};
+    for (int m = 0; m < 2; m++) {
+        for (int e = 0; e < 2; e++) {
+            char *path = temp_file_with_pattern(SIZE);
+            struct bdev *bdev = open_bdev(path, modes[m], both_engines[e], false);
+            cr_assert_eq(bdev->size, SIZE);
+            uint8_t shadow[SIZE], data[SIZE], back[SIZE];
+            for (int i = 0; i < SIZE; i++)
+                shadow[i] = pattern_byte((uint64_t)i);
+            for (size_t w = 0; w < sizeof(writes) / sizeof(writes[0]); w++) {
+                for (uint64_t i = 0; i < writes[w].length; i++)
+                    data[i] = (uint8_t)(0x40 + w * 17 + i);
+                cr_assert_eq(run_io(&t, bdev, BDEV_OP_WRITE, writes[w].flags, writes[w].offset,
+                                    writes[w].length, data),
+                             0);
+                memcpy(shadow + writes[w].offset, data, writes[w].length);
+
+                struct stat st;
+                cr_assert_eq(stat(path, &st), 0);
+                cr_assert_eq(st.st_size, SIZE, "write %zu grew the file to %lld (cache=%s aio=%s)", w,
+                             (long long)st.st_size, bdev_cache_mode_name(modes[m]),
+                             bdev_aio_engine_name(both_engines[e]));
+                memset(back, 0, sizeof(back));
+                cr_assert_eq(run_io(&t, bdev, BDEV_OP_READ, 0, 0, SIZE, back), 0);
+                cr_assert_arr_eq(back, shadow, SIZE, "read through the bdev after write %zu", w);
+                read_file_directly(path, 0, back, SIZE);
+                cr_assert_arr_eq(back, shadow, SIZE, "file after write %zu", w);
+            }
+            /* Zeroing the tail the slow way goes through the same path. */
+            cr_assert_eq(run_io(&t, bdev, BDEV_OP_WRITE_ZEROES, 0, 9000, 1000, NULL), 0);
+            struct stat st;
+            cr_assert_eq(stat(path, &st), 0);
+            cr_assert_eq(st.st_size, SIZE);
+            cr_assert_eq(run_io(&t, bdev, BDEV_OP_FLUSH, 0, 0, 0, NULL), 0);
+            bdev_close(bdev);
+            unlink(path);
+            free(path);
+        }
+    }
 }

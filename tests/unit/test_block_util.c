@@ -26,7 +26,7 @@ void test_loop_init(struct test_loop *t)
 void test_loop_fini(struct test_loop *t)
 {
     cr_assert_eq(aio_context_pending(t->ctx), 0);
-    aio_context_free(t->ctx);
+    cr_assert_eq(aio_context_free(t->ctx), 0);
     ev_loop_destroy(t->loop);
 }
 
