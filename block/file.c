@@ -189,6 +189,8 @@ int raw_open(struct bdev *bdev, const struct bdev_options *options, char **error
     bdev->ops = &raw_ops;
     bdev->driver = file;
     bdev->size = (uint64_t)st.st_size;
+    /* Fewer blocks than bytes: holes somewhere.  More is fine (metadata, preallocation). */
+    file->may_have_holes = (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
     bdev->caps = BDEV_CAP_WRITE_ZEROES | BDEV_CAP_FAST_ZERO | BDEV_CAP_BLOCK_STATUS | BDEV_CAP_ZERO_INIT |
                  file_cache_caps(options->cache);
     /* Only a hole reads back as zeroes for sure: without punching, discard has nothing to offer. */

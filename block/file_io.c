@@ -308,9 +308,16 @@ static void dispatch(struct file_request *req)
         return;
     case BDEV_OP_DISCARD:
     case BDEV_OP_WRITE_ZEROES:
+        file->may_have_holes = true; /* before the punch, so no status read misses it */
         run_in_pool(req, pool_discard_or_zero);
         return;
     case BDEV_OP_BLOCK_STATUS:
+        if (!file->may_have_holes) {
+            io->extents[0] = (struct bdev_extent){.length = io->length, .flags = 0};
+            io->nr_extents = 1;
+            request_finish_later(req, 0);
+            return;
+        }
         run_in_pool(req, pool_block_status);
         return;
     }

@@ -12,6 +12,7 @@
 #ifndef LUNA_BLOCK_FILE_IO_H
 #define LUNA_BLOCK_FILE_IO_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -35,6 +36,13 @@ struct file_bdev {
     bool direct;             /* O_DIRECT */
     bool discard;            /* options.discard */
     bool readonly;           /* options.readonly */
+    /*
+     * False while the file is known to be fully allocated (no holes at
+     * open, no discard or zeroing since): block_status then answers "all
+     * data" at once instead of two lseeks on a pool thread, which large
+     * NBD reads would otherwise pay on every request.  Set, never cleared.
+     */
+    _Atomic bool may_have_holes;
     uint32_t mem_align;      /* O_DIRECT buffer alignment; 1 otherwise */
     uint32_t offset_align;   /* O_DIRECT offset/length alignment; 1 otherwise */
     struct range_lock write_lock; /* O_DIRECT only */
