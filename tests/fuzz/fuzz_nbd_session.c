@@ -1,12 +1,13 @@
 /*
  * fuzz_nbd_session: libFuzzer target for the NBD session state machine.
  *
- * One session per input, over exports opened once per process (a small
- * writable raw file reset to holes before every input, a read-only one, an
- * O_DIRECT one and a sparse 8 GiB one for 64-bit lengths), on a real libev
- * loop and aio_context.  Input bytes are
- * fed the way server/nbd_connection.c feeds socket data: unconsumed bytes
- * are offered again, payload targets are filled directly.  Besides the
+ * One session per input, over exports opened once per process (raw temp
+ * files: a small writable one, a read-only one with known contents, an
+ * O_DIRECT one and a sparse 8 GiB one for 64-bit lengths; the writable ones
+ * are reset to holes before every input), on a real libev loop and
+ * aio_context.  Input bytes are fed the way server/nbd_connection.c feeds
+ * socket data: unconsumed bytes are offered again, payload targets are
+ * filled directly.  Besides the
  * sanitizers, the target checks the parts of the nbd_session.h contract a
  * crash would not reveal: the session never stalls with input offered,
  * never calls wake from inside nbd_session_input, and leaves nothing
@@ -84,10 +85,9 @@ struct fuzz_run {
     uint8_t shape;
     const uint8_t *input;  /* the client's bytes, after the prefix */
     size_t position, end;  /* consumed by the session; delivered so far */
-    bool in_input; /* inside nbd_session_input: wake must not fire */
+    bool in_input;         /* inside nbd_session_input: wake must not fire */
     bool shut_down;
     bool freed;
-    unsigned wakes;
 };
 
 static struct fuzz_world world;
@@ -205,7 +205,6 @@ static void wake(void *opaque)
         fail("wake after nbd_session_free");
     if (run->in_input)
         fail("wake called from inside nbd_session_input (contract: completions only)");
-    run->wakes++;
 }
 
 static const struct nbd_session_ops fuzz_ops = {.wake = wake};
@@ -312,15 +311,20 @@ static void check_not_wedged(struct fuzz_run *run)
  * session has taken them all or stopped; the last feed's requests stay in
  * flight, for the endings that free the session under them.
  */
+static void settle_and_feed(struct fuzz_run *run)
+{
+    settle();
+    if (!(run->shape & SHAPE_KEEP_OUTPUT) || !nbd_session_wants_input(run->session))
+        take_output(run);
+    check_not_wedged(run);
+    feed(run);
+}
+
 static void catch_up(struct fuzz_run *run)
 {
     while (run->position < run->end && nbd_session_status(run->session) == NBD_SESSION_ACTIVE) {
         size_t before = run->position;
-        settle();
-        if (!(run->shape & SHAPE_KEEP_OUTPUT) || !nbd_session_wants_input(run->session))
-            take_output(run);
-        check_not_wedged(run);
-        feed(run);
+        settle_and_feed(run);
         if (run->position == before && nbd_session_status(run->session) == NBD_SESSION_ACTIVE)
             fail("session took nothing of %zu buffered bytes after the loop drained",
                  run->end - before);
@@ -340,6 +344,7 @@ static void converse(struct fuzz_run *run, size_t size, uint32_t random_state)
         if (run_ending(run) == END_SHUTDOWN && !run->shut_down && run->end >= size / 2) {
             /* Requests still arriving must be answered (NBD_ESHUTDOWN), not dropped. */
             nbd_session_shutdown(run->session);
+            nbd_audit_shutdown(run->audit);
             run->shut_down = true;
         }
         /* Like the server, never hold more than its input buffer of unconsumed bytes. */
@@ -359,6 +364,8 @@ static void converse(struct fuzz_run *run, size_t size, uint32_t random_state)
         run->end += chunk;
         feed(run);
         if (run->shape & SHAPE_DRAIN_EACH) {
+            /* Everything sent so far completes before the next chunk arrives. */
+            settle_and_feed(run);
             catch_up(run);
         } else {
             /* Whatever completed by now, as one pass of the server's loop would see it. */
@@ -397,8 +404,10 @@ static void finish(struct fuzz_run *run)
         drained = true;
         break;
     case END_SHUTDOWN:
-        if (!run->shut_down)
+        if (!run->shut_down) {
             nbd_session_shutdown(run->session);
+            nbd_audit_shutdown(run->audit);
+        }
         settle();
         take_output(run);
         /* A WRITE whose payload is still arriving counts as in flight, and is waited for. */

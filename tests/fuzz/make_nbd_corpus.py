@@ -187,6 +187,19 @@ def conversations():
     yield ("writes_free_in_flight", bytes([CHUNK_512 | END_FREE_IN_FLIGHT | KEEP_OUTPUT, 5]),
            c.out)
 
+    # A fragmented disk: more extents than one sparse read or block status asks for.
+    c = Client().send(client_flags()).send(option(OPT_STRUCTURED_REPLY))
+    c.send(option(OPT_SET_META_CONTEXT, meta_data("disk", ["base:allocation"])))
+    c.send(option(OPT_GO, info_data("disk")))
+    for i in range(60):
+        c.request(CMD_WRITE, i * 8192 + 7, 1, payload=bytes([i + 1]))
+    c.request(CMD_READ, 0, 1 << 19)
+    c.request(CMD_READ, 4096, 300000)
+    c.request(CMD_BLOCK_STATUS, 0, 1 << 20)
+    c.request(CMD_BLOCK_STATUS, 8192, 1 << 19, flags=CMD_FLAG_REQ_ONE)
+    c.request(CMD_DISC)
+    yield "fragmented_sparse_read", bytes([CHUNK_8 | DRAIN_EACH, 2]), c.out
+
     # The 8 GiB sparse export with extended headers: 64-bit lengths reach the disk.
     c = Client().send(client_flags())
     c.send(option(OPT_EXTENDED_HEADERS))

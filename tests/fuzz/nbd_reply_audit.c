@@ -16,6 +16,10 @@
 #include <string.h>
 
 #include "protocols/nbd/nbd_wire.h"
+#include "tests/fuzz/shadow_disk.h"
+
+/* Writable exports up to this size get a shadow of their contents. */
+#define SHADOW_MAX_SIZE (16u << 20)
 
 enum input_state {
     INPUT_CLIENT_FLAGS,
@@ -42,6 +46,9 @@ struct outstanding {
     uint64_t offset;
     uint64_t length;
     bool must_fail;      /* write to a read-only export, or beyond the end */
+    uint32_t required_error; /* the only acceptable answer (NBD_ESHUTDOWN), or 0 */
+    bool raced;          /* overlapped a write in flight: its outcome is not predictable */
+    const uint8_t *payload; /* WRITE data, inside the input */
     bool chunked;        /* a chunk has been seen */
     bool error_seen;
     unsigned content_chunks;
@@ -64,13 +71,16 @@ struct pending_option {
 struct nbd_audit {
     const struct nbd_audit_export *exports;
     size_t export_count;
-    bool off; /* the client side became ambiguous: stop judging */
+    bool off;   /* the client side became ambiguous: stop judging */
+    bool trace; /* LUNA_FUZZ_VERBOSE: print every reply as it is judged */
 
     /* Input cursor. */
     enum input_state input;
     const uint8_t *in;
     size_t in_consumed, in_position;
     bool expect_closed;
+    bool shut_down;
+    size_t shutdown_at; /* input consumed when the server began shutting down */
     bool no_zeroes, structured, extended;
     struct pending_option option;
 
@@ -86,6 +96,8 @@ struct nbd_audit {
     uint64_t skip_left;          /* read data bytes still to come */
     uint64_t skip_offset;        /* export offset of the next one */
     const struct nbd_audit_export *skip_export;
+    bool skip_shadowed;          /* compare them with the shadow too */
+    struct shadow_disk *shadow;  /* contents of the export in use, when writable and small */
 
     struct outstanding *requests;
     size_t request_count, request_capacity;
@@ -118,6 +130,7 @@ struct nbd_audit *nbd_audit_new(const struct nbd_audit_export *exports, size_t c
         audit_fail("out of memory");
     audit->exports = exports;
     audit->export_count = count;
+    audit->trace = getenv("LUNA_FUZZ_VERBOSE") != NULL;
     return audit;
 }
 
@@ -136,6 +149,7 @@ void nbd_audit_free(struct nbd_audit *audit)
         forget_request(audit, 0);
     free(audit->requests);
     free(audit->out);
+    shadow_disk_free(audit->shadow);
     free(audit);
 }
 
@@ -198,8 +212,42 @@ static const struct nbd_audit_export *option_target(const struct nbd_audit *audi
     return NULL;
 }
 
+static bool writes_data(uint16_t type)
+{
+    return type == NBD_CMD_WRITE || type == NBD_CMD_TRIM || type == NBD_CMD_WRITE_ZEROES;
+}
+
+static bool observes_data(uint16_t type)
+{
+    return type == NBD_CMD_READ || type == NBD_CMD_BLOCK_STATUS;
+}
+
+static uint64_t range_end(uint64_t offset, uint64_t length)
+{
+    return length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
+}
+
+/*
+ * Requests in flight together run in any order: a write overlapping
+ * another write, a read or a block status makes all of them unpredictable.
+ */
+static void mark_races(struct nbd_audit *audit, struct outstanding *request)
+{
+    uint64_t end = range_end(request->offset, request->length);
+    for (size_t i = 0; i + 1 < audit->request_count; i++) {
+        struct outstanding *other = &audit->requests[i];
+        if (other->offset >= end || request->offset >= range_end(other->offset, other->length))
+            continue;
+        bool racing = (writes_data(request->type) &&
+                       (writes_data(other->type) || observes_data(other->type))) ||
+                      (observes_data(request->type) && writes_data(other->type));
+        if (racing)
+            request->raced = other->raced = true;
+    }
+}
+
 static void record_request(struct nbd_audit *audit, uint16_t flags, uint16_t type, uint64_t cookie,
-                           uint64_t offset, uint64_t length)
+                           uint64_t offset, uint64_t length, const uint8_t *payload)
 {
     for (size_t i = 0; i < audit->request_count; i++) {
         if (audit->requests[i].cookie == cookie) {
@@ -232,6 +280,14 @@ static void record_request(struct nbd_audit *audit, uint16_t flags, uint16_t typ
     if (type == NBD_CMD_BLOCK_STATUS &&
         (length == 0 || audit->context_id == 0 || audit->meta_export != export))
         request->must_fail = true;
+    request->payload = type == NBD_CMD_WRITE ? payload : NULL;
+    mark_races(audit, request);
+}
+
+void nbd_audit_shutdown(struct nbd_audit *audit)
+{
+    audit->shut_down = true;
+    audit->shutdown_at = audit->in_consumed;
 }
 
 /* One step of the input cursor; false when it must wait. */
@@ -302,8 +358,11 @@ static bool input_step(struct nbd_audit *audit)
             payload = length;
         if (available - size < payload)
             return false; /* a request is judged once its payload is in */
+        bool after_shutdown = audit->shut_down && audit->in_position >= audit->shutdown_at;
         audit->in_position += size + (size_t)payload;
-        record_request(audit, flags, type, cookie, offset, length);
+        record_request(audit, flags, type, cookie, offset, length, data + size);
+        if (after_shutdown && !audit->off)
+            audit->requests[audit->request_count - 1].required_error = NBD_ESHUTDOWN;
         return true;
     }
     case INPUT_ENDED:
@@ -320,6 +379,12 @@ static bool input_step(struct nbd_audit *audit)
 static void begin_transmission(struct nbd_audit *audit, const struct nbd_audit_export *export)
 {
     audit->export = export;
+    /* The fuzz target resets writable exports to zeroes before every input. */
+    if (!export->readonly && !export->byte_at && export->size <= SHADOW_MAX_SIZE) {
+        audit->shadow = shadow_disk_new(export->size);
+        if (!audit->shadow)
+            audit_fail("out of memory");
+    }
     audit->output = OUTPUT_TRANSMISSION;
     audit->input = INPUT_REQUESTS;
 }
@@ -544,6 +609,9 @@ static size_t find_request(const struct nbd_audit *audit, uint64_t cookie)
 
 static void check_error(const struct outstanding *request, uint32_t error)
 {
+    if (request->required_error && error != request->required_error)
+        audit_fail("cookie 0x%llx: error %u, but requests after shutdown get %u",
+                   (unsigned long long)request->cookie, error, request->required_error);
     if (!valid_error(error))
         audit_fail("cookie 0x%llx: error %u is not one the protocol defines",
                    (unsigned long long)request->cookie, error);
@@ -553,6 +621,9 @@ static void check_error(const struct outstanding *request, uint32_t error)
 static void request_done(struct nbd_audit *audit, size_t index, bool failed)
 {
     struct outstanding *request = &audit->requests[index];
+    if (request->required_error && !failed)
+        audit_fail("cookie 0x%llx: command %u received after shutdown succeeded",
+                   (unsigned long long)request->cookie, request->type);
     if (request->must_fail && !failed)
         audit_fail("cookie 0x%llx: command %u (offset %llu length %llu) succeeded but must fail",
                    (unsigned long long)request->cookie, request->type,
@@ -564,14 +635,41 @@ static void request_done(struct nbd_audit *audit, size_t index, bool failed)
     if (!failed && request->type == NBD_CMD_BLOCK_STATUS && request->status_chunks != 1)
         audit_fail("cookie 0x%llx: block status answered with %u status chunks",
                    (unsigned long long)request->cookie, request->status_chunks);
+    if (audit->shadow && writes_data(request->type)) {
+        /* A trim may or may not zero; a failed write may have written part. */
+        if (failed || request->raced || request->type == NBD_CMD_TRIM)
+            shadow_disk_forget(audit->shadow, request->offset, request->length);
+        else
+            shadow_disk_set(audit->shadow, request->offset, request->payload, request->length);
+    }
     forget_request(audit, index);
 }
 
-static void start_data(struct nbd_audit *audit, uint64_t offset, uint64_t length)
+static void start_data(struct nbd_audit *audit, const struct outstanding *request, uint64_t offset,
+                       uint64_t length)
 {
     audit->skip_left = length;
     audit->skip_offset = offset;
     audit->skip_export = audit->export;
+    audit->skip_shadowed = audit->shadow && !request->raced;
+}
+
+/* Holes and zero extents read as zeroes: no known byte there may be anything else. */
+static void check_zeroes(const struct nbd_audit *audit, const struct outstanding *request,
+                         uint64_t offset, uint64_t length, const char *what)
+{
+    uint64_t mismatch;
+    uint8_t expected;
+    if (audit->export->byte_at)
+        for (uint64_t i = 0; i < length; i++)
+            if (audit->export->byte_at(offset + i) != 0)
+                audit_fail("%s over nonzero data at %llu of '%s'", what,
+                           (unsigned long long)(offset + i), audit->export->name);
+    if (audit->shadow && !request->raced &&
+        !shadow_disk_matches(audit->shadow, offset, NULL, length, &mismatch, &expected))
+        audit_fail("%s over offset %llu of '%s', which holds 0x%02x (cookie 0x%llx)", what,
+                   (unsigned long long)mismatch, audit->export->name, expected,
+                   (unsigned long long)request->cookie);
 }
 
 static void content_range(struct outstanding *request, uint64_t offset, uint64_t length,
@@ -625,12 +723,21 @@ static void check_block_status(const struct nbd_audit *audit, struct outstanding
         const uint8_t *entry = payload + prefix + i * descriptor;
         uint64_t extent = wide ? nbd_get64(entry) : nbd_get32(entry + 0);
         uint64_t flags = wide ? nbd_get64(entry + 8) : nbd_get32(entry + 4);
+        if (audit->trace)
+            fprintf(stderr, "audit:   extent %llu: length %llu flags 0x%llx\n", (unsigned long long)i,
+                    (unsigned long long)extent, (unsigned long long)flags);
         if (extent == 0)
             audit_fail("block status extent %llu of length 0", (unsigned long long)i);
         if (flags & ~(uint64_t)(NBD_STATE_HOLE | NBD_STATE_ZERO))
             audit_fail("base:allocation flags 0x%llx", (unsigned long long)flags);
         if (i + 1 < count && sum + extent >= request->length)
             audit_fail("block status extents beyond the request before the last one");
+        if (flags & NBD_STATE_ZERO) {
+            /* Only the requested range: the rest may be changing under other requests. */
+            uint64_t in_range = sum < request->length ? request->length - sum : 0;
+            check_zeroes(audit, request, request->offset + sum, extent < in_range ? extent : in_range,
+                         "block status NBD_STATE_ZERO");
+        }
         sum += extent;
     }
     if ((request->flags & NBD_CMD_FLAG_REQ_ONE) && sum > request->length)
@@ -667,6 +774,9 @@ static bool chunk(struct nbd_audit *audit, const uint8_t *data, size_t available
         return false;
     const uint8_t *payload = data + header_size;
     audit->out_position += header_size + (size_t)fixed;
+    if (audit->trace)
+        fprintf(stderr, "audit: cookie 0x%llx chunk type 0x%x flags 0x%x length %llu\n",
+                (unsigned long long)cookie, type, flags, (unsigned long long)length);
     request->chunked = true;
     switch (type) {
     case NBD_REPLY_TYPE_NONE:
@@ -677,7 +787,7 @@ static bool chunk(struct nbd_audit *audit, const uint8_t *data, size_t available
         if (length < 9)
             audit_fail("OFFSET_DATA chunk of %llu bytes", (unsigned long long)length);
         content_range(request, nbd_get64(payload), length - 8, "OFFSET_DATA");
-        start_data(audit, nbd_get64(payload), length - 8);
+        start_data(audit, request, nbd_get64(payload), length - 8);
         break;
     case NBD_REPLY_TYPE_OFFSET_HOLE: {
         if (length != 12)
@@ -685,10 +795,7 @@ static bool chunk(struct nbd_audit *audit, const uint8_t *data, size_t available
         uint64_t offset = nbd_get64(payload);
         uint32_t size = nbd_get32(payload + 8);
         content_range(request, offset, size, "OFFSET_HOLE");
-        if (audit->export->byte_at)
-            for (uint64_t i = 0; i < size; i++)
-                if (audit->export->byte_at(offset + i) != 0)
-                    audit_fail("OFFSET_HOLE over nonzero data at %llu", (unsigned long long)(offset + i));
+        check_zeroes(audit, request, offset, size, "OFFSET_HOLE");
         break;
     }
     case NBD_REPLY_TYPE_BLOCK_STATUS:
@@ -740,8 +847,11 @@ static bool simple_reply(struct nbd_audit *audit, const uint8_t *data, size_t av
     if (error)
         check_error(request, error);
     audit->out_position += NBD_SIMPLE_REPLY_SIZE;
+    if (audit->trace)
+        fprintf(stderr, "audit: cookie 0x%llx simple reply error %u\n", (unsigned long long)cookie,
+                error);
     if (!error && request->type == NBD_CMD_READ)
-        start_data(audit, request->offset, request->length);
+        start_data(audit, request, request->offset, request->length);
     request_done(audit, index, error != 0);
     return true;
 }
@@ -754,6 +864,12 @@ static bool skip_data(struct nbd_audit *audit)
         return false;
     size_t n = audit->skip_left < available ? (size_t)audit->skip_left : available;
     const struct nbd_audit_export *export = audit->skip_export;
+    if (audit->trace) {
+        fprintf(stderr, "audit:   data at %llu:", (unsigned long long)audit->skip_offset);
+        for (size_t i = 0; i < n && i < 16; i++)
+            fprintf(stderr, " %02x", audit->out[audit->out_position + i]);
+        fputc('\n', stderr);
+    }
     if (export->byte_at) {
         const uint8_t *data = audit->out + audit->out_position;
         for (size_t i = 0; i < n; i++)
@@ -762,6 +878,14 @@ static bool skip_data(struct nbd_audit *audit)
                            (unsigned long long)(audit->skip_offset + i), export->name, data[i],
                            export->byte_at(audit->skip_offset + i));
     }
+    uint64_t mismatch;
+    uint8_t expected;
+    if (audit->skip_shadowed &&
+        !shadow_disk_matches(audit->shadow, audit->skip_offset, audit->out + audit->out_position, n,
+                             &mismatch, &expected))
+        audit_fail("read data at offset %llu of '%s': 0x%02x, expected 0x%02x",
+                   (unsigned long long)mismatch, export->name,
+                   audit->out[audit->out_position + (mismatch - audit->skip_offset)], expected);
     audit->out_position += n;
     audit->skip_offset += n;
     audit->skip_left -= n;

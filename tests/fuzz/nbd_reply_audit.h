@@ -9,8 +9,10 @@
  * replies where chunks are required, read chunks outside the request or
  * overlapping or not covering it, malformed block status, errors outside
  * the protocol's set, success for a write to a read-only export or a range
- * past the end, read data differing from a known export's contents, and,
- * when everything has been drained, a request left without an answer.
+ * past the end, read data (or holes, or zero extents) contradicting a
+ * read-only export's contents or what acknowledged writes left on a small
+ * writable one (shadow_disk.h), and, when everything has been drained, a
+ * request left without an answer.
  *
  * It gives up (silently stops checking) where the client side is itself
  * ambiguous: two outstanding requests with the same cookie.
@@ -28,7 +30,8 @@ struct nbd_audit_export {
     const char *name;
     uint64_t size;
     bool readonly;
-    /* The export's contents when they are fixed (read-only), else NULL. */
+    /* The export's contents when they are fixed (read-only), else NULL.  A writable
+     * export without it must start all zeroes: its shadow assumes so. */
     uint8_t (*byte_at)(uint64_t offset);
 };
 
@@ -42,6 +45,9 @@ void nbd_audit_free(struct nbd_audit *audit);
  * any output produced after those bytes were consumed.
  */
 void nbd_audit_input(struct nbd_audit *audit, const uint8_t *input, size_t consumed);
+
+/* The server began shutting down: requests consumed from now on must fail with NBD_ESHUTDOWN. */
+void nbd_audit_shutdown(struct nbd_audit *audit);
 
 /* Bytes the session queued, in order. */
 void nbd_audit_output(struct nbd_audit *audit, const uint8_t *data, size_t length);
