@@ -14,6 +14,26 @@
 
 enum { SEGMENT_ALIGNMENT = 4096 };
 
+/* Read length bytes at offset into the request's buffer at buffer_offset. */
+static void submit_read(struct nbd_request *request, struct bdev_io *io, struct iovec *iov,
+                        size_t buffer_offset, uint64_t offset, uint64_t length,
+                        void (*complete)(struct bdev_io *io))
+{
+    struct nbd_session *session = request->session;
+    memset(io, 0, sizeof(*io));
+    iov->iov_base = request->buffer->data + buffer_offset;
+    iov->iov_len = length;
+    io->op = BDEV_OP_READ;
+    io->offset = offset;
+    io->length = length;
+    io->iov = iov;
+    io->iovcnt = 1;
+    io->ctx = session->ctx;
+    io->complete = complete;
+    io->opaque = request;
+    bdev_submit(session->export->bdev, io);
+}
+
 static void finish(struct nbd_request *request, bool in_completion, int ret)
 {
     struct nbd_session *session = request->session;
@@ -58,19 +78,8 @@ static void dense_read(struct nbd_request *request, bool in_completion)
         finish(request, in_completion, nbd_reply_error(session, header, NBD_ENOMEM));
         return;
     }
-    struct bdev_io *io = &request->io;
-    memset(io, 0, sizeof(*io));
-    request->iov.iov_base = request->buffer->data;
-    request->iov.iov_len = header->length;
-    io->op = BDEV_OP_READ;
-    io->offset = header->offset;
-    io->length = header->length;
-    io->iov = &request->iov;
-    io->iovcnt = 1;
-    io->ctx = session->ctx;
-    io->complete = dense_complete;
-    io->opaque = request;
-    bdev_submit(session->export->bdev, io);
+    submit_read(request, &request->io, &request->iov, 0, header->offset, header->length,
+                dense_complete);
 }
 
 static void sparse_reply(struct nbd_request *request)
@@ -193,18 +202,8 @@ static void status_complete(struct bdev_io *io)
         struct nbd_read_segment *segment = &plan->segments[i];
         if (segment->hole)
             continue;
-        segment->iov.iov_base = request->buffer->data + segment->buffer_offset;
-        segment->iov.iov_len = segment->length;
-        struct bdev_io *read = &segment->io;
-        read->op = BDEV_OP_READ;
-        read->offset = segment->offset;
-        read->length = segment->length;
-        read->iov = &segment->iov;
-        read->iovcnt = 1;
-        read->ctx = session->ctx;
-        read->complete = segment_complete;
-        read->opaque = request;
-        bdev_submit(session->export->bdev, read);
+        submit_read(request, &segment->io, &segment->iov, segment->buffer_offset, segment->offset,
+                    segment->length, segment_complete);
     }
 }
 
