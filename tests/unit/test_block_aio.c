@@ -273,7 +273,7 @@ Test(aio, option_names_round_trip)
     enum bdev_cache_mode mode;
     for (int m = BDEV_CACHE_WRITEBACK; m <= BDEV_CACHE_UNSAFE; m++) {
         cr_assert_eq(bdev_cache_mode_parse(bdev_cache_mode_name(m), &mode), 0);
-        cr_assert_eq(mode, m);
+        cr_assert_eq((int)mode, m);
     }
     cr_assert_eq(bdev_cache_mode_parse("none", &mode), 0);
     cr_assert_eq(mode, BDEV_CACHE_NONE);
