@@ -28,7 +28,7 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
     if (error_message)
         *error_message = NULL;
     if (!options->path || !*options->path) {
-        file_set_error(error_message, "no path given");
+        error_message_set(error_message, 0, "no path given");
         return -EINVAL;
     }
 
@@ -45,7 +45,7 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
     if (!bdev || !filename) {
         free(bdev);
         free(filename);
-        file_set_error(error_message, "%s: out of memory", options->path);
+        error_message_set(error_message, 0, "%s: out of memory", options->path);
         return -ENOMEM;
     }
     bdev->filename = filename;
@@ -59,7 +59,7 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
         rc = raw_open(bdev, options, error_message);
         break;
     default:
-        file_set_error(error_message, "%s: unknown format", options->path);
+        error_message_set(error_message, 0, "%s: unknown format", options->path);
         rc = -EINVAL;
         break;
     }

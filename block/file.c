@@ -113,7 +113,7 @@ static int open_or_create(const struct bdev_options *options, int flags, char **
 
     int rc = make_parent_directories(options->path);
     if (rc < 0) {
-        file_set_error(error_message, "%s: cannot create parent directory: %s", options->path,
+        error_message_set(error_message, 0, "%s: cannot create parent directory: %s", options->path,
                        strerror(-rc));
         return rc;
     }
@@ -126,7 +126,7 @@ static int open_or_create(const struct bdev_options *options, int flags, char **
         goto done;
     if (ftruncate(fd, (off_t)options->create_size) < 0) {
         rc = -errno;
-        file_set_error(error_message, "%s: cannot size new image to %llu bytes: %s", options->path,
+        error_message_set(error_message, 0, "%s: cannot size new image to %llu bytes: %s", options->path,
                        (unsigned long long)options->create_size, strerror(-rc));
         close(fd);
         unlink(options->path);
@@ -138,10 +138,10 @@ done:
     if (fd < 0) {
         rc = -errno;
         if (rc == -EINVAL && (flags & O_DIRECT))
-            file_set_error(error_message, "%s: cache mode needs O_DIRECT, which this filesystem does not support",
+            error_message_set(error_message, 0, "%s: cache mode needs O_DIRECT, which this filesystem does not support",
                            options->path);
         else
-            file_set_error(error_message, "%s: %s", options->path, strerror(-rc));
+            error_message_set(error_message, 0, "%s: %s", options->path, strerror(-rc));
         return rc;
     }
     return fd;
@@ -151,7 +151,7 @@ int raw_open(struct bdev *bdev, const struct bdev_options *options, char **error
 {
     struct file_bdev *file = calloc(1, sizeof(*file));
     if (!file) {
-        file_set_error(error_message, "%s: out of memory", options->path);
+        error_message_set(error_message, 0, "%s: out of memory", options->path);
         return -ENOMEM;
     }
     file->bdev = bdev;
@@ -166,10 +166,10 @@ int raw_open(struct bdev *bdev, const struct bdev_options *options, char **error
     int rc = 0;
     if (fstat(file->fd, &st) < 0) {
         rc = -errno;
-        file_set_error(error_message, "%s: %s", options->path, strerror(-rc));
+        error_message_set(error_message, 0, "%s: %s", options->path, strerror(-rc));
     } else if (!S_ISREG(st.st_mode)) {
         rc = -EINVAL;
-        file_set_error(error_message, "%s: not a regular file or block device", options->path);
+        error_message_set(error_message, 0, "%s: not a regular file or block device", options->path);
     } else {
         rc = file_setup(file, options, 0, error_message);
     }

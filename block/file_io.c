@@ -33,17 +33,6 @@ struct file_request {
     struct iovec *iov_copy; /* made on the first short transfer */
 };
 
-void file_set_error(char **error_message, const char *format, ...)
-{
-    if (!error_message)
-        return;
-    va_list args;
-    va_start(args, format);
-    if (vasprintf(error_message, format, args) < 0)
-        *error_message = NULL;
-    va_end(args);
-}
-
 static bool io_aligned(const struct file_bdev *file, const struct bdev_io *io)
 {
     return file_range_aligned(file, io->offset, io->length) && file_buffers_aligned(file, io->iov, io->iovcnt);
@@ -397,7 +386,7 @@ int file_setup(struct file_bdev *file, const struct bdev_options *options, uint3
 {
     int rc = range_lock_init(&file->write_lock);
     if (rc < 0) {
-        file_set_error(error_message, "%s: %s", options->path, strerror(-rc));
+        error_message_set(error_message, 0, "%s: %s", options->path, strerror(-rc));
         return rc;
     }
     file->cache = options->cache;
@@ -415,7 +404,7 @@ int file_setup(struct file_bdev *file, const struct bdev_options *options, uint3
         break;
     case BDEV_AIO_IO_URING:
         if (!aio_uring_supported()) {
-            file_set_error(error_message,
+            error_message_set(error_message, 0,
                            "%s: aio=io_uring, but io_uring is not available here "
                            "(kernel or seccomp); use aio=threads",
                            options->path);
@@ -460,7 +449,7 @@ int file_setup_tail(struct file_bdev *file, const char *path, uint64_t size, cha
         fd = open(path, flags);
     if (fd < 0) {
         int rc = -errno;
-        file_set_error(error_message, "%s: cannot open the unaligned end of the image without O_DIRECT: %s",
+        error_message_set(error_message, 0, "%s: cannot open the unaligned end of the image without O_DIRECT: %s",
                        path, strerror(-rc));
         return rc;
     }

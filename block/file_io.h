@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "block/bdev.h"
+#include "common/error_message.h"
 #include "block/range_lock.h"
 #include "block/threadpool.h"
 
@@ -94,8 +95,5 @@ void file_submit(struct bdev *bdev, struct bdev_io *io);
 int raw_open(struct bdev *bdev, const struct bdev_options *options, char **error_message);
 int host_device_open(struct bdev *bdev, const struct bdev_options *options, char **error_message);
 
-/* For both drivers' open: printf into a malloc'd *error_message (NULL ok). */
-void file_set_error(char **error_message, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -80,7 +80,7 @@ int host_device_open(struct bdev *bdev, const struct bdev_options *options, char
 {
     struct file_bdev *file = calloc(1, sizeof(*file));
     if (!file) {
-        file_set_error(error_message, "%s: out of memory", options->path);
+        error_message_set(error_message, 0, "%s: out of memory", options->path);
         return -ENOMEM;
     }
     file->bdev = bdev;
@@ -89,7 +89,7 @@ int host_device_open(struct bdev *bdev, const struct bdev_options *options, char
     int rc = 0;
     if (file->fd < 0) {
         rc = -errno;
-        file_set_error(error_message, "%s: %s", options->path, strerror(-rc));
+        error_message_set(error_message, 0, "%s: %s", options->path, strerror(-rc));
         free(file);
         return rc;
     }
@@ -100,13 +100,13 @@ int host_device_open(struct bdev *bdev, const struct bdev_options *options, char
     unsigned int physical = 0, optimal = 0;
     if (fstat(file->fd, &st) < 0) {
         rc = -errno;
-        file_set_error(error_message, "%s: %s", options->path, strerror(-rc));
+        error_message_set(error_message, 0, "%s: %s", options->path, strerror(-rc));
     } else if (!S_ISBLK(st.st_mode)) {
         rc = -ENOTBLK;
-        file_set_error(error_message, "%s: format host_device needs a block device", options->path);
+        error_message_set(error_message, 0, "%s: format host_device needs a block device", options->path);
     } else if (ioctl(file->fd, BLKGETSIZE64, &size) < 0 || ioctl(file->fd, BLKSSZGET, &logical) < 0) {
         rc = -errno;
-        file_set_error(error_message, "%s: cannot read the device size: %s", options->path, strerror(-rc));
+        error_message_set(error_message, 0, "%s: cannot read the device size: %s", options->path, strerror(-rc));
     } else {
         /* Optional on old kernels and odd drivers. */
         if (ioctl(file->fd, BLKPBSZGET, &physical) < 0)

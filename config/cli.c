@@ -83,7 +83,7 @@ struct cli_request {
 
 static int flag_fail(char **message, const char *flag, char *reason, int code)
 {
-    config_fail(message, code, "%s: %s", flag, config_reason_text(reason));
+    error_message_set(message, code, "%s: %s", flag, config_reason_text(reason));
     free(reason);
     return code;
 }
@@ -136,21 +136,21 @@ static int parse_export_fields(struct export_config *export, char **fields, size
     for (size_t i = 1; i < count; i++) {
         char *equals = strchr(fields[i], '=');
         if (!equals)
-            return config_fail(message, -EINVAL, "--export %s: '%s': expected key=value",
+            return error_message_set(message, -EINVAL, "--export %s: '%s': expected key=value",
                                export->name, fields[i]);
         *equals = '\0';
         const char *key = fields[i];
         int option = export_option_lookup(key);
         if (option < 0)
-            return config_fail(message, -EINVAL,
+            return error_message_set(message, -EINVAL,
                                "--export %s: %s: unknown key (expected format, readonly, cache, "
                                "aio, discard, description, create-size)",
                                export->name, key);
         if (given[option]++)
-            return config_fail(message, -EINVAL, "--export %s: %s: given twice", export->name, key);
+            return error_message_set(message, -EINVAL, "--export %s: %s: given twice", export->name, key);
         ret = export_option_set(export, (enum export_option)option, equals + 1, &reason);
         if (ret < 0) {
-            config_fail(message, ret, "--export %s: %s: %s", export->name, key,
+            error_message_set(message, ret, "--export %s: %s: %s", export->name, key,
                         config_reason_text(reason));
             free(reason);
             return ret;
@@ -159,14 +159,14 @@ static int parse_export_fields(struct export_config *export, char **fields, size
     enum export_option culprit;
     ret = export_config_check(export, &culprit, &reason);
     if (ret < 0) {
-        config_fail(message, ret, "--export %s: %s: %s", export->name, export_option_name(culprit),
+        error_message_set(message, ret, "--export %s: %s: %s", export->name, export_option_name(culprit),
                     config_reason_text(reason));
         free(reason);
     }
     return ret;
 
 fail_key_path:
-    config_fail(message, ret, "--export %s: path: %s", export->name, config_reason_text(reason));
+    error_message_set(message, ret, "--export %s: path: %s", export->name, config_reason_text(reason));
     free(reason);
     return ret;
 }
@@ -176,7 +176,7 @@ static int parse_export_flag(const char *text, struct lunad_config *flags, char 
 {
     const char *equals = strchr(text, '=');
     if (!equals)
-        return config_fail(message, -EINVAL,
+        return error_message_set(message, -EINVAL,
                            "--export '%s': expected NAME=PATH[,key=value]...", text);
     char *name = strndup(text, (size_t)(equals - text));
     if (!name)
@@ -185,12 +185,12 @@ static int parse_export_flag(const char *text, struct lunad_config *flags, char 
     int ret = export_name_check(name, &reason);
     if (ret < 0) {
         free(name);
-        config_fail(message, ret, "--export '%s': %s", text, config_reason_text(reason));
+        error_message_set(message, ret, "--export '%s': %s", text, config_reason_text(reason));
         free(reason);
         return ret;
     }
     if (lunad_config_find_export(flags, name) >= 0) {
-        ret = config_fail(message, -EINVAL, "--export %s: duplicate export name", name);
+        ret = error_message_set(message, -EINVAL, "--export %s: duplicate export name", name);
         free(name);
         return ret;
     }
@@ -223,7 +223,7 @@ static int parse_flag(int option, const char *value, struct cli_request *request
     char flag_text[32];
     snprintf(flag_text, sizeof(flag_text), "--%s", flag ? flag : "?");
     if (value && value[0] == '\0')
-        return config_fail(message, -EINVAL, "%s: empty value", flag_text);
+        return error_message_set(message, -EINVAL, "%s: empty value", flag_text);
 
     char *reason = NULL;
     int ret = 0;
@@ -231,7 +231,7 @@ static int parse_flag(int option, const char *value, struct cli_request *request
     case OPTION_CONFIG:
     case OPTION_CHECK_CONFIG:
         if (request->config_path)
-            return config_fail(message, -EINVAL, "%s: a configuration file was already given (%s %s)",
+            return error_message_set(message, -EINVAL, "%s: a configuration file was already given (%s %s)",
                                flag_text, request->config_flag, request->config_path);
         request->config_path = value;
         request->config_flag = option == OPTION_CONFIG ? "--config" : "--check-config";
@@ -275,7 +275,7 @@ static int parse_flag(int option, const char *value, struct cli_request *request
         return 0;
     }
     }
-    return config_fail(message, -EINVAL, "internal error: unhandled option %d", option);
+    return error_message_set(message, -EINVAL, "internal error: unhandled option %d", option);
 }
 
 /* Move a list from flags into config, replacing config's. */
@@ -327,7 +327,7 @@ static int build(struct cli_request *request, struct lunad_config *result, char 
     for (size_t i = 0; i < flags->export_count; i++) {
         struct export_config *export = &flags->exports[i];
         if (lunad_config_find_export(result, export->name) >= 0)
-            return config_fail(message, -EINVAL,
+            return error_message_set(message, -EINVAL,
                                "--export %s: duplicate export name (already defined in %s)",
                                export->name, result->source);
         ret = lunad_config_add_export(result, export);
@@ -373,19 +373,19 @@ int lunad_cli_parse(int argc, char **argv, struct lunad_config *config, char **e
             break;
         }
         if (option == ':') {
-            ret = config_fail(message, -EINVAL, "option '%s' needs a value (see lunad --help)",
+            ret = error_message_set(message, -EINVAL, "option '%s' needs a value (see lunad --help)",
                               argv[optind - 1]);
             break;
         }
         if (option == '?') {
             /* glibc sets optopt to 0 for an unknown long option, to its value for "--help=x". */
             if (optopt == 0)
-                ret = config_fail(message, -EINVAL, "unknown option '%s' (see lunad --help)",
+                ret = error_message_set(message, -EINVAL, "unknown option '%s' (see lunad --help)",
                                   argv[optind - 1]);
             else if (optopt == 'h' || optopt == 'V' || optopt >= OPTION_CONFIG)
-                ret = config_fail(message, -EINVAL, "option '%s' takes no value", argv[optind - 1]);
+                ret = error_message_set(message, -EINVAL, "option '%s' takes no value", argv[optind - 1]);
             else
-                ret = config_fail(message, -EINVAL, "unknown option '-%c' (see lunad --help)",
+                ret = error_message_set(message, -EINVAL, "unknown option '-%c' (see lunad --help)",
                                   optopt);
             break;
         }
@@ -394,7 +394,7 @@ int lunad_cli_parse(int argc, char **argv, struct lunad_config *config, char **e
             break;
     }
     if (ret == 0 && !exit_ok && optind < argc)
-        ret = config_fail(message, -EINVAL, "unexpected argument '%s' (see lunad --help)",
+        ret = error_message_set(message, -EINVAL, "unexpected argument '%s' (see lunad --help)",
                           argv[optind]);
 
     if (ret == 0 && !exit_ok) {

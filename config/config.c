@@ -37,20 +37,6 @@ char *config_printf(const char *format, ...)
     return n < 0 ? NULL : text;
 }
 
-int config_fail(char **message, int code, const char *format, ...)
-{
-    if (!message)
-        return code;
-    va_list args;
-    va_start(args, format);
-    char *text = NULL;
-    int n = vasprintf(&text, format, args);
-    va_end(args);
-    free(*message);
-    *message = n < 0 ? NULL : text;
-    return code;
-}
-
 const char *config_reason_text(const char *reason)
 {
     return reason ? reason : "invalid value (and out of memory describing why)";
@@ -164,31 +150,31 @@ int lunad_config_validate(const struct lunad_config *config, char **error_messag
     const char *source = config->source ? config->source : "configuration";
 
     if (config->export_count == 0)
-        return config_fail(error_message, -EINVAL,
+        return error_message_set(error_message, -EINVAL,
                            "%s: no export (add an [export NAME] section with a path, "
                            "or --export NAME=PATH)",
                            source);
     if (config->nbd_listen_count == 0 && config->unix_socket_count == 0 && !socket_activated())
-        return config_fail(error_message, -EINVAL,
+        return error_message_set(error_message, -EINVAL,
                            "%s: no listener (add nbd_listen or unix_socket to [server], "
                            "or --nbd ADDR:PORT / --unix PATH)",
                            source);
     if (config->workers > LUNA_WORKERS_MAX)
-        return config_fail(error_message, -EINVAL, "%s: workers: %u is more than %d", source,
+        return error_message_set(error_message, -EINVAL, "%s: workers: %u is more than %d", source,
                            config->workers, LUNA_WORKERS_MAX);
 
     for (size_t i = 0; i < config->export_count; i++) {
         const struct export_config *export = &config->exports[i];
         char *reason = NULL;
         if (export_name_check(export->name, &reason) < 0) {
-            int ret = config_fail(error_message, -EINVAL, "%s: export name: %s", source,
+            int ret = error_message_set(error_message, -EINVAL, "%s: export name: %s", source,
                                   config_reason_text(reason));
             free(reason);
             return ret;
         }
         enum export_option culprit;
         if (export_config_check(export, &culprit, &reason) < 0) {
-            int ret = config_fail(error_message, -EINVAL, "%s: [export %s] %s: %s", source,
+            int ret = error_message_set(error_message, -EINVAL, "%s: [export %s] %s: %s", source,
                                   export->name, export_option_name(culprit),
                                   config_reason_text(reason));
             free(reason);
@@ -196,14 +182,14 @@ int lunad_config_validate(const struct lunad_config *config, char **error_messag
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(config->exports[j].name, export->name) == 0)
-                return config_fail(error_message, -EINVAL, "%s: export '%s' is defined twice",
+                return error_message_set(error_message, -EINVAL, "%s: export '%s' is defined twice",
                                    source, export->name);
     }
 
     for (size_t i = 0; i < config->unix_socket_count; i++) {
         char *reason = NULL;
         if (config_check_unix_socket(config->unix_sockets[i], &reason) < 0) {
-            int ret = config_fail(error_message, -EINVAL, "%s: unix_socket: %s", source,
+            int ret = error_message_set(error_message, -EINVAL, "%s: unix_socket: %s", source,
                                   config_reason_text(reason));
             free(reason);
             return ret;

@@ -428,19 +428,19 @@ static int read_file(const char *path, char **text, size_t *length, char **error
     FILE *file = fopen(path, "re");
     if (!file) {
         int ret = -errno;
-        return config_fail(error_message, ret, "%s: cannot open: %s", path, strerror(-ret));
+        return error_message_set(error_message, ret, "%s: cannot open: %s", path, strerror(-ret));
     }
     char *buffer = malloc(CONFIG_FILE_MAX + 1);
     if (!buffer) {
         fclose(file);
-        return config_fail(error_message, -ENOMEM, "%s: out of memory", path);
+        return error_message_set(error_message, -ENOMEM, "%s: out of memory", path);
     }
     size_t used = fread(buffer, 1, CONFIG_FILE_MAX + 1, file);
     int ret = 0;
     if (ferror(file))
-        ret = config_fail(error_message, -EIO, "%s: read error", path);
+        ret = error_message_set(error_message, -EIO, "%s: read error", path);
     else if (used > CONFIG_FILE_MAX)
-        ret = config_fail(error_message, -EFBIG, "%s: larger than %d bytes: not a configuration file",
+        ret = error_message_set(error_message, -EFBIG, "%s: larger than %d bytes: not a configuration file",
                           path, CONFIG_FILE_MAX);
     fclose(file);
     if (ret < 0) {

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error_message.h"
 #include "config/config.h"
 
 #define LUNA_WORKERS_MAX 256
@@ -22,9 +23,6 @@
 /* malloc'd printf; NULL when out of memory. */
 char *config_printf(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
-/* Replace *message with a formatted one; returns code (for `return config_fail(...)`). */
-int config_fail(char **message, int code, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* reason, or a stand-in when it could not be allocated. */
 const char *config_reason_text(const char *reason);

@@ -17,6 +17,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "common/error_message.h"
 #include "common/log.h"
 #include "server/worker.h"
 
@@ -40,20 +41,6 @@ struct listener_set {
     size_t count;
     char description[1024];
 };
-
-static int set_error(char **error_message, int ret, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-static int set_error(char **error_message, int ret, const char *format, ...)
-{
-    if (error_message && !*error_message) {
-        va_list args;
-        va_start(args, format);
-        if (vasprintf(error_message, format, args) < 0)
-            *error_message = NULL;
-        va_end(args);
-    }
-    return ret;
-}
 
 static void describe(struct listener_set *set, const char *what)
 {
@@ -158,7 +145,7 @@ static int add_listener(struct listener_set *set, int fd, bool is_unix, char *un
     if (set->count == MAX_LISTENERS) {
         close(fd);
         free(unix_path);
-        return set_error(error_message, -E2BIG, "too many listening sockets (at most %d)", MAX_LISTENERS);
+        return error_message_set(error_message, -E2BIG, "too many listening sockets (at most %d)", MAX_LISTENERS);
     }
     struct listener *listener = &set->listeners[set->count++];
     listener->fd = fd;
@@ -184,7 +171,7 @@ static int open_tcp(struct listener_set *set, const struct listen_address *addre
     struct addrinfo *results = NULL;
     int gai = getaddrinfo(host, address->port, &hints, &results);
     if (gai != 0)
-        return set_error(error_message, -EINVAL, "nbd_listen %s:%s: %s", address->host,
+        return error_message_set(error_message, -EINVAL, "nbd_listen %s:%s: %s", address->host,
                          address->port, gai_strerror(gai));
 
     int ret = 0, bound = 0;
@@ -193,7 +180,7 @@ static int open_tcp(struct listener_set *set, const struct listen_address *addre
         if (fd < 0) {
             if (errno == EAFNOSUPPORT)
                 continue;
-            ret = set_error(error_message, -errno, "socket: %s", strerror(errno));
+            ret = error_message_set(error_message, -errno, "socket: %s", strerror(errno));
             break;
         }
         int one = 1;
@@ -204,7 +191,7 @@ static int open_tcp(struct listener_set *set, const struct listen_address *addre
             (ai->ai_family == AF_INET6 &&
              setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
             bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
-            ret = set_error(error_message, -errno, "cannot listen on %s: %s", name, strerror(errno));
+            ret = error_message_set(error_message, -errno, "cannot listen on %s: %s", name, strerror(errno));
             close(fd);
             break;
         }
@@ -216,7 +203,7 @@ static int open_tcp(struct listener_set *set, const struct listen_address *addre
     }
     freeaddrinfo(results);
     if (ret == 0 && bound == 0)
-        ret = set_error(error_message, -EADDRNOTAVAIL, "nbd_listen %s:%s: no usable address",
+        ret = error_message_set(error_message, -EADDRNOTAVAIL, "nbd_listen %s:%s: no usable address",
                         address->host, address->port);
     return ret;
 }
@@ -225,12 +212,12 @@ static int open_unix(struct listener_set *set, const char *path, char **error_me
 {
     struct sockaddr_un address = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(address.sun_path))
-        return set_error(error_message, -ENAMETOOLONG, "unix_socket %s: path too long", path);
+        return error_message_set(error_message, -ENAMETOOLONG, "unix_socket %s: path too long", path);
     strcpy(address.sun_path, path);
 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return set_error(error_message, -errno, "socket: %s", strerror(errno));
+        return error_message_set(error_message, -errno, "socket: %s", strerror(errno));
 
     /*
      * A socket file left by a previous run would make bind fail; remove it,
@@ -244,7 +231,7 @@ static int open_unix(struct listener_set *set, const char *path, char **error_me
             close(probe);
         if (in_use) {
             close(fd);
-            return set_error(error_message, -EADDRINUSE,
+            return error_message_set(error_message, -EADDRINUSE,
                              "unix socket %s: another server is listening on it", path);
         }
         unlink(path);
@@ -252,13 +239,13 @@ static int open_unix(struct listener_set *set, const char *path, char **error_me
     if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 || listen(fd, SOMAXCONN) < 0) {
         int ret = -errno;
         close(fd);
-        return set_error(error_message, ret, "cannot listen on unix socket %s: %s", path, strerror(-ret));
+        return error_message_set(error_message, ret, "cannot listen on unix socket %s: %s", path, strerror(-ret));
     }
     char *owned = strdup(path);
     if (!owned) {
         close(fd);
         unlink(path);
-        return set_error(error_message, -ENOMEM, "out of memory");
+        return error_message_set(error_message, -ENOMEM, "out of memory");
     }
     int ret = add_listener(set, fd, true, owned, error_message);
     if (ret == 0)
@@ -274,10 +261,10 @@ static int adopt_systemd_sockets(struct listener_set *set, int count, char **err
         int flags = fcntl(fd, F_GETFL);
         if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
             fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-            return set_error(error_message, -errno, "socket activation fd %d: %s", fd, strerror(errno));
+            return error_message_set(error_message, -errno, "socket activation fd %d: %s", fd, strerror(errno));
         bool is_unix = sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) > 0;
         if (!is_unix && sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0)
-            return set_error(error_message, -EINVAL,
+            return error_message_set(error_message, -EINVAL,
                              "socket activation fd %d is not a listening stream socket", fd);
         int ret = add_listener(set, fd, is_unix, NULL, error_message);
         if (ret < 0)
@@ -295,7 +282,7 @@ int listener_set_open(const struct lunad_config *config, struct ev_loop *loop,
 {
     struct listener_set *set = calloc(1, sizeof(*set));
     if (!set)
-        return set_error(error_message, -ENOMEM, "out of memory");
+        return error_message_set(error_message, -ENOMEM, "out of memory");
     set->loop = loop;
     ev_timer_init(&set->resume_timer, resume_accepting_cb, ACCEPT_PAUSE_SECONDS, 0.);
     set->resume_timer.data = set;
@@ -316,7 +303,7 @@ int listener_set_open(const struct lunad_config *config, struct ev_loop *loop,
         for (size_t i = 0; i < config->unix_socket_count && ret == 0; i++)
             ret = open_unix(set, config->unix_sockets[i], error_message);
         if (ret == 0 && set->count == 0)
-            ret = set_error(error_message, -EINVAL, "nothing to listen on");
+            ret = error_message_set(error_message, -EINVAL, "nothing to listen on");
     }
     if (ret < 0) {
         listener_set_close(set);

@@ -465,6 +465,7 @@ Test(raw, format_errors)
     cr_assert_eq(bdev_open(&options, &bdev, &message), -ENOTBLK);
     cr_assert_not_null(message);
     free(message);
+    message = NULL;
     options.path = "/tmp";
     options.format = BDEV_FORMAT_AUTO;
     cr_assert_lt(bdev_open(&options, &bdev, &message), 0);
