@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 
 truncate -s 256M "$WORK/disk.img"
 port=$(free_port)
-luna_start --nbd "127.0.0.1:$port" --export "disk=$WORK/disk.img"
+luna_start --nbd "127.0.0.1:$port" --workers 2 --export "disk=$WORK/disk.img"
 uri="nbd://127.0.0.1:$port/disk"
 
 run_fio() {
@@ -43,6 +43,18 @@ PY
 # can end a slow (sanitizer) run before any verification read.
 run_fio randwrite-verify --rw=randwrite
 pass "fio randwrite + crc32c verify, 2 jobs x QD32"
+
+# fio's two jobs connect at the same moment: they must land on different workers.
+busy_workers=0
+for task in /proc/$LUNAD_PID/task/*; do
+  case $(cat "$task/comm") in
+    lunad-w*) ticks=$(awk '{ print $14 + $15 }' "$task/stat")
+              echo "  $(cat "$task/comm"): $ticks ticks"
+              [ "$ticks" -gt 0 ] && busy_workers=$((busy_workers + 1)) ;;
+  esac
+done
+[ "$busy_workers" -eq 2 ] || fail "two simultaneous connections were served by $busy_workers worker(s), not 2"
+pass "simultaneous connections spread over both workers"
 run_fio randrw-verify --rw=randrw --rwmixread=50
 pass "fio randrw + crc32c verify, 2 jobs x QD32"
 
