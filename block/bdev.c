@@ -8,6 +8,7 @@
 
 #include "block/aio_internal.h"
 #include "block/file_io.h"
+#include "block/qcow2/qcow2.h"
 
 void bdev_options_init(struct bdev_options *options)
 {
@@ -57,6 +58,9 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
         break;
     case BDEV_FORMAT_RAW:
         rc = raw_open(bdev, options, error_message);
+        break;
+    case BDEV_FORMAT_QCOW2:
+        rc = qcow2_open(bdev, options, error_message);
         break;
     default:
         error_message_set(error_message, 0, "%s: unknown format", options->path);
@@ -169,6 +173,43 @@ void bdev_submit(struct bdev *bdev, struct bdev_io *io)
     bdev->ops->submit(bdev, io);
 }
 
+int bdev_blocking(struct bdev *bdev, struct bdev_io *io)
+{
+    io->bdev = bdev;
+    io->result = 0;
+    io->nr_extents = 0;
+    io->next = NULL;
+    int rc = check_request(bdev, io);
+    if (rc == 0)
+        rc = bdev->ops->blocking(bdev, io);
+    io->result = rc < 0 ? rc : 0;
+    return io->result;
+}
+
+static int transfer_blocking(struct bdev *bdev, enum bdev_op op, void *buffer, uint64_t length, uint64_t offset,
+                             uint32_t flags)
+{
+    struct iovec iov = {.iov_base = buffer, .iov_len = length};
+    struct bdev_io io = {.op = op, .flags = flags, .offset = offset, .length = length, .iov = &iov, .iovcnt = 1};
+    return bdev_blocking(bdev, &io);
+}
+
+int bdev_pread(struct bdev *bdev, void *buffer, uint64_t length, uint64_t offset)
+{
+    return transfer_blocking(bdev, BDEV_OP_READ, buffer, length, offset, 0);
+}
+
+int bdev_pwrite(struct bdev *bdev, const void *buffer, uint64_t length, uint64_t offset, uint32_t flags)
+{
+    return transfer_blocking(bdev, BDEV_OP_WRITE, (void *)buffer, length, offset, flags);
+}
+
+int bdev_flush_blocking(struct bdev *bdev)
+{
+    struct bdev_io io = {.op = BDEV_OP_FLUSH};
+    return bdev_blocking(bdev, &io);
+}
+
 /* ---- option names ---- */
 
 static const char *const cache_mode_names[] = {
@@ -187,6 +228,7 @@ static const char *const format_names[] = {
     [BDEV_FORMAT_AUTO] = "auto",
     [BDEV_FORMAT_RAW] = "raw",
     [BDEV_FORMAT_HOST_DEVICE] = "host_device",
+    [BDEV_FORMAT_QCOW2] = "qcow2",
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))

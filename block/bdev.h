@@ -109,6 +109,13 @@ struct bdev_ops {
     const char *name; /* driver name: "raw", "host_device", ... */
     /* Start io; must not call io->complete before returning. */
     void (*submit)(struct bdev *bdev, struct bdev_io *io);
+    /*
+     * Do io synchronously on the calling thread and return 0 or -errno
+     * (io->ctx and io->complete are ignored).  For the pool threads of a
+     * layer above (a format driver's metadata and copy-on-write) and for
+     * tools; never called on an event-loop thread.
+     */
+    int (*blocking)(struct bdev *bdev, struct bdev_io *io);
     /* Release the driver's resources; no request is in flight. */
     void (*close)(struct bdev *bdev);
 };
@@ -127,6 +134,7 @@ enum bdev_format {
     BDEV_FORMAT_AUTO,        /* host_device for block devices, raw otherwise */
     BDEV_FORMAT_RAW,
     BDEV_FORMAT_HOST_DEVICE,
+    BDEV_FORMAT_QCOW2,
 };
 
 enum bdev_cache_mode {
@@ -185,6 +193,19 @@ void bdev_close(struct bdev *bdev);
  * driver splits them).
  */
 void bdev_submit(struct bdev *bdev, struct bdev_io *io);
+
+/*
+ * The same request done synchronously on the calling thread: the checks of
+ * bdev_submit, then the driver's blocking path.  Returns io->result (0 or
+ * -errno); io->ctx and io->complete are not used.  Blocks: for pool
+ * threads and tools only, never on an event-loop thread.
+ */
+int bdev_blocking(struct bdev *bdev, struct bdev_io *io);
+
+/* bdev_blocking for the common cases: one buffer, or none. */
+int bdev_pread(struct bdev *bdev, void *buffer, uint64_t length, uint64_t offset);
+int bdev_pwrite(struct bdev *bdev, const void *buffer, uint64_t length, uint64_t offset, uint32_t flags);
+int bdev_flush_blocking(struct bdev *bdev);
 
 bool bdev_is_read_only(const struct bdev *bdev);
 

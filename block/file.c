@@ -75,6 +75,7 @@ static void raw_close(struct bdev *bdev)
 static const struct bdev_ops raw_ops = {
     .name = "raw",
     .submit = file_submit,
+    .blocking = file_blocking,
     .close = raw_close,
 };
 

@@ -42,19 +42,6 @@ _Static_assert(sizeof(struct file_request) <= AIO_RECORD_SIZE, "file_request mus
 
 /* ---- request lifetime ---- */
 
-static bool fua_by_flag(const struct file_bdev *file, const struct bdev_io *io)
-{
-    /* writethrough/directsync open with O_DSYNC; unsafe ignores durability. */
-    return (io->flags & BDEV_FUA) &&
-           (file->cache == BDEV_CACHE_WRITEBACK || file->cache == BDEV_CACHE_NONE);
-}
-
-/* writethrough and directsync: every completed write must already be stable. */
-static bool writes_are_stable(const struct file_bdev *file)
-{
-    return file->cache == BDEV_CACHE_WRITETHROUGH || file->cache == BDEV_CACHE_DIRECTSYNC;
-}
-
 static void request_free(struct file_request *req)
 {
     if (req->locked)
@@ -87,89 +74,11 @@ static void pool_done(struct aio_work *work)
     request_finish(req, req->result);
 }
 
-static void pool_transfer(struct aio_work *work)
+/* Every pool job is the blocking form of the request (file_sync.c). */
+static void pool_run(struct aio_work *work)
 {
     struct file_request *req = container_of(work, struct file_request, work);
-    struct bdev_io *io = req->io;
-    bool write = io->op == BDEV_OP_WRITE;
-    int rw_flags = write && fua_by_flag(req->file, io) ? RWF_DSYNC : 0;
-    req->result = file_sync_transfer(req->file, write, io->offset, io->iov, io->iovcnt, io->length, rw_flags);
-}
-
-static int sync_flush(struct file_bdev *file)
-{
-    return fdatasync(file->fd) < 0 ? -errno : 0;
-}
-
-static void pool_flush(struct aio_work *work)
-{
-    struct file_request *req = container_of(work, struct file_request, work);
-    req->result = sync_flush(req->file);
-}
-
-static void pool_discard_or_zero(struct aio_work *work)
-{
-    struct file_request *req = container_of(work, struct file_request, work);
-    struct file_bdev *file = req->file;
-    struct bdev_io *io = req->io;
-    uint64_t chunk_max = file->bdev->limits.max_discard ? file->bdev->limits.max_discard : (1ull << 30);
-    uint64_t offset = io->offset, end = io->offset + io->length;
-    int rc = 0;
-    while (offset < end && rc == 0) {
-        uint64_t chunk = end - offset < chunk_max ? end - offset : chunk_max;
-        if (io->op == BDEV_OP_DISCARD)
-            rc = file->discard_range(file, offset, chunk);
-        else
-            rc = file->zero_range(file, offset, chunk, io->flags);
-        offset += chunk;
-    }
-    /*
-     * fallocate and the device ioctls are not covered by O_DSYNC, yet
-     * writethrough and directsync promise that every write is stable on
-     * completion, as FUA does in the other modes: sync explicitly.
-     */
-    if (rc == 0 && (writes_are_stable(file) || fua_by_flag(file, io)))
-        rc = sync_flush(file);
-    req->result = rc;
-}
-
-static void pool_block_status(struct aio_work *work)
-{
-    struct file_request *req = container_of(work, struct file_request, work);
-    struct bdev_io *io = req->io;
-    int fd = req->file->fd;
-    uint64_t position = io->offset, end = io->offset + io->length;
-    uint32_t count = 0;
-
-    while (position < end && count < io->max_extents) {
-        uint64_t extent_end;
-        uint32_t flags;
-        off_t data = lseek(fd, (off_t)position, SEEK_DATA);
-        if (data < 0 && errno == ENXIO) {
-            /* No data from here to end of file, nor beyond it. */
-            extent_end = end;
-            flags = BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
-        } else if (data < 0) {
-            /* No SEEK_DATA support: everything is data. */
-            extent_end = end;
-            flags = 0;
-        } else if ((uint64_t)data > position) {
-            extent_end = (uint64_t)data;
-            flags = BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
-        } else {
-            off_t hole = lseek(fd, (off_t)position, SEEK_HOLE);
-            extent_end = hole < 0 || (uint64_t)hole <= position ? end : (uint64_t)hole;
-            flags = 0;
-        }
-        if (extent_end > end)
-            extent_end = end;
-        io->extents[count].length = extent_end - position;
-        io->extents[count].flags = flags;
-        count++;
-        position = extent_end;
-    }
-    io->nr_extents = count;
-    req->result = 0;
+    req->result = file_blocking_run(req->file, req->io);
 }
 
 static void run_in_pool(struct file_request *req, void (*run)(struct aio_work *work))
@@ -193,7 +102,7 @@ static void uring_prepare_transfer(struct aio_uring_op *op, struct io_uring_sqe 
         io_uring_prep_readv(sqe, req->file->fd, req->iov, (unsigned)iovcnt, offset);
     } else {
         io_uring_prep_writev(sqe, req->file->fd, req->iov, (unsigned)iovcnt, offset);
-        if (fua_by_flag(req->file, io))
+        if (file_fua_by_flag(req->file, io))
             sqe->rw_flags = RWF_DSYNC;
     }
 }
@@ -210,7 +119,7 @@ static void uring_transfer_done(struct aio_uring_op *op, int result)
     }
     if (result == -EOPNOTSUPP && req->transferred == 0) {
         /* A file io_uring cannot drive: the pool can. */
-        run_in_pool(req, pool_transfer);
+        run_in_pool(req, pool_run);
         return;
     }
     if (result < 0) {
@@ -259,7 +168,7 @@ static void uring_flush_done(struct aio_uring_op *op, int result)
         return;
     }
     if (result == -EOPNOTSUPP) {
-        run_in_pool(req, pool_flush);
+        run_in_pool(req, pool_run);
         return;
     }
     request_finish(req, result < 0 ? result : 0);
@@ -283,7 +192,7 @@ static void dispatch(struct file_request *req)
             req->uring.done = uring_transfer_done;
             aio_uring_submit(io->ctx, &req->uring);
         } else {
-            run_in_pool(req, pool_transfer);
+            run_in_pool(req, pool_run);
         }
         return;
     case BDEV_OP_FLUSH:
@@ -292,13 +201,13 @@ static void dispatch(struct file_request *req)
             req->uring.done = uring_flush_done;
             aio_uring_submit(io->ctx, &req->uring);
         } else {
-            run_in_pool(req, pool_flush);
+            run_in_pool(req, pool_run);
         }
         return;
     case BDEV_OP_DISCARD:
     case BDEV_OP_WRITE_ZEROES:
         file->may_have_holes = true; /* before the punch, so no status read misses it */
-        run_in_pool(req, pool_discard_or_zero);
+        run_in_pool(req, pool_run);
         return;
     case BDEV_OP_BLOCK_STATUS:
         if (!file->may_have_holes) {
@@ -307,7 +216,7 @@ static void dispatch(struct file_request *req)
             request_finish_later(req, 0);
             return;
         }
-        run_in_pool(req, pool_block_status);
+        run_in_pool(req, pool_run);
         return;
     }
     request_finish_later(req, -EINVAL);

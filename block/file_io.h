@@ -88,6 +88,21 @@ uint32_t file_cache_caps(enum bdev_cache_mode cache);
 /* The bdev_ops.submit of both drivers. */
 void file_submit(struct bdev *bdev, struct bdev_io *io);
 
+/* The bdev_ops.blocking of both drivers (file_sync.c). */
+int file_blocking(struct bdev *bdev, struct bdev_io *io);
+
+/* FUA needs RWF_DSYNC: writethrough/directsync open with O_DSYNC; unsafe ignores durability. */
+static inline bool file_fua_by_flag(const struct file_bdev *file, const struct bdev_io *io)
+{
+    return (io->flags & BDEV_FUA) && (file->cache == BDEV_CACHE_WRITEBACK || file->cache == BDEV_CACHE_NONE);
+}
+
+/* writethrough and directsync: every completed write must already be stable. */
+static inline bool file_writes_are_stable(const struct file_bdev *file)
+{
+    return file->cache == BDEV_CACHE_WRITETHROUGH || file->cache == BDEV_CACHE_DIRECTSYNC;
+}
+
 /*
  * The drivers' open functions, called by bdev_open with bdev->filename set;
  * they fill ops, size, caps, limits and driver.  0 or -errno and a message.

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -194,3 +195,139 @@ int file_write_zeroes_slow(struct file_bdev *file, uint64_t offset, uint64_t len
     return rc;
 }
 
+
+/* ---- whole requests, blocking ---- */
+
+static int sync_flush(struct file_bdev *file) { return fdatasync(file->fd) < 0 ? -errno : 0; }
+
+static int discard_or_zero(struct file_bdev *file, struct bdev_io *io)
+{
+    uint64_t chunk_max = file->bdev->limits.max_discard ? file->bdev->limits.max_discard : (1ull << 30);
+    uint64_t offset = io->offset, end = io->offset + io->length;
+    int rc = 0;
+    while (offset < end && rc == 0) {
+        uint64_t chunk = end - offset < chunk_max ? end - offset : chunk_max;
+        if (io->op == BDEV_OP_DISCARD)
+            rc = file->discard_range(file, offset, chunk);
+        else
+            rc = file->zero_range(file, offset, chunk, io->flags);
+        offset += chunk;
+    }
+    /*
+     * fallocate and the device ioctls are not covered by O_DSYNC, yet
+     * writethrough and directsync promise that every write is stable on
+     * completion, as FUA does in the other modes: sync explicitly.
+     */
+    if (rc == 0 && (file_writes_are_stable(file) || file_fua_by_flag(file, io)))
+        rc = sync_flush(file);
+    return rc;
+}
+
+static int block_status(struct file_bdev *file, struct bdev_io *io)
+{
+    uint64_t position = io->offset, end = io->offset + io->length;
+    uint32_t count = 0;
+
+    while (position < end && count < io->max_extents) {
+        uint64_t extent_end;
+        uint32_t flags;
+        off_t data = lseek(file->fd, (off_t)position, SEEK_DATA);
+        if (data < 0 && errno == ENXIO) {
+            /* No data from here to end of file, nor beyond it. */
+            extent_end = end;
+            flags = BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
+        } else if (data < 0) {
+            /* No SEEK_DATA support: everything is data. */
+            extent_end = end;
+            flags = 0;
+        } else if ((uint64_t)data > position) {
+            extent_end = (uint64_t)data;
+            flags = BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
+        } else {
+            off_t hole = lseek(file->fd, (off_t)position, SEEK_HOLE);
+            extent_end = hole < 0 || (uint64_t)hole <= position ? end : (uint64_t)hole;
+            flags = 0;
+        }
+        if (extent_end > end)
+            extent_end = end;
+        io->extents[count].length = extent_end - position;
+        io->extents[count].flags = flags;
+        count++;
+        position = extent_end;
+    }
+    io->nr_extents = count;
+    return 0;
+}
+
+int file_blocking_run(struct file_bdev *file, struct bdev_io *io)
+{
+    switch (io->op) {
+    case BDEV_OP_READ:
+    case BDEV_OP_WRITE: {
+        bool write = io->op == BDEV_OP_WRITE;
+        int rw_flags = write && file_fua_by_flag(file, io) ? RWF_DSYNC : 0;
+        return file_sync_transfer(file, write, io->offset, io->iov, io->iovcnt, io->length, rw_flags);
+    }
+    case BDEV_OP_FLUSH:
+        return file->cache == BDEV_CACHE_UNSAFE ? 0 : sync_flush(file);
+    case BDEV_OP_DISCARD:
+    case BDEV_OP_WRITE_ZEROES:
+        return discard_or_zero(file, io);
+    case BDEV_OP_BLOCK_STATUS:
+        return block_status(file, io);
+    }
+    return -EINVAL;
+}
+
+/* A range-lock entry granted on another thread wakes the one blocked here. */
+struct blocking_lock_wait {
+    struct range_lock_entry entry;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    bool granted;
+};
+
+static void blocking_lock_granted(struct range_lock_entry *entry)
+{
+    struct blocking_lock_wait *wait = container_of(entry, struct blocking_lock_wait, entry);
+    pthread_mutex_lock(&wait->mutex);
+    wait->granted = true;
+    pthread_cond_signal(&wait->cond);
+    pthread_mutex_unlock(&wait->mutex);
+}
+
+int file_blocking(struct bdev *bdev, struct bdev_io *io)
+{
+    struct file_bdev *file = bdev->driver;
+    bool modifies = io->op == BDEV_OP_WRITE || io->op == BDEV_OP_WRITE_ZEROES || io->op == BDEV_OP_DISCARD;
+    if (io->op == BDEV_OP_DISCARD || io->op == BDEV_OP_WRITE_ZEROES)
+        file->may_have_holes = true;
+    if (io->op == BDEV_OP_BLOCK_STATUS && !file->may_have_holes) {
+        io->extents[0] = (struct bdev_extent){.length = io->length, .flags = 0};
+        io->nr_extents = 1;
+        return 0;
+    }
+    if (!(file->direct && modifies))
+        return file_blocking_run(file, io);
+
+    /* O_DIRECT: the same write lock as asynchronous requests take (file_submit). */
+    struct blocking_lock_wait wait = {
+        .entry = {.start = align_down(io->offset, file->offset_align),
+                  .end = align_up(io->offset + io->length, file->offset_align),
+                  .exclusive = !file_range_aligned(file, io->offset, io->length),
+                  .granted = blocking_lock_granted},
+        .mutex = PTHREAD_MUTEX_INITIALIZER,
+        .cond = PTHREAD_COND_INITIALIZER,
+    };
+    if (!range_lock_acquire(&file->write_lock, &wait.entry)) {
+        pthread_mutex_lock(&wait.mutex);
+        while (!wait.granted)
+            pthread_cond_wait(&wait.cond, &wait.mutex);
+        pthread_mutex_unlock(&wait.mutex);
+    }
+    int rc = file_blocking_run(file, io);
+    range_lock_release(&file->write_lock, &wait.entry);
+    pthread_cond_destroy(&wait.cond);
+    pthread_mutex_destroy(&wait.mutex);
+    return rc;
+}

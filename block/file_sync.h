@@ -31,6 +31,12 @@ int file_sync_transfer(struct file_bdev *file, bool write, uint64_t offset, cons
 /* Write zeroes over the range, the slow way.  0 or -errno. */
 int file_write_zeroes_slow(struct file_bdev *file, uint64_t offset, uint64_t length);
 
+/*
+ * The blocking form of io (any op), without the write lock: what the pool
+ * jobs of file_io.c run.  Fills io->extents for block_status.  0 or -errno.
+ */
+int file_blocking_run(struct file_bdev *file, struct bdev_io *io);
+
 /* iovec helpers: zero every segment; drop the first count bytes (in place). */
 void iov_zero(struct iovec *iov, int iovcnt);
 void iov_advance(struct iovec **iov, int *iovcnt, size_t count);

@@ -73,6 +73,7 @@ static void device_close(struct bdev *bdev)
 static const struct bdev_ops host_device_ops = {
     .name = "host_device",
     .submit = file_submit,
+    .blocking = file_blocking,
     .close = device_close,
 };
 

@@ -135,7 +135,6 @@ int threadpool_submit(struct threadpool_job *job)
         if (pool.eager_threads > pool.max_threads)
             pool.eager_threads = pool.max_threads;
     }
-    pool.stopping = false;
     if (pool.thread_count == 0) {
         int rc = start_thread_locked();
         if (rc < 0) {
@@ -161,16 +160,21 @@ void threadpool_shutdown(void)
 {
     pthread_mutex_lock(&pool.lock);
     pool.stopping = true;
-    struct pool_thread *threads = pool.threads;
-    pool.threads = NULL;
-    pool.thread_count = 0;
     pthread_cond_broadcast(&pool.work_available);
-    pthread_mutex_unlock(&pool.lock);
-
-    while (threads) {
-        struct pool_thread *next = threads->next;
-        pthread_join(threads->thread, NULL);
-        free(threads);
-        threads = next;
+    /*
+     * Jobs may queue more jobs while the pool stops (closing an image
+     * closes its file on the pool): threads leave only once the queue is
+     * empty, and threads started meanwhile join the list being drained.
+     */
+    while (pool.threads) {
+        struct pool_thread *thread = pool.threads;
+        pool.threads = thread->next;
+        pthread_mutex_unlock(&pool.lock);
+        pthread_join(thread->thread, NULL);
+        free(thread);
+        pthread_mutex_lock(&pool.lock);
+        pool.thread_count--;
     }
+    pool.stopping = false;
+    pthread_mutex_unlock(&pool.lock);
 }

@@ -179,9 +179,11 @@ int export_config_check(const struct export_config *export, enum export_option *
         *reason = config_printf("missing (every export needs a path)");
         return -EINVAL;
     }
-    if (export->bdev.create_size_set && export->bdev.format == BDEV_FORMAT_HOST_DEVICE) {
+    if (export->bdev.create_size_set &&
+        (export->bdev.format == BDEV_FORMAT_HOST_DEVICE || export->bdev.format == BDEV_FORMAT_QCOW2)) {
         *culprit = EXPORT_OPTION_CREATE_SIZE;
-        *reason = config_printf("only raw image files can be created (format is host_device)");
+        *reason = config_printf("only raw image files can be created (format is %s)",
+                                bdev_format_name(export->bdev.format));
         return -EINVAL;
     }
     return 0;

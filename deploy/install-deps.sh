@@ -7,6 +7,8 @@ set -euo pipefail
 build_packages=(
   cmake make gcc pkg-config
   libev-dev liburing-dev libinih-dev libsystemd-dev
+  zlib1g-dev libzstd-dev # qcow2 compressed clusters
+  libjson-c-dev         # luna-img info --output=json
   libnbd-bin            # nbdinfo: the quick start's connect hint works out of the box
 )
 test_packages=(

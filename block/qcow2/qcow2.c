@@ -1,0 +1,522 @@
+/*
+ * The qcow2 bdev driver: opening an image (and its backing chain), and the
+ * asynchronous entry.  A read or write whose whole range maps, from cached
+ * L2 tables, to one stretch of host clusters this image owns goes straight
+ * to the image file's driver (io_uring) from the loop thread; everything
+ * else (cache misses, allocation, copy-on-write, compressed clusters,
+ * metadata operations) runs the blocking code of qcow2_io.c on the pool.
+ */
+#include "block/qcow2/qcow2.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/aio_internal.h"
+#include "block/qcow2/qcow2_internal.h"
+#include "block/threadpool.h"
+#include "common/error_message.h"
+
+#define MAX_BACKING_DEPTH 16
+#define MAX_TRANSFER (32u << 20)
+#define L2_CACHE_MAX_BYTES (4u << 20)
+#define MIN_CACHE_TABLES 4u
+
+/* ---- metadata file I/O ---- */
+
+static int file_transfer(struct qcow2 *q, enum bdev_op op, uint64_t offset, void *buffer, uint64_t length)
+{
+    while (length > 0) {
+        uint64_t chunk = length < MAX_TRANSFER ? length : MAX_TRANSFER;
+        int rc = op == BDEV_OP_READ ? bdev_pread(q->file, buffer, chunk, offset)
+                                    : bdev_pwrite(q->file, buffer, chunk, offset, 0);
+        if (rc < 0)
+            return rc;
+        offset += chunk;
+        buffer = (uint8_t *)buffer + chunk;
+        length -= chunk;
+    }
+    return 0;
+}
+
+int qcow2_file_read(struct qcow2 *q, uint64_t offset, void *buffer, uint64_t length)
+{
+    /* A table past the end of the file is corruption, not zeroes. */
+    if (offset > q->file->size || length > q->file->size - offset)
+        return qcow2_signal_corruption(q, "metadata beyond the end of the image file", offset);
+    return file_transfer(q, BDEV_OP_READ, offset, buffer, length);
+}
+
+int qcow2_file_write(struct qcow2 *q, uint64_t offset, const void *buffer, uint64_t length)
+{
+    if (q->readonly)
+        return -EROFS;
+    qcow2_host_end_grow(q, offset + length);
+    return file_transfer(q, BDEV_OP_WRITE, offset, (void *)buffer, length);
+}
+
+int qcow2_file_flush(struct qcow2 *q)
+{
+    return q->cache_mode == BDEV_CACHE_UNSAFE ? 0 : bdev_flush_blocking(q->file);
+}
+
+int qcow2_signal_corruption(struct qcow2 *q, const char *what, uint64_t offset)
+{
+    (void)what;
+    (void)offset;
+    q->corrupt = true;
+    return -EIO;
+}
+
+/* ---- asynchronous entry ---- */
+
+/* One request on its way (an aio record of io->ctx). */
+struct qcow2_request {
+    union {
+        struct aio_work work;  /* on the pool */
+        struct bdev_io child;  /* straight to the image file */
+    };
+    struct bdev_io *io;
+    struct qcow2 *q;
+    unsigned epoch;
+    int result;
+};
+
+_Static_assert(sizeof(struct qcow2_request) <= AIO_RECORD_SIZE, "qcow2_request must fit an aio record");
+
+static void pool_run(struct aio_work *work)
+{
+    struct qcow2_request *req = (struct qcow2_request *)work;
+    req->result = qcow2_blocking(req->q->bdev, req->io);
+}
+
+static void pool_done(struct aio_work *work)
+{
+    struct qcow2_request *req = (struct qcow2_request *)work;
+    struct bdev_io *io = req->io;
+    int result = req->result;
+    aio_record_put(io->ctx, req);
+    aio_request_finish(io, result);
+}
+
+static void child_done(struct bdev_io *child)
+{
+    struct qcow2_request *req = child->opaque;
+    struct bdev_io *io = req->io;
+    int result = child->result;
+    qcow2_data_io_end(req->q, req->epoch);
+    aio_record_put(io->ctx, req);
+    aio_request_finish(io, result);
+}
+
+/*
+ * Try to serve io from the loop thread: 1 when it is under way (or done),
+ * 0 when the pool must take it.  Never waits for the lock.
+ */
+static int submit_mapped(struct qcow2 *q, struct qcow2_request *req)
+{
+    struct bdev_io *io = req->io;
+    bool write = io->op == BDEV_OP_WRITE;
+    if ((io->op != BDEV_OP_READ && !write) || (io->flags & BDEV_FUA))
+        return 0;
+    if (pthread_mutex_trylock(&q->lock) != 0)
+        return 0;
+    struct qcow2_mapping m;
+    int rc = q->corrupt && write ? -EIO : qcow2_map(q, io->offset, io->length, true, &m);
+    if (rc < 0 || m.length != io->length) {
+        pthread_mutex_unlock(&q->lock);
+        return 0;
+    }
+    switch (m.kind) {
+    case QCOW2_CLUSTER_NORMAL:
+        if (write && !m.copied)
+            break;
+        req->epoch = qcow2_data_io_begin(q);
+        pthread_mutex_unlock(&q->lock);
+        req->child = (struct bdev_io){
+            .op = io->op, .offset = m.host_offset, .length = io->length, .iov = io->iov, .iovcnt = io->iovcnt,
+            .ctx = io->ctx, .complete = child_done, .opaque = req,
+        };
+        bdev_submit(q->file, &req->child);
+        return 1;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+    case QCOW2_CLUSTER_UNALLOCATED:
+        if (write || (m.kind == QCOW2_CLUSTER_UNALLOCATED && q->backing))
+            break;
+        pthread_mutex_unlock(&q->lock);
+        for (int i = 0; i < io->iovcnt; i++)
+            memset(io->iov[i].iov_base, 0, io->iov[i].iov_len);
+        aio_record_put(io->ctx, req);
+        aio_context_complete(io->ctx, io, 0);
+        return 1;
+    case QCOW2_CLUSTER_COMPRESSED:
+        break;
+    }
+    pthread_mutex_unlock(&q->lock);
+    return 0;
+}
+
+static void qcow2_submit(struct bdev *bdev, struct bdev_io *io)
+{
+    struct qcow2 *q = bdev->driver;
+    struct qcow2_request *req = aio_record_get(io->ctx);
+    if (!req) {
+        aio_context_complete(io->ctx, io, -ENOMEM);
+        return;
+    }
+    req->io = io;
+    req->q = q;
+    if (submit_mapped(q, req))
+        return;
+    req->work.run = pool_run;
+    req->work.done = pool_done;
+    int rc = aio_context_run_in_pool(io->ctx, &req->work);
+    if (rc < 0) {
+        aio_record_put(io->ctx, req);
+        aio_context_complete(io->ctx, io, rc);
+    }
+}
+
+/* ---- open and close ---- */
+
+static void image_free(struct qcow2 *q)
+{
+    if (q->l2_cache.entries)
+        qcow2_cache_destroy(&q->l2_cache);
+    if (q->refcount_cache.entries)
+        qcow2_cache_destroy(&q->refcount_cache);
+    free(q->l1_table);
+    free(q->refcount_table);
+    qcow2_image_header_clear(&q->image);
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->changed);
+    pthread_mutex_destroy(&q->quiesce_lock);
+    pthread_cond_destroy(&q->quiesce_drained);
+    bdev_close(q->backing);
+    bdev_close(q->file);
+    free(q);
+}
+
+struct close_job {
+    struct threadpool_job job;
+    struct qcow2 *q;
+};
+
+/* Write back what the caches hold, then let go of everything. */
+static void close_now(struct qcow2 *q)
+{
+    if (!q->readonly) {
+        pthread_mutex_lock(&q->lock);
+        qcow2_flush_metadata(q); /* nobody is left to hear of a failure: an unflushed cache only leaks */
+        pthread_mutex_unlock(&q->lock);
+    }
+    image_free(q);
+}
+
+static void close_job_run(struct threadpool_job *job)
+{
+    struct close_job *close = (struct close_job *)job;
+    close_now(close->q);
+    free(close);
+}
+
+static void qcow2_close(struct bdev *bdev)
+{
+    /* Writing the caches back is disk I/O: the last reference may drop on a loop thread. */
+    struct close_job *close = calloc(1, sizeof(*close));
+    if (close) {
+        close->job.run = close_job_run;
+        close->q = bdev->driver;
+        if (threadpool_submit(&close->job) == 0)
+            return;
+        free(close);
+    }
+    close_now(bdev->driver);
+}
+
+static const struct bdev_ops qcow2_ops = {
+    .name = "qcow2",
+    .submit = qcow2_submit,
+    .blocking = qcow2_blocking,
+    .close = qcow2_close,
+};
+
+static _Thread_local int open_depth;
+
+/* The backing file's path: relative names are relative to the image's directory, as in QEMU. */
+static char *backing_path(const char *image_path, const char *backing)
+{
+    if (backing[0] == '/')
+        return strdup(backing);
+    char *copy = strdup(image_path);
+    if (!copy)
+        return NULL;
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", dirname(copy), backing) < 0)
+        path = NULL;
+    free(copy);
+    return path;
+}
+
+static int open_backing(struct qcow2 *q, const struct bdev_options *options, char **error_message)
+{
+    const char *format_name = q->image.backing_format;
+    enum bdev_format format = BDEV_FORMAT_AUTO;
+    char *path = backing_path(q->bdev->filename, q->image.backing_file);
+    if (!path) {
+        error_message_set(error_message, 0, "%s: out of memory", q->bdev->filename);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    if (format_name) {
+        if (strcmp(format_name, "qcow2") == 0)
+            format = BDEV_FORMAT_QCOW2;
+        else if (strcmp(format_name, "raw") == 0 || strcmp(format_name, "file") == 0)
+            format = BDEV_FORMAT_RAW;
+        else if (strcmp(format_name, "host_device") == 0)
+            format = BDEV_FORMAT_HOST_DEVICE;
+        else {
+            error_message_set(error_message, 0, "%s: unsupported backing file format '%s'", q->bdev->filename,
+                              format_name);
+            rc = -ENOTSUP;
+        }
+    } else {
+        format = qcow2_probe(path) ? BDEV_FORMAT_QCOW2 : BDEV_FORMAT_AUTO;
+    }
+    if (rc == 0) {
+        struct bdev_options backing_options = *options;
+        backing_options.path = path;
+        backing_options.format = format;
+        backing_options.readonly = true;
+        backing_options.create_size_set = false;
+        char *reason = NULL;
+        rc = bdev_open(&backing_options, &q->backing, &reason);
+        if (rc < 0)
+            error_message_set(error_message, 0, "%s: could not open backing file: %s", q->bdev->filename,
+                              reason ? reason : "unknown error");
+        free(reason);
+    }
+    free(path);
+    return rc;
+}
+
+static int load_table(struct qcow2 *q, uint64_t offset, uint64_t entries, uint64_t reserved_mask, uint64_t **table,
+                      const char *name, char **error_message)
+{
+    uint64_t *values = calloc(entries ? entries : 1, sizeof(*values));
+    if (!values)
+        return -ENOMEM;
+    int rc = entries ? qcow2_file_read(q, offset, values, entries * 8) : 0;
+    if (rc < 0) {
+        error_message_set(error_message, rc, "%s: cannot read the %s table", q->bdev->filename, name);
+        free(values);
+        return rc;
+    }
+    for (uint64_t i = 0; i < entries; i++) {
+        values[i] = qcow2_be64((const uint8_t *)&values[i]);
+        uint64_t target = values[i] & QCOW2_OFFSET_MASK;
+        if ((values[i] & reserved_mask) || (target & (q->cluster_size - 1))) {
+            error_message_set(error_message, 0, "%s: %s table entry %llu is corrupt (%#llx)", q->bdev->filename,
+                              name, (unsigned long long)i, (unsigned long long)values[i]);
+            free(values);
+            return -EINVAL;
+        }
+    }
+    *table = values;
+    return 0;
+}
+
+static int read_header(struct qcow2 *q, char **error_message)
+{
+    const char *path = q->bdev->filename;
+    uint64_t file_size = q->file->size;
+    uint8_t first[QCOW2_V3_HEADER_LENGTH] = {0};
+    size_t first_length = file_size < sizeof(first) ? (size_t)file_size : sizeof(first);
+    char *reason = NULL;
+    struct qcow2_header header;
+    int rc = first_length ? bdev_pread(q->file, first, first_length, 0) : 0;
+    if (rc == 0)
+        rc = qcow2_header_decode(first, first_length, file_size, &header, &reason);
+    if (rc < 0)
+        goto out;
+    size_t length = qcow2_image_header_bytes(&header);
+    if (length > file_size)
+        length = (size_t)file_size;
+    uint8_t *buffer = malloc(length);
+    if (!buffer) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = bdev_pread(q->file, buffer, length, 0);
+    if (rc == 0)
+        rc = qcow2_image_header_decode(buffer, length, file_size, &q->image, &reason);
+    free(buffer);
+out:
+    if (rc < 0)
+        error_message_set(error_message, rc, "%s: %s", path, reason ? reason : "cannot read the qcow2 header");
+    free(reason);
+    return rc;
+}
+
+static int check_features(struct qcow2 *q, char **error_message)
+{
+    const char *path = q->bdev->filename;
+    const struct qcow2_header *h = &q->image.header;
+    if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
+        error_message_set(error_message, 0, "%s: external data files are not supported yet", path);
+        return -ENOTSUP;
+    }
+    if (q->readonly)
+        return 0;
+    if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+        error_message_set(error_message, 0,
+                          "%s: the image is marked corrupt; open it with readonly=on, or repair it with "
+                          "'luna-img check -r all'", path);
+        return -EROFS;
+    }
+    if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+        error_message_set(error_message, 0,
+                          "%s: the image is dirty (lazy refcounts were in use); repair it with "
+                          "'luna-img check -r all' or open it with readonly=on", path);
+        return -EROFS;
+    }
+    if (h->version >= 3 && h->autoclear_features) {
+        /* Bitmaps this driver does not update must be marked inconsistent before any write. */
+        uint8_t zero[8] = {0};
+        int rc = qcow2_file_write(q, 88, zero, sizeof(zero));
+        if (rc == 0)
+            rc = qcow2_file_flush(q);
+        if (rc < 0) {
+            error_message_set(error_message, rc, "%s: cannot update the header", path);
+            return rc;
+        }
+        q->image.header.autoclear_features = 0;
+    }
+    return 0;
+}
+
+static int setup_geometry_and_tables(struct qcow2 *q, char **error_message)
+{
+    const struct qcow2_header *h = &q->image.header;
+    q->cluster_bits = h->cluster_bits;
+    q->cluster_size = 1ull << h->cluster_bits;
+    q->extended_l2 = (h->incompatible_features & QCOW2_INCOMPAT_EXTENDED_L2) != 0;
+    q->l2_entry_size = qcow2_l2_entry_size(h);
+    q->l2_entries = (uint32_t)(q->cluster_size / q->l2_entry_size);
+    q->subcluster_size = q->extended_l2 ? q->cluster_size / QCOW2_SUBCLUSTERS : q->cluster_size;
+    q->refcount_bits = 1u << h->refcount_order;
+    q->refcount_max = q->refcount_bits == 64 ? UINT64_MAX : (1ull << q->refcount_bits) - 1;
+    q->refcount_block_entries = (uint32_t)(q->cluster_size * 8 / q->refcount_bits);
+    q->l1_size = h->l1_size;
+    q->refcount_table_entries = ((uint64_t)h->refcount_table_clusters << h->cluster_bits) / 8;
+    q->host_end = (q->file->size + q->cluster_size - 1) & ~(q->cluster_size - 1);
+
+    int rc = load_table(q, h->l1_table_offset, q->l1_size, QCOW2_L1_RESERVED_MASK, &q->l1_table, "L1",
+                        error_message);
+    if (rc == 0)
+        rc = load_table(q, h->refcount_table_offset, q->refcount_table_entries, QCOW2_REFTABLE_RESERVED_MASK,
+                        &q->refcount_table, "refcount", error_message);
+    if (rc < 0)
+        return rc;
+
+    /* Enough L2 tables to map the whole disk, within a bound; refcount blocks a quarter of that. */
+    uint64_t bytes_per_table = (uint64_t)q->l2_entries * q->cluster_size;
+    uint64_t tables = (h->size + bytes_per_table - 1) / bytes_per_table;
+    uint64_t max_tables = L2_CACHE_MAX_BYTES / q->cluster_size;
+    if (tables > max_tables)
+        tables = max_tables;
+    if (tables < MIN_CACHE_TABLES)
+        tables = MIN_CACHE_TABLES;
+    uint64_t refcount_tables = tables / 4 < MIN_CACHE_TABLES ? MIN_CACHE_TABLES : tables / 4;
+    rc = qcow2_cache_init(&q->l2_cache, q, "L2", (uint32_t)tables, q->l1_size);
+    if (rc == 0)
+        rc = qcow2_cache_init(&q->refcount_cache, q, "refcount", (uint32_t)refcount_tables,
+                              q->refcount_table_entries);
+    if (rc < 0)
+        error_message_set(error_message, rc, "%s: cannot allocate the metadata caches", q->bdev->filename);
+    return rc;
+}
+
+static void set_bdev_properties(struct qcow2 *q, const struct bdev_options *options)
+{
+    struct bdev *bdev = q->bdev;
+    const struct qcow2_header *h = &q->image.header;
+    bdev->size = h->size;
+    bdev->caps = BDEV_CAP_WRITE_ZEROES | BDEV_CAP_BLOCK_STATUS | (q->file->caps & BDEV_CAP_FLUSH);
+    if (q->readonly)
+        bdev->caps |= BDEV_CAP_READ_ONLY;
+    bool zero_flag = h->version >= 3;
+    if (zero_flag)
+        bdev->caps |= BDEV_CAP_FAST_ZERO;
+    if (options->discard && (zero_flag || !q->backing))
+        bdev->caps |= BDEV_CAP_DISCARD | BDEV_CAP_DISCARD_ZEROES;
+    if (!q->backing)
+        bdev->caps |= BDEV_CAP_ZERO_INIT;
+    bdev->limits = (struct bdev_limits){
+        .request_alignment = 1,
+        .logical_block_size = 512,
+        .physical_block_size = q->file->limits.physical_block_size,
+        .optimal_io_size = (uint32_t)q->cluster_size,
+        .max_transfer = MAX_TRANSFER,
+        .max_discard = 1ull << 30,
+    };
+}
+
+bool qcow2_probe(const char *path)
+{
+    FILE *file = fopen(path, "rb");
+    if (!file)
+        return false;
+    uint8_t magic[4];
+    bool is_qcow2 = fread(magic, 1, sizeof(magic), file) == sizeof(magic) && qcow2_be32(magic) == QCOW2_MAGIC;
+    fclose(file);
+    return is_qcow2;
+}
+
+int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **error_message)
+{
+    if (open_depth >= MAX_BACKING_DEPTH) {
+        error_message_set(error_message, 0, "%s: backing chain deeper than %d (a loop?)", options->path,
+                          MAX_BACKING_DEPTH);
+        return -ELOOP;
+    }
+    struct qcow2 *q = calloc(1, sizeof(*q));
+    if (!q) {
+        error_message_set(error_message, 0, "%s: out of memory", options->path);
+        return -ENOMEM;
+    }
+    q->bdev = bdev;
+    q->readonly = options->readonly;
+    q->cache_mode = options->cache;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->changed, NULL);
+    pthread_mutex_init(&q->quiesce_lock, NULL);
+    pthread_cond_init(&q->quiesce_drained, NULL);
+
+    struct bdev_options file_options = *options;
+    file_options.format = BDEV_FORMAT_AUTO;
+    file_options.create_size_set = false;
+    int rc = bdev_open(&file_options, &q->file, error_message);
+    if (rc == 0)
+        rc = read_header(q, error_message);
+    if (rc == 0)
+        rc = check_features(q, error_message);
+    if (rc == 0)
+        rc = setup_geometry_and_tables(q, error_message);
+    if (rc == 0 && q->image.backing_file) {
+        open_depth++;
+        rc = open_backing(q, options, error_message);
+        open_depth--;
+    }
+    if (rc < 0) {
+        image_free(q);
+        return rc;
+    }
+    bdev->ops = &qcow2_ops;
+    bdev->driver = q;
+    set_bdev_properties(q, options);
+    return 0;
+}
