@@ -129,31 +129,38 @@ static int submit_mapped(struct qcow2 *q, struct qcow2_request *req)
         pthread_mutex_unlock(&q->lock);
         return 0;
     }
-    switch (m.kind) {
-    case QCOW2_CLUSTER_NORMAL:
-        if (write && !m.copied)
-            break;
+    struct bdev *target = NULL;
+    uint64_t target_offset = 0;
+    bool zeroes = false;
+    if (m.kind == QCOW2_CLUSTER_NORMAL && (!write || m.copied)) {
+        target = q->file;
+        target_offset = m.host_offset;
+    } else if (!write && m.kind == QCOW2_CLUSTER_UNALLOCATED && q->backing) {
+        /* Read through to the backing file, unless the read reaches past its end. */
+        if (io->offset + io->length <= q->backing->size) {
+            target = q->backing;
+            target_offset = io->offset;
+        }
+    } else if (!write && m.kind != QCOW2_CLUSTER_COMPRESSED && m.kind != QCOW2_CLUSTER_NORMAL) {
+        zeroes = true;
+    }
+    if (target) {
         req->epoch = qcow2_data_io_begin(q);
         pthread_mutex_unlock(&q->lock);
         req->child = (struct bdev_io){
-            .op = io->op, .offset = m.host_offset, .length = io->length, .iov = io->iov, .iovcnt = io->iovcnt,
+            .op = io->op, .offset = target_offset, .length = io->length, .iov = io->iov, .iovcnt = io->iovcnt,
             .ctx = io->ctx, .complete = child_done, .opaque = req,
         };
-        bdev_submit(q->file, &req->child);
+        bdev_submit(target, &req->child);
         return 1;
-    case QCOW2_CLUSTER_ZERO_PLAIN:
-    case QCOW2_CLUSTER_ZERO_ALLOC:
-    case QCOW2_CLUSTER_UNALLOCATED:
-        if (write || (m.kind == QCOW2_CLUSTER_UNALLOCATED && q->backing))
-            break;
+    }
+    if (zeroes) {
         pthread_mutex_unlock(&q->lock);
         for (int i = 0; i < io->iovcnt; i++)
             memset(io->iov[i].iov_base, 0, io->iov[i].iov_len);
         aio_record_put(io->ctx, req);
         aio_context_complete(io->ctx, io, 0);
         return 1;
-    case QCOW2_CLUSTER_COMPRESSED:
-        break;
     }
     pthread_mutex_unlock(&q->lock);
     return 0;
