@@ -21,6 +21,7 @@ void bdev_options_init(struct bdev_options *options)
         .discard = true,
         .create_size_set = false,
         .create_size = 0,
+        .l2_cache_size = 0,
     };
 }
 

@@ -160,6 +160,7 @@ struct bdev_options {
     bool discard;          /* honour discard (unmap); false: discard is a no-op */
     bool create_size_set;  /* create a sparse raw file of create_size when missing */
     uint64_t create_size;
+    uint64_t l2_cache_size; /* qcow2: bytes of L2 tables cached; 0: the driver's default */
 };
 
 void bdev_options_init(struct bdev_options *options);

@@ -18,7 +18,7 @@ bool export_config_equal(const struct export_config *a, const struct export_conf
            strings_equal(x->path, y->path) && x->format == y->format && x->readonly == y->readonly &&
            x->cache == y->cache && x->aio == y->aio && x->discard == y->discard &&
            x->create_size_set == y->create_size_set &&
-           (!x->create_size_set || x->create_size == y->create_size);
+           (!x->create_size_set || x->create_size == y->create_size) && x->l2_cache_size == y->l2_cache_size;
 }
 
 void export_config_clear(struct export_config *config)

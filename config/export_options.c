@@ -18,6 +18,7 @@ static const char *const option_names[EXPORT_OPTION_COUNT] = {
     [EXPORT_OPTION_DISCARD] = "discard",
     [EXPORT_OPTION_DESCRIPTION] = "description",
     [EXPORT_OPTION_CREATE_SIZE] = "create_size",
+    [EXPORT_OPTION_L2_CACHE_SIZE] = "l2_cache_size",
 };
 
 /* NBD limits export names to 4096 bytes. */
@@ -163,6 +164,8 @@ int export_option_set(struct export_config *export, enum export_option option, c
             bdev->create_size_set = true;
         return ret;
     }
+    case EXPORT_OPTION_L2_CACHE_SIZE:
+        return config_parse_size(value, &bdev->l2_cache_size, reason);
     case EXPORT_OPTION_COUNT:
         break;
     }
@@ -183,6 +186,12 @@ int export_config_check(const struct export_config *export, enum export_option *
         (export->bdev.format == BDEV_FORMAT_HOST_DEVICE || export->bdev.format == BDEV_FORMAT_QCOW2)) {
         *culprit = EXPORT_OPTION_CREATE_SIZE;
         *reason = config_printf("only raw image files can be created (format is %s)",
+                                bdev_format_name(export->bdev.format));
+        return -EINVAL;
+    }
+    if (export->bdev.l2_cache_size && export->bdev.format != BDEV_FORMAT_QCOW2) {
+        *culprit = EXPORT_OPTION_L2_CACHE_SIZE;
+        *reason = config_printf("only qcow2 images have an L2 cache (format is %s)",
                                 bdev_format_name(export->bdev.format));
         return -EINVAL;
     }

@@ -405,7 +405,7 @@ static int check_features(struct qcow2 *q, char **error_message)
     return 0;
 }
 
-static int setup_geometry_and_tables(struct qcow2 *q, char **error_message)
+static int setup_geometry_and_tables(struct qcow2 *q, uint64_t l2_cache_size, char **error_message)
 {
     const struct qcow2_header *h = &q->image.header;
     q->cluster_bits = h->cluster_bits;
@@ -429,10 +429,13 @@ static int setup_geometry_and_tables(struct qcow2 *q, char **error_message)
     if (rc < 0)
         return rc;
 
-    /* Enough L2 tables to map the whole disk, within a bound; refcount blocks a quarter of that. */
+    /*
+     * Enough L2 tables to map the whole disk, up to l2_cache_size bytes of
+     * them (default 4 MiB) and at least a few; refcount blocks a quarter.
+     */
     uint64_t bytes_per_table = (uint64_t)q->l2_entries * q->cluster_size;
     uint64_t tables = (h->size + bytes_per_table - 1) / bytes_per_table;
-    uint64_t max_tables = L2_CACHE_MAX_BYTES / q->cluster_size;
+    uint64_t max_tables = (l2_cache_size ? l2_cache_size : L2_CACHE_MAX_BYTES) / q->cluster_size;
     if (tables > max_tables)
         tables = max_tables;
     if (tables < MIN_CACHE_TABLES)
@@ -512,7 +515,7 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
     if (rc == 0)
         rc = check_features(q, error_message);
     if (rc == 0)
-        rc = setup_geometry_and_tables(q, error_message);
+        rc = setup_geometry_and_tables(q, options->l2_cache_size, error_message);
     if (rc == 0 && q->image.backing_file) {
         open_depth++;
         rc = open_backing(q, options, error_message);

@@ -416,6 +416,20 @@ Test(config_ini, create_size_needs_a_raw_file)
                           "test.ini:4: [export a] create_size: only raw image files", NULL);
 }
 
+Test(config_ini, l2_cache_size_is_for_qcow2)
+{
+    char *message = NULL;
+    const char *text = "[export a]\npath = a.qcow2\nformat = qcow2\nl2_cache_size = 2M\n";
+    cr_assert_eq(lunad_config_load_string(text, "test.ini", &config, &message), 0, "%s", message);
+    cr_expect_eq(config.exports[0].bdev.l2_cache_size, 2ull << 20);
+    lunad_config_clear(&config);
+    lunad_config_init(&config);
+    expect_error_contains("[export a]\npath = a\nl2_cache_size = 1M\n",
+                          "test.ini:3: [export a] l2_cache_size: only qcow2 images have an L2 cache", NULL);
+    expect_error_contains("[export a]\npath = a\nformat = qcow2\nl2_cache_size = lots\n",
+                          "test.ini:4: [export a] l2_cache_size:", NULL);
+}
+
 Test(config_ini, syntax_errors)
 {
     expect_error("[server]\nnbd_listen = :1\nthis line has no equals sign\n",
