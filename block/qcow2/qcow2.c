@@ -9,12 +9,14 @@
 #include "block/qcow2/qcow2.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "block/aio_internal.h"
+#include "block/file_io.h"
 #include "block/qcow2/qcow2_internal.h"
 #include "block/threadpool.h"
 #include "common/error_message.h"
@@ -368,6 +370,43 @@ out:
     return rc;
 }
 
+/*
+ * Keep two openers from writing one image, as QEMU's image locking does,
+ * and with locks QEMU understands: QEMU takes shared locks on bytes 100+p
+ * for each permission p it uses and 200+p for each it refuses to share,
+ * and tests for the others' before it proceeds.  A writer here locks the
+ * whole range exclusively (QEMU then refuses to open the image at all,
+ * as it does while qemu-nbd serves it); a reader takes the "consistent
+ * read" permission byte (100) and refuses to share writing (201), so
+ * neither luna nor QEMU can write an image luna reads, yet both can read
+ * it.  Open file description locks: they belong to this open file.
+ */
+static int lock_image(struct qcow2 *q, char **error_message)
+{
+    int fd = ((struct file_bdev *)q->file->driver)->fd;
+    struct flock ranges[2] = {
+        {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 200},
+        {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1},
+    };
+    struct flock unshare_write = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 201, .l_len = 1};
+    int rc = fcntl(fd, F_OFD_SETLK, q->readonly ? &ranges[1] : &ranges[0]);
+    if (rc == 0 && q->readonly)
+        rc = fcntl(fd, F_OFD_SETLK, &unshare_write);
+    if (rc == 0)
+        return 0;
+    int error = errno;
+    if (error == EAGAIN || error == EACCES) {
+        error_message_set(error_message, 0,
+                          "%s: the image is in use (locked by another program or export that %s it)",
+                          q->bdev->filename, q->readonly ? "writes" : "uses");
+        return -EBUSY;
+    }
+    if (error == EINVAL || error == ENOLCK || error == EOPNOTSUPP)
+        return 0; /* a file system without locks: as QEMU, serve without */
+    error_message_set(error_message, error, "%s: cannot lock the image", q->bdev->filename);
+    return -error;
+}
+
 static int check_features(struct qcow2 *q, char **error_message)
 {
     const char *path = q->bdev->filename;
@@ -510,6 +549,8 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
     file_options.format = BDEV_FORMAT_AUTO;
     file_options.create_size_set = false;
     int rc = bdev_open(&file_options, &q->file, error_message);
+    if (rc == 0)
+        rc = lock_image(q, error_message);
     if (rc == 0)
         rc = read_header(q, error_message);
     if (rc == 0)
