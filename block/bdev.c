@@ -22,6 +22,7 @@ void bdev_options_init(struct bdev_options *options)
         .create_size_set = false,
         .create_size = 0,
         .l2_cache_size = 0,
+        .backing = NULL,
     };
 }
 

@@ -161,6 +161,12 @@ struct bdev_options {
     bool create_size_set;  /* create a sparse raw file of create_size when missing */
     uint64_t create_size;
     uint64_t l2_cache_size; /* qcow2: bytes of L2 tables cached; 0: the driver's default */
+    /*
+     * qcow2: an open bdev to use as the backing file instead of opening the
+     * one the image names (overlays share their base this way).  Borrowed:
+     * it must outlive the bdev opened over it.
+     */
+    struct bdev *backing;
 };
 
 void bdev_options_init(struct bdev_options *options);

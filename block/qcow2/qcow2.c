@@ -204,7 +204,8 @@ static void image_free(struct qcow2 *q)
     pthread_cond_destroy(&q->changed);
     pthread_mutex_destroy(&q->quiesce_lock);
     pthread_cond_destroy(&q->quiesce_drained);
-    bdev_close(q->backing);
+    if (!q->backing_borrowed)
+        bdev_close(q->backing);
     bdev_close(q->file);
     free(q);
 }
@@ -297,6 +298,7 @@ static int open_backing(struct qcow2 *q, const struct bdev_options *options, cha
     }
     if (rc == 0) {
         struct bdev_options backing_options = *options;
+        backing_options.backing = NULL;
         backing_options.path = path;
         backing_options.format = format;
         backing_options.readonly = true;
@@ -546,6 +548,7 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
     pthread_cond_init(&q->quiesce_drained, NULL);
 
     struct bdev_options file_options = *options;
+    file_options.backing = NULL;
     file_options.format = BDEV_FORMAT_AUTO;
     file_options.create_size_set = false;
     int rc = bdev_open(&file_options, &q->file, error_message);
@@ -557,7 +560,10 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
         rc = check_features(q, error_message);
     if (rc == 0)
         rc = setup_geometry_and_tables(q, options->l2_cache_size, error_message);
-    if (rc == 0 && q->image.backing_file) {
+    if (rc == 0 && options->backing) {
+        q->backing = options->backing;
+        q->backing_borrowed = true;
+    } else if (rc == 0 && q->image.backing_file) {
         open_depth++;
         rc = open_backing(q, options, error_message);
         open_depth--;

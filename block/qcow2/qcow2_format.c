@@ -446,7 +446,8 @@ int qcow2_image_header_encode(const struct qcow2_image_header *image, uint8_t *b
         for (size_t i = 0; i < image->feature_name_count; i++, offset += 48) {
             buffer[offset] = image->feature_names[i].type;
             buffer[offset + 1] = image->feature_names[i].bit;
-            strncpy((char *)buffer + offset + 2, image->feature_names[i].name, 46);
+            /* A 46-byte field, NUL-padded but not NUL-terminated when full. */
+            memcpy(buffer + offset + 2, image->feature_names[i].name, strnlen(image->feature_names[i].name, 46));
         }
     }
     for (size_t i = 0; i < image->extension_count; i++)

@@ -97,6 +97,7 @@ struct qcow2 {
     struct bdev *bdev;    /* this image */
     struct bdev *file;    /* the image file (raw or host_device driver) */
     struct bdev *backing; /* NULL when there is none */
+    bool backing_borrowed; /* bdev_options.backing: not ours to close */
     struct qcow2_image_header image;
     bool readonly;
     enum bdev_cache_mode cache_mode;
