@@ -1,0 +1,72 @@
+/*
+ * luna-img: the image tool, with qemu-img's verbs, flags, messages and exit
+ * codes so scripts written for qemu-img work unchanged.  This file only
+ * dispatches; each verb lives in its own img_VERB.c.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "block/img/img.h"
+#include "block/threadpool.h"
+
+struct verb {
+    const char *name;
+    const char *synopsis;
+    int (*main)(int argc, char **argv);
+};
+
+static const struct verb verbs[] = {
+    {"create", "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
+     img_create_main},
+    {"info", "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename", img_info_main},
+};
+
+static void usage(void)
+{
+    printf("luna-img version %s\n"
+           "usage: luna-img [standard options] command [command options]\n"
+           "luna disk image utility (qemu-img compatible)\n\n"
+           "    '-h', '--help'       display this help and exit\n"
+           "    '-V', '--version'    output version information and exit\n\n"
+           "Command syntax:\n",
+           LUNA_VERSION);
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        printf("  %s\n", verbs[i].synopsis);
+    printf("\nCommand parameters:\n"
+           "  'filename' is a disk image filename\n"
+           "  'fmt' is the disk image format (raw or qcow2); it is guessed when omitted\n"
+           "  'size' is the disk image size in bytes; optional suffixes k or K (kilobyte,\n"
+           "    1024), M (megabyte), G (gigabyte), T (terabyte), P (petabyte) and E (exabyte)\n"
+           "  'options' is a comma separated list of format specific options in a\n"
+           "    name=value format; use -o help for an overview of the options supported\n"
+           "  'ofmt' is 'human' or 'json'\n"
+           "  '-u' creates the image without opening the backing file\n"
+           "  '-U' is accepted for compatibility (luna-img takes no image locks)\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        img_error("Not enough arguments");
+        fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
+        return 1;
+    }
+    const char *first = argv[1];
+    if (!strcmp(first, "-h") || !strcmp(first, "--help")) {
+        usage();
+        return 0;
+    }
+    if (!strcmp(first, "-V") || !strcmp(first, "--version")) {
+        printf("luna-img version %s\n", LUNA_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        if (!strcmp(first, verbs[i].name)) {
+            int status = verbs[i].main(argc - 1, argv + 1);
+            threadpool_shutdown(); /* bdev_close hands descriptors to the pool */
+            return status;
+        }
+    img_error("Command not found: %s", first);
+    fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
+    return 1;
+}
