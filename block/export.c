@@ -18,7 +18,8 @@ bool export_config_equal(const struct export_config *a, const struct export_conf
            strings_equal(x->path, y->path) && x->format == y->format && x->readonly == y->readonly &&
            x->cache == y->cache && x->aio == y->aio && x->discard == y->discard &&
            x->create_size_set == y->create_size_set &&
-           (!x->create_size_set || x->create_size == y->create_size) && x->l2_cache_size == y->l2_cache_size;
+           (!x->create_size_set || x->create_size == y->create_size) && x->l2_cache_size == y->l2_cache_size &&
+           a->overlay == b->overlay && strings_equal(a->overlay_dir, b->overlay_dir);
 }
 
 void export_config_clear(struct export_config *config)
@@ -26,9 +27,11 @@ void export_config_clear(struct export_config *config)
     free(config->name);
     free(config->description);
     free((char *)config->bdev.path);
+    free(config->overlay_dir);
     config->name = NULL;
     config->description = NULL;
     config->bdev.path = NULL;
+    config->overlay_dir = NULL;
 }
 
 int export_config_copy(struct export_config *dst, const struct export_config *src)
@@ -37,8 +40,9 @@ int export_config_copy(struct export_config *dst, const struct export_config *sr
     copy.name = src->name ? strdup(src->name) : NULL;
     copy.description = src->description ? strdup(src->description) : NULL;
     copy.bdev.path = src->bdev.path ? strdup(src->bdev.path) : NULL;
+    copy.overlay_dir = src->overlay_dir ? strdup(src->overlay_dir) : NULL;
     if ((src->name && !copy.name) || (src->description && !copy.description) ||
-        (src->bdev.path && !copy.bdev.path)) {
+        (src->bdev.path && !copy.bdev.path) || (src->overlay_dir && !copy.overlay_dir)) {
         export_config_clear(&copy);
         return -ENOMEM;
     }
@@ -57,7 +61,11 @@ int export_open(const struct export_config *config, struct export **out, char **
             *error_message = strdup("out of memory");
         return -ENOMEM;
     }
-    int rc = bdev_open(&export->config.bdev, &export->bdev, error_message);
+    /* Under overlays the image is only ever read: shared by every client's layer. */
+    struct bdev_options options = export->config.bdev;
+    if (config->overlay != EXPORT_OVERLAY_NONE)
+        options.readonly = true;
+    int rc = bdev_open(&options, &export->bdev, error_message);
     if (rc < 0) {
         export_config_clear(&export->config);
         free(export);
@@ -65,6 +73,7 @@ int export_open(const struct export_config *config, struct export **out, char **
     }
     export->readonly = export->config.bdev.readonly || bdev_is_read_only(export->bdev);
     export->refcount = 1;
+    pthread_mutex_init(&export->views_lock, NULL);
     *out = export;
     return 0;
 }
@@ -75,16 +84,47 @@ struct export *export_ref(struct export *export)
     return export;
 }
 
+/*
+ * A persistent view drops its last reference under its base's views_lock,
+ * leaving the base's list in the same step, so export_attach (which looks
+ * views up and references them under that lock) never revives a dying one.
+ */
+static bool release_persistent_view(struct export *view)
+{
+    struct export *base = view->base;
+    pthread_mutex_lock(&base->views_lock);
+    bool last = __atomic_fetch_sub(&view->refcount, 1, __ATOMIC_ACQ_REL) == 1;
+    if (last) {
+        for (struct export **link = &base->views; *link; link = &(*link)->next_view) {
+            if (*link == view) {
+                *link = view->next_view;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&base->views_lock);
+    return last;
+}
+
 void export_unref(struct export *export)
 {
     if (!export)
         return;
-    /* acq_rel: the last owner must see every other owner's writes before closing. */
-    if (__atomic_fetch_sub(&export->refcount, 1, __ATOMIC_ACQ_REL) != 1)
+    if (export->base && export->identity) {
+        if (!release_persistent_view(export))
+            return;
+    } else if (__atomic_fetch_sub(&export->refcount, 1, __ATOMIC_ACQ_REL) != 1) {
+        /* acq_rel: the last owner must see every other owner's writes before closing. */
         return;
+    }
+    /* An overlay's bdev borrows its base's: close it first. */
     bdev_close(export->bdev);
+    struct export *base = export->base;
+    free(export->identity);
     export_config_clear(&export->config);
+    pthread_mutex_destroy(&export->views_lock);
     free(export);
+    export_unref(base);
 }
 
 struct export_table *export_table_new(void)

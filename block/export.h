@@ -15,15 +15,26 @@
 #ifndef LUNA_BLOCK_EXPORT_H
 #define LUNA_BLOCK_EXPORT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "bdev.h"
 
+/* Copy-on-write layers between clients and the export's image (block/overlay.h). */
+enum export_overlay {
+    EXPORT_OVERLAY_NONE,       /* clients write the image itself */
+    EXPORT_OVERLAY_EPHEMERAL,  /* each client gets a temporary overlay, gone when it leaves */
+    EXPORT_OVERLAY_PERSISTENT, /* each client identity keeps DIR/<identity>.qcow2 */
+};
+
 struct export_config {
     char *name;
     char *description;   /* may be NULL */
     struct bdev_options bdev; /* bdev.path is owned (malloc'd) */
+    enum export_overlay overlay;
+    /* persistent: the overlays' directory; ephemeral: where temporary ones go (NULL: $TMPDIR or /var/tmp) */
+    char *overlay_dir;
 };
 
 struct export {
@@ -31,6 +42,20 @@ struct export {
     struct bdev *bdev;
     bool readonly;               /* config.bdev.readonly or the bdev is read-only */
     int refcount;                /* atomic; use export_ref / export_unref */
+
+    /*
+     * An overlay view (export_attach): the export it lies over (one
+     * reference) and, for a persistent overlay, whose it is.  A view of an
+     * ephemeral overlay belongs to one client, so writes on another
+     * connection do not reach it: private_view says so to the protocols.
+     */
+    struct export *base;
+    char *identity;
+    bool private_view;
+    /* A base with persistent overlays: the views open now, shared by their clients. */
+    pthread_mutex_t views_lock;
+    struct export *views;
+    struct export *next_view;
 };
 
 /* Open the bdev of config; on failure -errno and a malloc'd message. */

@@ -19,6 +19,7 @@ static const char *const option_names[EXPORT_OPTION_COUNT] = {
     [EXPORT_OPTION_DESCRIPTION] = "description",
     [EXPORT_OPTION_CREATE_SIZE] = "create_size",
     [EXPORT_OPTION_L2_CACHE_SIZE] = "l2_cache_size",
+    [EXPORT_OPTION_OVERLAY] = "overlay",
 };
 
 /* NBD limits export names to 4096 bytes. */
@@ -103,6 +104,41 @@ static int replace_string(char **slot, const char *value)
     return 0;
 }
 
+/* none | ephemeral[:DIR] | persistent:DIR */
+static int parse_overlay(const char *value, struct export_config *export, char **reason)
+{
+    const char *colon = strchr(value, ':');
+    size_t mode_length = colon ? (size_t)(colon - value) : strlen(value);
+    const char *dir = colon ? colon + 1 : NULL;
+    enum export_overlay mode;
+    if (mode_length == 4 && strncmp(value, "none", 4) == 0 && !colon) {
+        mode = EXPORT_OVERLAY_NONE;
+    } else if (mode_length == 9 && strncmp(value, "ephemeral", 9) == 0) {
+        mode = EXPORT_OVERLAY_EPHEMERAL;
+    } else if (mode_length == 10 && strncmp(value, "persistent", 10) == 0) {
+        mode = EXPORT_OVERLAY_PERSISTENT;
+        if (!dir) {
+            *reason = config_printf("persistent overlays need a directory (persistent:DIR)");
+            return -EINVAL;
+        }
+    } else {
+        *reason = config_printf("unknown value '%s' (expected none, ephemeral, ephemeral:DIR, persistent:DIR)",
+                                value);
+        return -EINVAL;
+    }
+    if (dir && dir[0] != '/') {
+        *reason = config_printf("the overlay directory must be an absolute path (got '%s')", dir);
+        return -EINVAL;
+    }
+    export->overlay = mode;
+    if (!dir) {
+        free(export->overlay_dir);
+        export->overlay_dir = NULL;
+        return 0;
+    }
+    return replace_string(&export->overlay_dir, dir);
+}
+
 static int parse_discard(const char *value, bool *out, char **reason)
 {
     /* qemu's -drive discard= spells it unmap/ignore; on/off are its aliases. */
@@ -166,6 +202,8 @@ int export_option_set(struct export_config *export, enum export_option option, c
     }
     case EXPORT_OPTION_L2_CACHE_SIZE:
         return config_parse_size(value, &bdev->l2_cache_size, reason);
+    case EXPORT_OPTION_OVERLAY:
+        return parse_overlay(value, export, reason);
     case EXPORT_OPTION_COUNT:
         break;
     }
@@ -187,6 +225,11 @@ int export_config_check(const struct export_config *export, enum export_option *
         *culprit = EXPORT_OPTION_CREATE_SIZE;
         *reason = config_printf("only raw image files can be created (format is %s)",
                                 bdev_format_name(export->bdev.format));
+        return -EINVAL;
+    }
+    if (export->overlay != EXPORT_OVERLAY_NONE && export->bdev.readonly) {
+        *culprit = EXPORT_OPTION_OVERLAY;
+        *reason = config_printf("clients write to their overlays: readonly=on contradicts it");
         return -EINVAL;
     }
     if (export->bdev.l2_cache_size && export->bdev.format != BDEV_FORMAT_QCOW2) {

@@ -12,11 +12,19 @@ uint16_t nbd_export_transmission_flags(const struct export *export, bool chunks)
     /*
      * FLUSH and FUA are always honoured (the bdev contract defines both);
      * CACHE is advisory and always succeeds; one bdev is shared by every
-     * connection of an export, so multi-conn is safe.
+     * connection of an export, so multi-conn is safe, except on an
+     * ephemeral overlay: each connection gets its own.
      */
-    uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-                     NBD_FLAG_SEND_CACHE | NBD_FLAG_CAN_MULTI_CONN;
-    if (export->readonly) {
+    uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
+    bool private_view = export->private_view || export->config.overlay == EXPORT_OVERLAY_EPHEMERAL;
+    if (!private_view)
+        flags |= NBD_FLAG_CAN_MULTI_CONN;
+    if (export->config.overlay != EXPORT_OVERLAY_NONE) {
+        /* The base of overlays (NBD_OPT_INFO): what a client's qcow2 overlay will offer. */
+        flags |= NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+        if (export->config.bdev.discard)
+            flags |= NBD_FLAG_SEND_TRIM;
+    } else if (export->readonly) {
         flags |= NBD_FLAG_READ_ONLY;
     } else {
         if (bdev->caps & BDEV_CAP_DISCARD)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "block/export.h"
+#include "block/overlay.h"
 #include "common/log.h"
 #include "common/send_queue.h"
 #include "protocols/nbd/nbd_internal.h"
@@ -39,10 +40,18 @@ static int option_error(struct nbd_session *session, uint32_t type, const char *
     return option_reply(session, type, message, strlen(message));
 }
 
-/* "" is the default export: the first one configured (as nbdkit and qemu-nbd do). */
+/*
+ * "" is the default export: the first one configured (as nbdkit and
+ * qemu-nbd do).  An export with persistent overlays also answers to
+ * NAME/IDENTITY, the overlay of that client; identity (NBD_MAX_STRING + 1
+ * bytes, or NULL when the caller does not attach) receives IDENTITY, or ""
+ * when the name has none.
+ */
 static struct export *find_export(const struct nbd_session *session, const uint8_t *name,
-                                  size_t length)
+                                  size_t length, char *identity)
 {
+    if (identity)
+        identity[0] = '\0';
     if (length == 0)
         return session->exports->count ? session->exports->exports[0] : NULL;
     char key[NBD_MAX_STRING + 1];
@@ -50,12 +59,92 @@ static struct export *find_export(const struct nbd_session *session, const uint8
         return NULL;
     memcpy(key, name, length);
     key[length] = '\0';
-    return export_table_find(session->exports, key);
+    struct export *export = export_table_find(session->exports, key);
+    char *slash = strrchr(key, '/');
+    if (export || !slash)
+        return export;
+    *slash = '\0';
+    export = export_table_find(session->exports, key);
+    if (!export || export->config.overlay != EXPORT_OVERLAY_PERSISTENT)
+        return NULL;
+    if (identity)
+        strcpy(identity, slash + 1);
+    return export;
 }
+
+static int export_name_reply(struct nbd_session *session, struct export *export)
+{
+    uint8_t reply[NBD_EXPORT_NAME_REPLY_SIZE + NBD_EXPORT_NAME_ZEROES] = {0};
+    nbd_put64(reply, export->bdev->size);
+    nbd_put16(reply + 8, nbd_export_transmission_flags(export, nbd_session_chunks(session)));
+    size_t size = NBD_EXPORT_NAME_REPLY_SIZE + (session->no_zeroes ? 0 : NBD_EXPORT_NAME_ZEROES);
+    return send_queue_copy(session->out, reply, size);
+}
+
+static int info_replies(struct nbd_session *session, const struct export *export, bool want_name,
+                        bool want_description);
 
 static bool valid_string(const uint8_t *text, size_t length)
 {
     return length == 0 || (length <= NBD_MAX_STRING && !memchr(text, '\0', length));
+}
+
+/*
+ * The client's overlay opened (or failed to): answer the GO or
+ * EXPORT_NAME that asked for it, and start serving it.
+ */
+static void overlay_attached(void *opaque, int result, struct export *view, char *error_message)
+{
+    struct nbd_session *session = opaque;
+    session->attaching = NULL;
+    bool go = session->attaching_option == NBD_OPT_GO;
+    session->option.option = session->attaching_option; /* what option replies name */
+    int ret = 0;
+    if (result < 0) {
+        log_warn("nbd %s: cannot open an overlay: %s", session->peer,
+                    error_message ? error_message : "unknown error");
+        if (go) {
+            ret = option_error(session, NBD_REP_ERR_UNKNOWN,
+                               result == -EINVAL && error_message ? error_message : "the export's overlay cannot be opened");
+            session->input = NBD_INPUT_OPTION_HEADER;
+        } else {
+            session->status = NBD_SESSION_CLOSED; /* EXPORT_NAME has no way to refuse */
+            session->input = NBD_INPUT_STOPPED;
+        }
+    } else {
+        ret = go ? info_replies(session, view, session->attaching_want_name, session->attaching_want_description)
+                 : export_name_reply(session, view);
+        if (ret == 0)
+            nbd_transmission_start(session, view);
+        export_unref(view);
+    }
+    free(error_message);
+    if (ret < 0)
+        nbd_session_out_of_memory(session);
+    session->ops->wake(session->opaque);
+}
+
+/*
+ * Open the client's overlay of export on the pool (it creates and opens
+ * files), with input paused meanwhile; overlay_attached answers.
+ */
+static int attach_overlay(struct nbd_session *session, struct export *export, const char *identity, bool want_name,
+                          bool want_description)
+{
+    session->attaching_option = session->option.option;
+    session->attaching_want_name = want_name;
+    session->attaching_want_description = want_description;
+    session->attaching = export_attach_async(export, identity[0] ? identity : NULL, session->ctx, overlay_attached,
+                                             session);
+    if (!session->attaching) {
+        if (session->option.option == NBD_OPT_GO)
+            return option_error(session, NBD_REP_ERR_SHUTDOWN, "the server cannot open overlays now");
+        session->status = NBD_SESSION_CLOSED;
+        session->input = NBD_INPUT_STOPPED;
+        return 0;
+    }
+    session->input = NBD_INPUT_ATTACHING;
+    return 0;
 }
 
 static int option_export_name(struct nbd_session *session)
@@ -67,7 +156,8 @@ static int option_export_name(struct nbd_session *session)
     }
     const uint8_t *name = session->option_data;
     size_t length = session->option.length;
-    struct export *export = valid_string(name, length) ? find_export(session, name, length) : NULL;
+    char identity[NBD_MAX_STRING + 1];
+    struct export *export = valid_string(name, length) ? find_export(session, name, length, identity) : NULL;
     if (!export) {
         log_info("nbd %s: NBD_OPT_EXPORT_NAME '%.*s': no such export, disconnecting",
                  session->peer, (int)length, (const char *)name);
@@ -75,11 +165,9 @@ static int option_export_name(struct nbd_session *session)
         session->input = NBD_INPUT_STOPPED;
         return 0;
     }
-    uint8_t reply[NBD_EXPORT_NAME_REPLY_SIZE + NBD_EXPORT_NAME_ZEROES] = {0};
-    nbd_put64(reply, export->bdev->size);
-    nbd_put16(reply + 8, nbd_export_transmission_flags(export, nbd_session_chunks(session)));
-    size_t size = NBD_EXPORT_NAME_REPLY_SIZE + (session->no_zeroes ? 0 : NBD_EXPORT_NAME_ZEROES);
-    int ret = send_queue_copy(session->out, reply, size);
+    if (export->config.overlay != EXPORT_OVERLAY_NONE)
+        return attach_overlay(session, export, identity, false, false);
+    int ret = export_name_reply(session, export);
     if (ret == 0)
         nbd_transmission_start(session, export);
     return ret;
@@ -145,10 +233,22 @@ static int option_info(struct nbd_session *session, bool go)
         want_name |= type == NBD_INFO_NAME;
         want_description |= type == NBD_INFO_DESCRIPTION;
     }
-    struct export *export = find_export(session, name, name_length);
+    char identity[NBD_MAX_STRING + 1];
+    struct export *export = find_export(session, name, name_length, identity);
     if (!export)
         return option_error(session, NBD_REP_ERR_UNKNOWN, "no such export");
+    if (go && export->config.overlay != EXPORT_OVERLAY_NONE)
+        return attach_overlay(session, export, identity, want_name, want_description);
+    int ret = info_replies(session, export, want_name, want_description);
+    if (ret == 0 && go)
+        nbd_transmission_start(session, export);
+    return ret;
+}
 
+/* The INFO replies for export, then the ACK. */
+static int info_replies(struct nbd_session *session, const struct export *export, bool want_name,
+                        bool want_description)
+{
     int ret = 0;
     if (want_name)
         ret = info_string(session, NBD_INFO_NAME, export->config.name);
@@ -174,8 +274,6 @@ static int option_info(struct nbd_session *session, bool go)
     }
     if (ret == 0)
         ret = option_reply(session, NBD_REP_ACK, NULL, 0);
-    if (ret == 0 && go)
-        nbd_transmission_start(session, export);
     return ret;
 }
 
@@ -224,7 +322,7 @@ static int option_meta_context(struct nbd_session *session, bool set)
     }
     if (position != length)
         return option_error(session, NBD_REP_ERR_INVALID, "trailing bytes after the queries");
-    struct export *export = find_export(session, name, name_length);
+    struct export *export = find_export(session, name, name_length, NULL);
     if (!export)
         return option_error(session, NBD_REP_ERR_UNKNOWN, "no such export");
     int ret = 0;

@@ -51,6 +51,7 @@ enum nbd_input_state {
     NBD_INPUT_REQUEST_HEADER,
     NBD_INPUT_PAYLOAD,         /* a WRITE payload going into its buffer */
     NBD_INPUT_PAYLOAD_DISCARD, /* skipping the payload of a refused request */
+    NBD_INPUT_ATTACHING,       /* waiting for the client's overlay to open (no input meanwhile) */
     NBD_INPUT_STOPPED,
 };
 
@@ -114,6 +115,10 @@ struct nbd_session {
     uint64_t discard_left;              /* option or payload bytes still to skip */
     const struct export *meta_export;   /* export of the last SET_META_CONTEXT (borrowed) */
     bool meta_allocation;               /* it selected base:allocation */
+    /* An overlay being opened for GO or EXPORT_NAME, and how to answer once it is. */
+    struct export_attach_request *attaching;
+    uint32_t attaching_option;
+    bool attaching_want_name, attaching_want_description;
 
     /* Transmission. */
     struct export *export; /* referenced */

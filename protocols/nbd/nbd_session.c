@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "block/export.h"
+#include "block/overlay.h"
 #include "common/log.h"
 #include "common/send_queue.h"
 #include "protocols/nbd/nbd_internal.h"
@@ -203,7 +204,8 @@ void nbd_session_payload_done(struct nbd_session *session, size_t n)
 
 bool nbd_session_wants_input(const struct nbd_session *session)
 {
-    if (session->status != NBD_SESSION_ACTIVE || session->input == NBD_INPUT_STOPPED)
+    if (session->status != NBD_SESSION_ACTIVE || session->input == NBD_INPUT_STOPPED ||
+        session->input == NBD_INPUT_ATTACHING)
         return false;
     if (session->input == NBD_INPUT_REQUEST_HEADER && session->staged == 0)
         return nbd_transmission_can_start(session);
@@ -268,6 +270,10 @@ void nbd_session_free(struct nbd_session *session)
     if (!session)
         return;
     nbd_transmission_abandon(session);
+    if (session->attaching) {
+        export_attach_cancel(session->attaching);
+        session->attaching = NULL;
+    }
     log_debug("nbd %s: closed with %u requests in flight", session->peer, session->inflight);
     session->detached = true;
     session->out = NULL;

@@ -22,7 +22,9 @@ void nbd_transmission_start(struct nbd_session *session, struct export *export)
     session->transmission_flags = nbd_export_transmission_flags(export, chunks);
     nbd_export_block_sizes(export, session->config.max_payload, sizes);
     session->max_payload = sizes[2];
-    session->allocation_context = session->meta_allocation && session->meta_export == export;
+    /* SET_META_CONTEXT named the export the client asked for: an overlay's base. */
+    const struct export *named = export->base ? export->base : export;
+    session->allocation_context = session->meta_allocation && session->meta_export == named;
     session->input = NBD_INPUT_REQUEST_HEADER;
     log_info("nbd %s: serving export '%s' (%s%s)", session->peer, export->config.name,
              session->extended ? "extended headers" : chunks ? "structured replies" : "simple replies",

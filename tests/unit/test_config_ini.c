@@ -430,6 +430,30 @@ Test(config_ini, l2_cache_size_is_for_qcow2)
                           "test.ini:4: [export a] l2_cache_size:", NULL);
 }
 
+Test(config_ini, overlay_modes)
+{
+    char *message = NULL;
+    const char *text = "[export a]\npath = /srv/golden.img\noverlay = persistent:/var/lib/luna/overlays\n"
+                       "[export b]\npath = /srv/golden.img\noverlay = ephemeral\n"
+                       "[export c]\npath = /srv/golden.img\noverlay = ephemeral:/scratch\n";
+    cr_assert_eq(lunad_config_load_string(text, "test.ini", &config, &message), 0, "%s", message);
+    cr_expect_eq(config.exports[0].overlay, EXPORT_OVERLAY_PERSISTENT);
+    cr_expect_str_eq(config.exports[0].overlay_dir, "/var/lib/luna/overlays");
+    cr_expect_eq(config.exports[1].overlay, EXPORT_OVERLAY_EPHEMERAL);
+    cr_expect_null(config.exports[1].overlay_dir);
+    cr_expect_str_eq(config.exports[2].overlay_dir, "/scratch");
+    lunad_config_clear(&config);
+    lunad_config_init(&config);
+    expect_error_contains("[export a]\npath = a\noverlay = persistent\n",
+                          "test.ini:3: [export a] overlay: persistent overlays need a directory", NULL);
+    expect_error_contains("[export a]\npath = a\noverlay = persistent:relative/dir\n",
+                          "test.ini:3: [export a] overlay: the overlay directory must be an absolute path", NULL);
+    expect_error_contains("[export a]\npath = a\noverlay = snapshot\n",
+                          "test.ini:3: [export a] overlay: unknown value 'snapshot'", NULL);
+    expect_error_contains("[export a]\npath = a\nreadonly = on\noverlay = ephemeral\n",
+                          "[export a] overlay: clients write to their overlays", NULL);
+}
+
 Test(config_ini, syntax_errors)
 {
     expect_error("[server]\nnbd_listen = :1\nthis line has no equals sign\n",
