@@ -55,6 +55,10 @@ int qcow2_file_write(struct qcow2 *q, uint64_t offset, const void *buffer, uint6
 {
     if (q->readonly)
         return -EROFS;
+    /* In the first cluster only header fields are ever rewritten (refcount table, autoclear). */
+    bool header_fields = offset >= 48 && offset + length <= QCOW2_V3_MIN_HEADER_LENGTH;
+    if (offset < q->cluster_size && !header_fields)
+        return qcow2_signal_corruption(q, "write over the image header", offset);
     qcow2_host_end_grow(q, offset + length);
     return file_transfer(q, BDEV_OP_WRITE, offset, (void *)buffer, length);
 }

@@ -156,6 +156,15 @@ int qcow2_file_flush(struct qcow2 *q);
 /* Mark the image corrupt (in memory: writes fail with -EIO from then on); returns -EIO. */
 int qcow2_signal_corruption(struct qcow2 *q, const char *what, uint64_t offset);
 
+/*
+ * Overlap checks (qcow2_overlap.c), lock held.  fixed: the header, L1
+ * table, refcount table and snapshot table (constant time, for every
+ * mapping); the full check adds every refcount block and L2 table (for
+ * allocation).
+ */
+bool qcow2_overlaps_fixed_metadata(const struct qcow2 *q, uint64_t offset, uint64_t length);
+bool qcow2_overlaps_metadata(const struct qcow2 *q, uint64_t offset, uint64_t length);
+
 /* Write back caches in order and flush the file: what FLUSH does.  Lock held. */
 int qcow2_flush_metadata(struct qcow2 *q);
 

@@ -38,9 +38,14 @@ static int unit_kind(struct qcow2 *q, uint64_t entry, uint64_t bitmap, unsigned 
 {
     if (qcow2_l2_entry_kind(&q->image.header, entry, bitmap, subcluster, kind) < 0)
         return qcow2_signal_corruption(q, "invalid L2 entry", entry);
-    if ((*kind == QCOW2_CLUSTER_NORMAL || *kind == QCOW2_CLUSTER_ZERO_ALLOC) &&
-        (entry & QCOW2_OFFSET_MASK & (q->cluster_size - 1)))
-        return qcow2_signal_corruption(q, "data cluster not aligned", entry & QCOW2_OFFSET_MASK);
+    if (*kind == QCOW2_CLUSTER_NORMAL || *kind == QCOW2_CLUSTER_ZERO_ALLOC) {
+        uint64_t host = entry & QCOW2_OFFSET_MASK;
+        if (host & (q->cluster_size - 1))
+            return qcow2_signal_corruption(q, "data cluster not aligned", host);
+        /* Guest data over the header or a table would be read as data and, worse, written. */
+        if (qcow2_overlaps_fixed_metadata(q, host, q->cluster_size))
+            return qcow2_signal_corruption(q, "data cluster overlaps metadata", host);
+    }
     return 0;
 }
 

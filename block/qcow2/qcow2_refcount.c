@@ -124,6 +124,8 @@ static int create_block(struct qcow2 *q, uint64_t slot, uint64_t reserved_start,
     if (!inside && (rc = find_free(q, 1, reserved_end, &place)) < 0)
         return rc;
 
+    if (qcow2_overlaps_metadata(q, place * q->cluster_size, q->cluster_size))
+        return qcow2_signal_corruption(q, "a cluster counted as free holds metadata", place * q->cluster_size);
     qcow2_host_end_grow(q, (place + 1) * q->cluster_size);
     uint8_t *block;
     rc = qcow2_cache_get(&q->refcount_cache, slot, place * q->cluster_size, true, &block);
@@ -235,6 +237,9 @@ int qcow2_alloc_clusters(struct qcow2 *q, uint64_t count, uint64_t *offset)
         return rc;
     if ((rc = ensure_blocks(q, first, count)) < 0)
         return rc;
+    /* Free by the refcounts, yet holding metadata: the refcounts lie. */
+    if (qcow2_overlaps_metadata(q, first * q->cluster_size, count * q->cluster_size))
+        return qcow2_signal_corruption(q, "a cluster counted as free holds metadata", first * q->cluster_size);
     /* Making blocks may have taken clusters of the run: search again from there. */
     for (uint64_t i = first; i < first + count; i++) {
         uint64_t refcount;
@@ -302,6 +307,8 @@ static int grow_table(struct qcow2 *q, uint64_t min_entries, uint64_t reserved_e
         blocks = needed;
     }
     uint64_t area_end = area + table_clusters + blocks;
+    if (qcow2_overlaps_metadata(q, area * q->cluster_size, (area_end - area) * q->cluster_size))
+        return qcow2_signal_corruption(q, "metadata lies past the end of the image", area * q->cluster_size);
     if (area_end / q->refcount_block_entries >= entries)
         return -EFBIG;
 

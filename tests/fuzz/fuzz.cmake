@@ -17,6 +17,15 @@ add_test(NAME unit.fuzz_nbd_session_replay
     ${luna_fuzz_dir}/corpus/nbd_session ${luna_fuzz_dir}/regressions/nbd_session)
 set_tests_properties(unit.fuzz_nbd_session_replay PROPERTIES LABELS unit TIMEOUT 300)
 
+add_executable(fuzz_qcow2_open_replay ${luna_fuzz_dir}/fuzz_qcow2_open.c ${luna_fuzz_dir}/replay_main.c)
+target_link_libraries(fuzz_qcow2_open_replay PRIVATE luna_block)
+set_target_properties(fuzz_qcow2_open_replay PROPERTIES
+  RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+add_test(NAME unit.fuzz_qcow2_open_replay
+  COMMAND fuzz_qcow2_open_replay
+    ${luna_fuzz_dir}/corpus/qcow2_open ${luna_fuzz_dir}/regressions/qcow2_open)
+set_tests_properties(unit.fuzz_qcow2_open_replay PROPERTIES LABELS unit TIMEOUT 300)
+
 if(LUNA_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "LUNA_FUZZ needs clang: configure with -DCMAKE_C_COMPILER=clang")
@@ -42,4 +51,10 @@ if(LUNA_FUZZ)
   target_link_options(fuzz_nbd_session PRIVATE -fsanitize=fuzzer,address,undefined)
   target_link_libraries(fuzz_nbd_session PRIVATE luna_nbd)
   set_target_properties(fuzz_nbd_session PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
+
+  add_executable(fuzz_qcow2_open ${luna_fuzz_dir}/fuzz_qcow2_open.c)
+  target_compile_options(fuzz_qcow2_open PRIVATE -fsanitize=fuzzer ${luna_fuzz_sanitizers})
+  target_link_options(fuzz_qcow2_open PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_qcow2_open PRIVATE luna_block)
+  set_target_properties(fuzz_qcow2_open PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
 endif()

@@ -1,0 +1,4 @@
+# qcow2: the on-disk format (pure functions: no I/O, no threads).
+luna_unit_test(test_qcow2_format
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qcow2_format.c
+  LIBS luna_block)
