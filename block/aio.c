@@ -34,10 +34,14 @@ struct aio_context {
     struct ev_loop *loop;
     uint64_t pending;
 
-    /* Owning-thread work for a later iteration; ev_idle keeps the loop from blocking. */
+    /*
+     * Owning-thread work for later: run by the early prepare watcher before the
+     * loop blocks; ev_idle keeps the loop from blocking while some is left.
+     */
     struct bdev_io *deferred_head, *deferred_tail;
     struct deferred_call *calls_head, *calls_tail;
     ev_idle kick;
+    bool ran_this_pass; /* run_due ran the lists this iteration; kick_cb skips once */
 
     /* Handed over by other threads. */
     pthread_mutex_t remote_lock;
@@ -146,6 +150,11 @@ static void kick_cb(struct ev_loop *loop, ev_idle *watcher, int revents)
 {
     (void)revents;
     struct aio_context *ctx = watcher->data;
+    if (ctx->ran_this_pass) {
+        /* The prepare watcher ran this iteration's share: leave the rest for the next one. */
+        ctx->ran_this_pass = false;
+        return;
+    }
     run_deferred(ctx);
     if (!ctx->deferred_head && !ctx->calls_head && !ctx->submit_retry)
         ev_idle_stop(loop, watcher);
@@ -331,11 +340,28 @@ static void submit_and_reap(struct aio_context *ctx)
         uring_reap(ctx);
 }
 
+/*
+ * Requests finished during this pass (answers known inside bdev_submit,
+ * such as block status of a file without holes) complete now, before the
+ * reply flush, rather than after another trip through poll.
+ */
+static void run_due(struct aio_context *ctx)
+{
+    if (!ctx->deferred_head && !ctx->calls_head)
+        return;
+    run_deferred(ctx);
+    /* What those callbacks deferred waits for the next iteration. */
+    ctx->ran_this_pass = ctx->deferred_head || ctx->calls_head;
+    if (!ctx->ran_this_pass && !ctx->submit_retry)
+        ev_idle_stop(ctx->loop, &ctx->kick); /* or the loop would poll once more without blocking */
+}
+
 static void submit_early_cb(struct ev_loop *loop, ev_prepare *watcher, int revents)
 {
     (void)loop;
     (void)revents;
     struct aio_context *ctx = watcher->data;
+    run_due(ctx);
     if (ctx->uring_state == URING_READY)
         submit_and_reap(ctx);
 }

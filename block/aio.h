@@ -65,8 +65,9 @@ void aio_context_get_stats(const struct aio_context *ctx, struct aio_context_sta
  */
 
 /*
- * Run fn(arg) on the loop's thread in a later iteration (same thread only).
- * Returns 0 or -ENOMEM.
+ * Run fn(arg) on the loop's thread later (same thread only): before the
+ * loop next blocks, never inside the caller.  What a deferred call defers
+ * runs in the next iteration.  Returns 0 or -ENOMEM.
  */
 int aio_context_defer(struct aio_context *ctx, void (*fn)(void *arg), void *arg);
 

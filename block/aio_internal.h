@@ -30,7 +30,11 @@ void aio_request_started(struct bdev_io *io);
  */
 void aio_request_finish(struct bdev_io *io, int result);
 
-/* End io with result in a later loop iteration (owning thread). */
+/*
+ * End io with result later (owning thread): before the loop next blocks,
+ * in the prepare phase that precedes the server's reply flush, so an answer
+ * known inside bdev_submit still goes out in this loop pass.
+ */
 void aio_context_complete(struct aio_context *ctx, struct bdev_io *io, int result);
 
 /* End io with result on the owning thread of io->ctx, from any thread. */

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "block/export.h"
@@ -20,6 +22,14 @@ enum {
     INPUT_BUFFER_SIZE = 16 * 1024,
     /* Reads per readiness event before yielding to other connections. */
     READS_PER_EVENT = 16,
+    /*
+     * While more than this much of a WRITE payload is still to come, ask
+     * the kernel (SO_RCVLOWAT) to report the socket readable only once all
+     * of it (or as much as the receive buffer takes) has arrived, so that
+     * a 1 MiB payload costs one wake-up and one read rather than one per
+     * burst of segments.  Smaller remainders are not worth two setsockopts.
+     */
+    PAYLOAD_LOWAT_MIN = 64 * 1024,
 };
 
 /*
@@ -41,6 +51,8 @@ struct nbd_connection {
     struct nbd_session *session;
     struct send_queue *out;
     bool input_eof;
+    bool lowat_broken;   /* raising SO_RCVLOWAT failed once: do without */
+    int lowat;           /* the socket's SO_RCVLOWAT as last set (1: the default) */
     char peer[64];
     size_t in_start, in_end;
     uint8_t in[INPUT_BUFFER_SIZE];
@@ -122,6 +134,67 @@ static bool wants_to_read(struct nbd_connection *conn)
     }
 }
 
+/*
+ * Set the socket's receive low-water mark to lowat bytes (1 restores the
+ * default).  Raising it is only an optimisation: if that fails, carry on
+ * without (the mark stays lower, which is always safe).  Failing to lower
+ * it would leave requests unreported by epoll: false then, and the caller
+ * closes the connection.
+ */
+static bool set_lowat(struct nbd_connection *conn, int lowat)
+{
+    if (conn->lowat == lowat || (conn->lowat_broken && lowat > conn->lowat))
+        return true;
+    if (setsockopt(conn->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0) {
+        if (lowat < conn->lowat) {
+            log_warn("%s: cannot lower SO_RCVLOWAT: %s; closing", conn->peer, strerror(errno));
+            return false;
+        }
+        log_debug("%s: SO_RCVLOWAT: %s", conn->peer, strerror(errno));
+        conn->lowat_broken = true;
+        return true;
+    }
+    conn->lowat = lowat;
+    return true;
+}
+
+/*
+ * The low-water mark the connection wants now: the rest of a large
+ * payload, else the default.  The kernel caps it (half the largest receive
+ * buffer) and still reports the socket readable when its receive window
+ * closes, so a mark larger than what can arrive never stalls the sender.
+ */
+static int wanted_lowat(struct nbd_connection *conn)
+{
+    struct iovec target;
+    if (conn->input_eof || nbd_session_status(conn->session) != NBD_SESSION_ACTIVE ||
+        !nbd_session_payload(conn->session, &target) || target.iov_len <= PAYLOAD_LOWAT_MIN)
+        return 1;
+    size_t buffered = conn->in_end - conn->in_start;
+    size_t missing = target.iov_len > buffered ? target.iov_len - buffered : 0;
+    if (missing <= PAYLOAD_LOWAT_MIN)
+        return 1;
+    return missing > INT32_MAX ? INT32_MAX : (int)missing;
+}
+
+/*
+ * Read the rest of a payload straight into its buffer, and whatever
+ * follows it (the next request headers) into the empty input buffer in the
+ * same call.
+ */
+static ssize_t read_payload(struct nbd_connection *conn, const struct iovec *target, size_t *requested)
+{
+    struct iovec iov[2] = {*target, {.iov_base = conn->in, .iov_len = sizeof(conn->in)}};
+    *requested = target->iov_len + sizeof(conn->in);
+    ssize_t n = readv(conn->fd, iov, 2);
+    if (n <= 0)
+        return n;
+    size_t to_payload = (size_t)n < target->iov_len ? (size_t)n : target->iov_len;
+    nbd_session_payload_done(conn->session, to_payload);
+    conn->in_end = (size_t)n - to_payload;
+    return n;
+}
+
 /* One read from the socket into the input buffer or straight into a payload. */
 static ssize_t read_some(struct nbd_connection *conn, size_t *requested)
 {
@@ -132,13 +205,8 @@ static ssize_t read_some(struct nbd_connection *conn, size_t *requested)
     }
     if (conn->in_start == conn->in_end) {
         conn->in_start = conn->in_end = 0;
-        if (nbd_session_payload(conn->session, &target)) {
-            *requested = target.iov_len;
-            ssize_t n = read(conn->fd, target.iov_base, target.iov_len);
-            if (n > 0)
-                nbd_session_payload_done(conn->session, (size_t)n);
-            return n;
-        }
+        if (nbd_session_payload(conn->session, &target))
+            return read_payload(conn, &target, requested);
     } else if (conn->in_end == INPUT_BUFFER_SIZE) {
         if (conn->in_start == 0)
             return -2; /* full of bytes the session refuses: cannot progress */
@@ -238,10 +306,15 @@ static void connection_update(struct nbd_connection *conn)
     else
         ev_io_start(conn->loop, &conn->write_watcher);
 
-    if (wants_to_read(conn))
+    if (wants_to_read(conn)) {
+        if (!set_lowat(conn, wanted_lowat(conn))) {
+            connection_close(conn);
+            return;
+        }
         ev_io_start(conn->loop, &conn->read_watcher);
-    else
+    } else {
         ev_io_stop(conn->loop, &conn->read_watcher);
+    }
 
     enum nbd_session_status status = nbd_session_status(conn->session);
     bool finished = status == NBD_SESSION_CLOSED ||
@@ -303,6 +376,7 @@ int nbd_connection_start(struct worker *worker, int fd, const char *peer)
     conn->worker = worker;
     conn->loop = worker_loop(worker);
     conn->fd = fd;
+    conn->lowat = 1;
     snprintf(conn->peer, sizeof(conn->peer), "%s", peer);
     conn->link.shutdown = link_shutdown;
     conn->link.abort = link_abort;

@@ -90,6 +90,38 @@ Test(aio, complete_defers_and_counts_pending)
     cr_assert_eq(aio_context_pending(t.ctx), 0);
 }
 
+static int completions_seen_by_flush = -1;
+static void flush_like_cb(struct ev_loop *loop, ev_prepare *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    completions_seen_by_flush = ((struct counted *)watcher->data)->completions;
+}
+
+/*
+ * An answer known inside bdev_submit (aio_context_complete) must reach the
+ * server's reply flush, a default-priority prepare watcher, in the same loop
+ * pass: completing it only after poll would cost every such request a
+ * second trip through the loop.
+ */
+Test(aio, complete_runs_before_the_reply_flush_of_the_same_pass)
+{
+    struct counted c = {.io = {.ctx = t.ctx, .complete = counted_complete}};
+    ev_prepare flush;
+    ev_prepare_init(&flush, flush_like_cb);
+    flush.data = &c;
+    ev_prepare_start(t.loop, &flush);
+    completions_seen_by_flush = -1;
+    aio_request_started(&c.io);
+    aio_context_complete(t.ctx, &c.io, 0);
+    cr_assert_eq(c.completions, 0, "completed inside the caller");
+    ev_run(t.loop, EVRUN_NOWAIT);
+    ev_prepare_stop(t.loop, &flush);
+    cr_assert_eq(completions_seen_by_flush, 1, "the flush ran before the completion");
+    cr_assert_eq(c.completions, 1);
+    cr_assert_eq(aio_context_pending(t.ctx), 0);
+}
+
 static void *complete_later(void *arg)
 {
     usleep(20000); /* the loop is blocked by now */
