@@ -65,16 +65,6 @@ static int read_exact(int fd, void *buffer, size_t length, uint64_t offset)
     return (size_t)n == length ? 0 : -EINVAL;
 }
 
-static char *copy_text(const uint8_t *data, size_t length)
-{
-    char *text = malloc(length + 1);
-    if (text) {
-        memcpy(text, data, length);
-        text[length] = '\0';
-    }
-    return text;
-}
-
 /* The snapshot table (qcow2.txt, "Snapshots"): entries padded to 8 bytes. */
 static int read_snapshots(int fd, struct image_info *info, uint64_t file_size, char **message)
 {
@@ -113,8 +103,8 @@ static int read_snapshots(int fd, struct image_info *info, uint64_t file_size, c
             s->vm_state_size = qcow2_be64(rest);
         if (extra_length >= 24)
             s->icount = qcow2_be64(rest + 16);
-        s->id = copy_text(rest + extra_length, id_length);
-        s->name = copy_text(rest + extra_length + id_length, name_length);
+        s->id = strndup((const char *)rest + extra_length, id_length);
+        s->name = strndup((const char *)rest + extra_length + id_length, name_length);
         free(rest);
         if (!s->id || !s->name)
             return -ENOMEM;

@@ -160,16 +160,6 @@ size_t qcow2_image_header_bytes(const struct qcow2_header *header)
     return bytes;
 }
 
-static char *copy_string(const uint8_t *data, size_t length)
-{
-    char *s = malloc(length + 1);
-    if (s) {
-        memcpy(s, data, length);
-        s[length] = '\0';
-    }
-    return s;
-}
-
 /* A string extension or name must not contain NUL: it would silently truncate the name. */
 static bool has_nul(const uint8_t *data, size_t length) { return memchr(data, 0, length) != NULL; }
 
@@ -242,7 +232,7 @@ static int decode_extensions(struct qcow2_image_header *image, const uint8_t *bu
                 return -EINVAL;
             }
             seen_backing_format = true;
-            image->backing_format = copy_string(data, length);
+            image->backing_format = strndup((const char *)data, length);
             rc = image->backing_format ? 0 : -ENOMEM;
             break;
         case QCOW2_EXT_FEATURE_TABLE:
@@ -259,7 +249,7 @@ static int decode_extensions(struct qcow2_image_header *image, const uint8_t *bu
                 return -EINVAL;
             }
             seen_data_file = true;
-            image->data_file = copy_string(data, length);
+            image->data_file = strndup((const char *)data, length);
             rc = image->data_file ? 0 : -ENOMEM;
             break;
         default:
@@ -297,7 +287,7 @@ int qcow2_image_header_decode(const uint8_t *buffer, size_t length, uint64_t fil
         if (has_nul(name, h->backing_file_size)) {
             error_message_set(error_message, 0, "backing file name contains a NUL byte");
             rc = -EINVAL;
-        } else if (!(out->backing_file = copy_string(name, h->backing_file_size))) {
+        } else if (!(out->backing_file = strndup((const char *)name, h->backing_file_size))) {
             error_message_set(error_message, 0, "out of memory");
             rc = -ENOMEM;
         }
