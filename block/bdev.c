@@ -107,9 +107,17 @@ static bool iov_length_matches(const struct bdev_io *io)
 /* 0 to hand io to the driver, 1 when done here with io->result set, or -errno. */
 static int check_request(struct bdev *bdev, struct bdev_io *io)
 {
-    const uint32_t known_flags = BDEV_FUA | BDEV_MAY_UNMAP | BDEV_FAST_ONLY;
+    const uint32_t known_flags = BDEV_FUA | BDEV_MAY_UNMAP | BDEV_FAST_ONLY | BDEV_COMPRESS;
     if (io->flags & ~known_flags)
         return -EINVAL;
+    if (io->flags & BDEV_COMPRESS) {
+        if (io->op != BDEV_OP_WRITE)
+            return -EINVAL;
+        /* Without the capability the driver ignores the flag: an ordinary write. */
+        if ((bdev->caps & BDEV_CAP_COMPRESS) &&
+            (io->offset % bdev->limits.compress_unit || io->length % bdev->limits.compress_unit))
+            return -EINVAL;
+    }
 
     switch (io->op) {
     case BDEV_OP_READ:

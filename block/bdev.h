@@ -51,6 +51,13 @@ enum bdev_op {
 #define BDEV_FUA (1u << 0)       /* write, write_zeroes, discard: stable on completion */
 #define BDEV_MAY_UNMAP (1u << 1) /* write_zeroes: may deallocate the range */
 #define BDEV_FAST_ONLY (1u << 2) /* write_zeroes: -ENOTSUP unless cheaper than writing */
+/*
+ * write: store the data compressed, if the bdev has BDEV_CAP_COMPRESS (it
+ * is ignored otherwise).  The range must be whole units of
+ * limits.compress_unit (qcow2: clusters), else -EINVAL.  For image tools
+ * (luna-img convert -c); a unit that does not shrink is stored as is.
+ */
+#define BDEV_COMPRESS (1u << 3)
 
 /* Extent flags (same meaning and values as NBD base:allocation). */
 #define BDEV_EXTENT_HOLE (1u << 0) /* not allocated */
@@ -95,6 +102,7 @@ struct bdev_io {
 #define BDEV_CAP_FLUSH (1u << 6)          /* has a volatile cache: flush matters */
 #define BDEV_CAP_FUA (1u << 7)            /* BDEV_FUA cheaper than write + flush */
 #define BDEV_CAP_ZERO_INIT (1u << 8)      /* unwritten areas read as zeroes */
+#define BDEV_CAP_COMPRESS (1u << 9)       /* BDEV_COMPRESS writes are stored compressed */
 
 struct bdev_limits {
     uint32_t request_alignment;   /* smallest I/O unit the driver handles natively (power of 2) */
@@ -103,6 +111,7 @@ struct bdev_limits {
     uint32_t optimal_io_size;     /* 0 when unknown */
     uint32_t max_transfer;        /* largest read/write length accepted, bytes */
     uint64_t max_discard;         /* largest discard/write_zeroes length, bytes */
+    uint32_t compress_unit;       /* BDEV_CAP_COMPRESS: BDEV_COMPRESS writes cover whole units of this */
 };
 
 struct bdev_ops {

@@ -125,7 +125,7 @@ static int submit_mapped(struct qcow2 *q, struct qcow2_request *req)
 {
     struct bdev_io *io = req->io;
     bool write = io->op == BDEV_OP_WRITE;
-    if ((io->op != BDEV_OP_READ && !write) || (io->flags & BDEV_FUA))
+    if ((io->op != BDEV_OP_READ && !write) || (io->flags & (BDEV_FUA | BDEV_COMPRESS)))
         return 0;
     if (pthread_mutex_trylock(&q->lock) != 0)
         return 0;
@@ -503,6 +503,8 @@ static void set_bdev_properties(struct qcow2 *q, const struct bdev_options *opti
     bdev->caps = BDEV_CAP_WRITE_ZEROES | BDEV_CAP_BLOCK_STATUS | (q->file->caps & BDEV_CAP_FLUSH);
     if (q->readonly)
         bdev->caps |= BDEV_CAP_READ_ONLY;
+    else
+        bdev->caps |= BDEV_CAP_COMPRESS;
     bool zero_flag = h->version >= 3;
     if (zero_flag)
         bdev->caps |= BDEV_CAP_FAST_ZERO;
@@ -517,6 +519,7 @@ static void set_bdev_properties(struct qcow2 *q, const struct bdev_options *opti
         .optimal_io_size = (uint32_t)q->cluster_size,
         .max_transfer = MAX_TRANSFER,
         .max_discard = 1ull << 30,
+        .compress_unit = (uint32_t)q->cluster_size,
     };
 }
 

@@ -123,6 +123,7 @@ struct qcow2 {
     struct qcow2_cache refcount_cache;
 
     uint64_t free_cluster_hint; /* no free cluster below this index */
+    uint64_t compressed_tail;   /* next free byte after compressed data in a shared cluster; 0: none */
     uint64_t host_end;          /* bytes: every allocated cluster lies below */
     struct qcow2_busy_cluster *busy;
 
@@ -175,6 +176,12 @@ int qcow2_refcount_get(struct qcow2 *q, uint64_t cluster_index, uint64_t *refcou
 int qcow2_refcount_update(struct qcow2 *q, uint64_t offset, uint64_t count, int64_t delta);
 /* Allocate count contiguous clusters (refcount 1 each); *offset receives the first. */
 int qcow2_alloc_clusters(struct qcow2 *q, uint64_t count, uint64_t *offset);
+/*
+ * Room for length bytes (less than a cluster) of compressed data, packed
+ * after the previous compressed data when it fits in the same host cluster
+ * (whose refcount then counts one more user), else at a new cluster.
+ */
+int qcow2_alloc_bytes(struct qcow2 *q, uint64_t length, uint64_t *offset);
 /*
  * Drop one reference to each of count clusters from offset, after the
  * caller cleared the L2/L1 entries that used them: waits for data

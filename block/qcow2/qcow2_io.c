@@ -158,6 +158,9 @@ static int read_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov,
 
 /* ---- writing ---- */
 
+static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov, int iovcnt, uint64_t length,
+                       uint32_t flags);
+
 /* Subclusters [first, last] of a cluster as a bitmap mask. */
 static uint32_t subcluster_mask(unsigned first, unsigned last)
 {
@@ -279,8 +282,69 @@ fail:
     return rc;
 }
 
-static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov, int iovcnt, uint64_t length)
+/*
+ * One whole guest cluster, stored compressed (packed with other compressed
+ * data) when it shrinks, else written as usual.
+ */
+static int write_compressed_cluster(struct qcow2 *q, uint64_t offset, const struct iovec *iov, int iovcnt)
 {
+    uint8_t *cluster = malloc(q->cluster_size), *compressed = malloc(q->cluster_size);
+    int rc = cluster && compressed ? 0 : -ENOMEM;
+    size_t compressed_length = 0;
+    if (rc == 0) {
+        uint64_t copied = 0;
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy(cluster + copied, iov[i].iov_base, iov[i].iov_len);
+            copied += iov[i].iov_len;
+        }
+        rc = qcow2_compress(q->image.header.compression_type, cluster, q->cluster_size, compressed,
+                            q->cluster_size - 1, &compressed_length);
+    }
+    if (rc == -ENOSPC) {
+        /* Incompressible: an ordinary cluster. */
+        free(cluster);
+        free(compressed);
+        return write_guest(q, offset, iov, iovcnt, q->cluster_size, 0);
+    }
+    if (rc < 0)
+        goto out;
+
+    uint64_t guest_cluster = offset >> q->cluster_bits, entry, bitmap, host = 0;
+    struct qcow2_busy_cluster mark;
+    pthread_mutex_lock(&q->lock);
+    qcow2_busy_acquire(q, guest_cluster, 1, &mark);
+    rc = q->corrupt ? -EIO : qcow2_l2_entry_get(q, guest_cluster, true, &entry, &bitmap);
+    if (rc == 0)
+        rc = qcow2_alloc_bytes(q, compressed_length, &host);
+    pthread_mutex_unlock(&q->lock);
+    if (rc == 0)
+        rc = bdev_pwrite(q->file, compressed, compressed_length, host, 0);
+    pthread_mutex_lock(&q->lock);
+    if (rc == 0)
+        rc = qcow2_l2_entry_set(q, guest_cluster, qcow2_compressed_entry(&q->image.header, host, compressed_length), 0);
+    if (rc == 0 && ((entry & QCOW2_OFFSET_MASK) || (entry & QCOW2_OFLAG_COMPRESSED)))
+        rc = qcow2_free_l2_entry_target(q, entry);
+    qcow2_busy_release(q, 1, &mark);
+    pthread_mutex_unlock(&q->lock);
+out:
+    free(cluster);
+    free(compressed);
+    return rc;
+}
+
+static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov, int iovcnt, uint64_t length,
+                       uint32_t flags)
+{
+    if (flags & BDEV_COMPRESS) {
+        struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
+        int rc = part ? 0 : -ENOMEM;
+        for (uint64_t done = 0; rc == 0 && done < length; done += q->cluster_size) {
+            int count = iov_slice(iov, iovcnt, done, q->cluster_size, part);
+            rc = write_compressed_cluster(q, offset + done, part, count);
+        }
+        free(part);
+        return rc;
+    }
     struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
     if (!part)
         return -ENOMEM;
@@ -337,7 +401,7 @@ static int write_zero_buffer(struct qcow2 *q, uint64_t offset, uint64_t length)
     for (uint64_t done = 0; rc == 0 && done < length;) {
         uint64_t chunk = length - done < q->cluster_size ? length - done : q->cluster_size;
         struct iovec v = {zeroes, chunk};
-        rc = write_guest(q, offset + done, &v, 1, chunk);
+        rc = write_guest(q, offset + done, &v, 1, chunk, 0);
         done += chunk;
     }
     free(zeroes);
@@ -510,7 +574,7 @@ int qcow2_blocking(struct bdev *bdev, struct bdev_io *io)
     case BDEV_OP_READ:
         return read_guest(q, io->offset, io->iov, io->iovcnt, io->length);
     case BDEV_OP_WRITE:
-        rc = write_guest(q, io->offset, io->iov, io->iovcnt, io->length);
+        rc = write_guest(q, io->offset, io->iov, io->iovcnt, io->length, io->flags);
         break;
     case BDEV_OP_FLUSH:
         return flush(q);

@@ -199,6 +199,9 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t offset, uint64_t count, int6
         qcow2_cache_mark_dirty(&q->refcount_cache, slot);
         if (value == 0 && i < q->free_cluster_hint)
             q->free_cluster_hint = i;
+        /* A freed cluster takes no more compressed data: someone else may get it. */
+        if (value == 0 && q->compressed_tail / q->cluster_size == i)
+            q->compressed_tail = 0;
     }
     return 0;
 }
@@ -254,6 +257,23 @@ int qcow2_alloc_clusters(struct qcow2 *q, uint64_t count, uint64_t *offset)
         q->free_cluster_hint = first + count;
     qcow2_host_end_grow(q, (first + count) * q->cluster_size);
     *offset = first * q->cluster_size;
+    return 0;
+}
+
+int qcow2_alloc_bytes(struct qcow2 *q, uint64_t length, uint64_t *offset)
+{
+    uint64_t tail = q->compressed_tail;
+    uint64_t in_cluster = tail & (q->cluster_size - 1);
+    int rc;
+    /* The shared cluster's refcount counts the compressed clusters in it (while it can). */
+    rc = tail && in_cluster && in_cluster + length <= q->cluster_size
+             ? qcow2_refcount_update(q, tail & ~(q->cluster_size - 1), 1, 1)
+             : -ERANGE;
+    if (rc == 0)
+        *offset = tail;
+    else if (rc != -ERANGE || (rc = qcow2_alloc_clusters(q, 1, offset)) < 0)
+        return rc;
+    q->compressed_tail = *offset + length;
     return 0;
 }
 

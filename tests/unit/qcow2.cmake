@@ -2,3 +2,6 @@
 luna_unit_test(test_qcow2_format
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qcow2_format.c
   LIBS luna_block)
+luna_unit_test(test_qcow2_compress
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_qcow2_compress.c
+  LIBS luna_block)
