@@ -118,12 +118,45 @@ static void child_done(struct bdev_io *child)
 }
 
 /*
+ * Block status from cached L2 tables, on the loop thread: NBD asks before
+ * every large read.  1 when answered, 0 when the pool must (a table not
+ * cached, or a first extent that shows the backing file through).
+ */
+static int block_status_mapped(struct qcow2 *q, struct bdev_io *io)
+{
+    if (pthread_mutex_trylock(&q->lock) != 0)
+        return 0;
+    uint64_t position = io->offset, end = io->offset + io->length;
+    uint32_t count = 0;
+    while (position < end && count < io->max_extents) {
+        struct qcow2_mapping m;
+        if (qcow2_map(q, position, end - position, true, &m) < 0 ||
+            (m.kind == QCOW2_CLUSTER_UNALLOCATED && q->backing))
+            break; /* a prefix is a complete answer */
+        qcow2_extent_add(io, &count, m.length, qcow2_extent_flags(m.kind));
+        position += m.length;
+    }
+    pthread_mutex_unlock(&q->lock);
+    if (count == 0)
+        return 0;
+    io->nr_extents = count;
+    aio_context_complete(io->ctx, io, 0);
+    return 1;
+}
+
+/*
  * Try to serve io from the loop thread: 1 when it is under way (or done),
  * 0 when the pool must take it.  Never waits for the lock.
  */
 static int submit_mapped(struct qcow2 *q, struct qcow2_request *req)
 {
     struct bdev_io *io = req->io;
+    if (io->op == BDEV_OP_BLOCK_STATUS) {
+        if (!block_status_mapped(q, io))
+            return 0;
+        aio_record_put(io->ctx, req);
+        return 1;
+    }
     bool write = io->op == BDEV_OP_WRITE;
     if ((io->op != BDEV_OP_READ && !write) || (io->flags & (BDEV_FUA | BDEV_COMPRESS)))
         return 0;

@@ -235,6 +235,31 @@ void qcow2_quiesce_data_io(struct qcow2 *q);
 
 /* ---- guest I/O, blocking (qcow2_io.c); pool threads and tools ---- */
 
+/* The block-status flags of a mapping kind (unallocated: as if there were no backing file). */
+static inline uint32_t qcow2_extent_flags(enum qcow2_cluster_kind kind)
+{
+    switch (kind) {
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        return BDEV_EXTENT_ZERO;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_UNALLOCATED:
+        return BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
+    case QCOW2_CLUSTER_NORMAL:
+    case QCOW2_CLUSTER_COMPRESSED:
+        break;
+    }
+    return 0;
+}
+
+/* Append an extent to io's, merging with the last one when the flags match. */
+static inline void qcow2_extent_add(struct bdev_io *io, uint32_t *count, uint64_t length, uint32_t flags)
+{
+    if (*count > 0 && io->extents[*count - 1].flags == flags)
+        io->extents[*count - 1].length += length;
+    else
+        io->extents[(*count)++] = (struct bdev_extent){.length = length, .flags = flags};
+}
+
 int qcow2_blocking(struct bdev *bdev, struct bdev_io *io);
 
 /* ---- compressed clusters (qcow2_compress.c) ---- */

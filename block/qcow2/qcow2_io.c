@@ -509,20 +509,9 @@ static int block_status(struct qcow2 *q, struct bdev_io *io)
         pthread_mutex_unlock(&q->lock);
         if (rc < 0)
             return rc;
-        uint32_t flags = 0;
+        uint32_t flags = qcow2_extent_flags(m.kind);
         uint64_t length = m.length;
-        switch (m.kind) {
-        case QCOW2_CLUSTER_NORMAL:
-        case QCOW2_CLUSTER_COMPRESSED:
-            break;
-        case QCOW2_CLUSTER_ZERO_ALLOC:
-            flags = BDEV_EXTENT_ZERO;
-            break;
-        case QCOW2_CLUSTER_ZERO_PLAIN:
-            flags = BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
-            break;
-        case QCOW2_CLUSTER_UNALLOCATED:
-            flags = BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO;
+        if (m.kind == QCOW2_CLUSTER_UNALLOCATED) {
             if (q->backing && position < q->backing->size) {
                 /* What the backing file holds shows through. */
                 struct bdev_extent extent;
@@ -534,12 +523,8 @@ static int block_status(struct qcow2 *q, struct bdev_io *io)
                 length = extent.length;
                 flags = extent.flags;
             }
-            break;
         }
-        if (count > 0 && io->extents[count - 1].flags == flags)
-            io->extents[count - 1].length += length;
-        else
-            io->extents[count++] = (struct bdev_extent){.length = length, .flags = flags};
+        qcow2_extent_add(io, &count, length, flags);
         position += length;
     }
     io->nr_extents = count;
