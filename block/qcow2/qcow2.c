@@ -144,6 +144,146 @@ static int block_status_mapped(struct qcow2 *q, struct bdev_io *io)
     return 1;
 }
 
+/* Most pieces a request is split into on the loop thread; more go to the pool. */
+#define FAST_SEGMENTS_MAX 32
+
+/* A stretch of a request: to a bdev (the image file or the backing file) or, target NULL, zeroes. */
+struct fast_segment {
+    struct bdev *target;
+    uint64_t target_offset;
+    uint64_t length;
+};
+
+/*
+ * Map all of io from cached L2 tables (lock held).  Returns the number of
+ * segments, or 0 when some part needs the pool: a table not cached, a
+ * compressed cluster, a write that allocates or copies, a read reaching
+ * past the backing file, or too many pieces.
+ */
+static int plan_segments(struct qcow2 *q, const struct bdev_io *io, struct fast_segment *segments)
+{
+    bool write = io->op == BDEV_OP_WRITE;
+    uint64_t position = io->offset, end = io->offset + io->length;
+    int count = 0;
+    while (position < end) {
+        struct qcow2_mapping m;
+        if (qcow2_map(q, position, end - position, true, &m) < 0)
+            return 0;
+        struct fast_segment segment = {.length = m.length};
+        if (m.kind == QCOW2_CLUSTER_NORMAL && (!write || m.copied)) {
+            segment.target = q->file;
+            segment.target_offset = m.host_offset;
+        } else if (write || m.kind == QCOW2_CLUSTER_COMPRESSED || m.kind == QCOW2_CLUSTER_NORMAL) {
+            return 0;
+        } else if (m.kind == QCOW2_CLUSTER_UNALLOCATED && q->backing) {
+            if (position + m.length > q->backing->size)
+                return 0;
+            segment.target = q->backing;
+            segment.target_offset = position;
+        }
+        struct fast_segment *last = count ? &segments[count - 1] : NULL;
+        if (last && last->target == segment.target &&
+            (!segment.target || last->target_offset + last->length == segment.target_offset)) {
+            last->length += segment.length;
+        } else {
+            if (count == FAST_SEGMENTS_MAX)
+                return 0;
+            segments[count++] = segment;
+        }
+        position += m.length;
+    }
+    return count;
+}
+
+/* A request split into several child requests; freed when the last completes. */
+struct fast_split {
+    struct bdev_io *io;
+    struct qcow2 *q;
+    unsigned epoch;
+    unsigned pending;
+    int result;
+    struct bdev_io children[FAST_SEGMENTS_MAX];
+    struct iovec iov[]; /* the children's slices of io->iov */
+};
+
+static void split_child_done(struct bdev_io *child)
+{
+    struct fast_split *split = child->opaque;
+    if (child->result < 0 && split->result == 0)
+        split->result = child->result;
+    if (--split->pending > 0)
+        return;
+    struct bdev_io *io = split->io;
+    int result = split->result;
+    qcow2_data_io_end(split->q, split->epoch);
+    free(split);
+    aio_request_finish(io, result);
+}
+
+static void zero_slices(const struct iovec *iov, int count)
+{
+    for (int i = 0; i < count; i++)
+        memset(iov[i].iov_base, 0, iov[i].iov_len);
+}
+
+/* Issue the planned segments (lock held on entry, released here).  1, or 0 for the pool. */
+static int submit_segments(struct qcow2 *q, struct qcow2_request *req, const struct fast_segment *segments,
+                           int count)
+{
+    struct bdev_io *io = req->io;
+    if (count == 1 && segments[0].target) {
+        req->epoch = qcow2_data_io_begin(q);
+        pthread_mutex_unlock(&q->lock);
+        req->child = (struct bdev_io){
+            .op = io->op, .offset = segments[0].target_offset, .length = io->length, .iov = io->iov,
+            .iovcnt = io->iovcnt, .ctx = io->ctx, .complete = child_done, .opaque = req,
+        };
+        bdev_submit(segments[0].target, &req->child);
+        return 1;
+    }
+    size_t slices = (size_t)io->iovcnt * (size_t)count;
+    struct fast_split *split = malloc(sizeof(*split) + slices * sizeof(struct iovec));
+    if (!split) {
+        pthread_mutex_unlock(&q->lock);
+        return 0;
+    }
+    *split = (struct fast_split){.io = io, .q = q, .epoch = qcow2_data_io_begin(q)};
+    pthread_mutex_unlock(&q->lock);
+    aio_record_put(io->ctx, req);
+
+    /* Count the children first: the last to complete frees the split. */
+    for (int i = 0; i < count; i++)
+        split->pending += segments[i].target != NULL;
+    uint64_t skip = 0;
+    struct iovec *slice = split->iov;
+    int children = 0;
+    for (int i = 0; i < count; i++) {
+        int n = qcow2_iov_slice(io->iov, io->iovcnt, skip, segments[i].length, slice);
+        if (segments[i].target) {
+            struct bdev_io *child = &split->children[children++];
+            *child = (struct bdev_io){
+                .op = io->op, .offset = segments[i].target_offset, .length = segments[i].length, .iov = slice,
+                .iovcnt = n, .ctx = io->ctx, .complete = split_child_done, .opaque = split,
+            };
+        } else {
+            zero_slices(slice, n);
+        }
+        slice += n;
+        skip += segments[i].length;
+    }
+    if (children == 0) {
+        qcow2_data_io_end(q, split->epoch);
+        free(split);
+        aio_context_complete(io->ctx, io, 0);
+        return 1;
+    }
+    /* Completions never run inside bdev_submit, so the split outlives this loop. */
+    for (int i = 0, issued = 0; issued < children; i++)
+        if (segments[i].target)
+            bdev_submit(segments[i].target, &split->children[issued++]);
+    return 1;
+}
+
 /*
  * Try to serve io from the loop thread: 1 when it is under way (or done),
  * 0 when the pool must take it.  Never waits for the lock.
@@ -162,47 +302,13 @@ static int submit_mapped(struct qcow2 *q, struct qcow2_request *req)
         return 0;
     if (pthread_mutex_trylock(&q->lock) != 0)
         return 0;
-    struct qcow2_mapping m;
-    int rc = q->corrupt && write ? -EIO : qcow2_map(q, io->offset, io->length, true, &m);
-    if (rc < 0 || m.length != io->length) {
+    struct fast_segment segments[FAST_SEGMENTS_MAX];
+    int count = q->corrupt && write ? 0 : plan_segments(q, io, segments);
+    if (count == 0) {
         pthread_mutex_unlock(&q->lock);
         return 0;
     }
-    struct bdev *target = NULL;
-    uint64_t target_offset = 0;
-    bool zeroes = false;
-    if (m.kind == QCOW2_CLUSTER_NORMAL && (!write || m.copied)) {
-        target = q->file;
-        target_offset = m.host_offset;
-    } else if (!write && m.kind == QCOW2_CLUSTER_UNALLOCATED && q->backing) {
-        /* Read through to the backing file, unless the read reaches past its end. */
-        if (io->offset + io->length <= q->backing->size) {
-            target = q->backing;
-            target_offset = io->offset;
-        }
-    } else if (!write && m.kind != QCOW2_CLUSTER_COMPRESSED && m.kind != QCOW2_CLUSTER_NORMAL) {
-        zeroes = true;
-    }
-    if (target) {
-        req->epoch = qcow2_data_io_begin(q);
-        pthread_mutex_unlock(&q->lock);
-        req->child = (struct bdev_io){
-            .op = io->op, .offset = target_offset, .length = io->length, .iov = io->iov, .iovcnt = io->iovcnt,
-            .ctx = io->ctx, .complete = child_done, .opaque = req,
-        };
-        bdev_submit(target, &req->child);
-        return 1;
-    }
-    if (zeroes) {
-        pthread_mutex_unlock(&q->lock);
-        for (int i = 0; i < io->iovcnt; i++)
-            memset(io->iov[i].iov_base, 0, io->iov[i].iov_len);
-        aio_record_put(io->ctx, req);
-        aio_context_complete(io->ctx, io, 0);
-        return 1;
-    }
-    pthread_mutex_unlock(&q->lock);
-    return 0;
+    return submit_segments(q, req, segments, count);
 }
 
 static void qcow2_submit(struct bdev *bdev, struct bdev_io *io)

@@ -12,8 +12,7 @@
 
 /* ---- iovec slices ---- */
 
-/* out[] = the bytes [skip, skip + length) of iov; returns the segment count (out has iovcnt room). */
-static int iov_slice(const struct iovec *iov, int iovcnt, uint64_t skip, uint64_t length, struct iovec *out)
+int qcow2_iov_slice(const struct iovec *iov, int iovcnt, uint64_t skip, uint64_t length, struct iovec *out)
 {
     int count = 0;
     for (int i = 0; i < iovcnt && length > 0; i++) {
@@ -56,7 +55,7 @@ static int read_backing(struct qcow2 *q, uint64_t offset, struct iovec *iov, int
         struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
         if (!part)
             return -ENOMEM;
-        int count = iov_slice(iov, iovcnt, 0, covered, part);
+        int count = qcow2_iov_slice(iov, iovcnt, 0, covered, part);
         int rc = child_transfer(q->backing, BDEV_OP_READ, offset, part, count, covered, 0);
         free(part);
         if (rc < 0)
@@ -66,7 +65,7 @@ static int read_backing(struct qcow2 *q, uint64_t offset, struct iovec *iov, int
         struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
         if (!part)
             return -ENOMEM;
-        int count = iov_slice(iov, iovcnt, covered, length - covered, part);
+        int count = qcow2_iov_slice(iov, iovcnt, covered, length - covered, part);
         iov_fill_zero(part, count);
         free(part);
     }
@@ -120,7 +119,7 @@ static int read_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov,
         unsigned epoch = uses_file ? qcow2_data_io_begin(q) : 0;
         pthread_mutex_unlock(&q->lock);
 
-        int count = iov_slice(iov, iovcnt, done, m.length, part);
+        int count = qcow2_iov_slice(iov, iovcnt, done, m.length, part);
         switch (m.kind) {
         case QCOW2_CLUSTER_NORMAL:
             rc = child_transfer(q->file, BDEV_OP_READ, m.host_offset, part, count, m.length, 0);
@@ -339,7 +338,7 @@ static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov
         struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
         int rc = part ? 0 : -ENOMEM;
         for (uint64_t done = 0; rc == 0 && done < length; done += q->cluster_size) {
-            int count = iov_slice(iov, iovcnt, done, q->cluster_size, part);
+            int count = qcow2_iov_slice(iov, iovcnt, done, q->cluster_size, part);
             rc = write_compressed_cluster(q, offset + done, part, count);
         }
         free(part);
@@ -367,7 +366,7 @@ static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov
             /* Already this image's data: write in place, as many clusters as are contiguous. */
             unsigned epoch = qcow2_data_io_begin(q);
             pthread_mutex_unlock(&q->lock);
-            int count = iov_slice(iov, iovcnt, done, m.length, part);
+            int count = qcow2_iov_slice(iov, iovcnt, done, m.length, part);
             rc = child_transfer(q->file, BDEV_OP_WRITE, m.host_offset, part, count, m.length, 0);
             qcow2_data_io_end(q, epoch);
             done += m.length;
@@ -379,7 +378,7 @@ static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov
         pthread_mutex_unlock(&q->lock);
         if (rc < 0)
             break;
-        int count = iov_slice(iov, iovcnt, done, chunk, part);
+        int count = qcow2_iov_slice(iov, iovcnt, done, chunk, part);
         rc = write_cluster_slow(q, position, part, count, chunk);
         pthread_mutex_lock(&q->lock);
         qcow2_busy_release(q, 1, &mark);
