@@ -83,6 +83,7 @@ void bdev_close(struct bdev *bdev)
     if (!bdev)
         return;
     bdev->ops->close(bdev);
+    free(bdev->notice);
     free(bdev->filename);
     free(bdev);
 }

@@ -136,6 +136,12 @@ struct bdev {
     uint32_t caps;
     struct bdev_limits limits;
     void *driver; /* driver private state */
+    /*
+     * Set at open when the bdev differs from what was asked, for the edge
+     * to log (block/ does not): "opened read-only: the image is marked
+     * corrupt ...".  Malloc'd, freed by bdev_close; NULL normally.
+     */
+    char *notice;
 };
 
 /* How to open: mirrors QEMU's -drive options. */

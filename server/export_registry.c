@@ -66,6 +66,8 @@ int export_registry_publish(struct export_registry *registry,
             ret = export_open(&configs[i], &export, error_message);
             if (ret < 0)
                 break;
+            if (export->bdev->notice)
+                log_warn("export '%s': %s: %s", configs[i].name, configs[i].bdev.path, export->bdev->notice);
             if (old)
                 log_info("export '%s': opened %s", configs[i].name, configs[i].bdev.path);
         }

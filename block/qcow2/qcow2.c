@@ -562,17 +562,21 @@ static int check_features(struct qcow2 *q, char **error_message)
     }
     if (q->readonly)
         return 0;
-    if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
-        error_message_set(error_message, 0,
-                          "%s: the image is marked corrupt; open it with readonly=on, or repair it with "
-                          "'luna-img check -r all'", path);
-        return -EROFS;
-    }
-    if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
-        error_message_set(error_message, 0,
-                          "%s: the image is dirty (lazy refcounts were in use); repair it with "
-                          "'luna-img check -r all' or open it with readonly=on", path);
-        return -EROFS;
+    /*
+     * Writing would make things worse (corrupt), or would trust refcounts
+     * that lazy refcounting left stale (dirty): serve the image read-only,
+     * as QEMU does for a corrupt one, and say why.
+     */
+    const char *reason = NULL;
+    if (h->incompatible_features & QCOW2_INCOMPAT_CORRUPT)
+        reason = "the image is marked corrupt";
+    else if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY)
+        reason = "the image is dirty (lazy refcounts were in use when it was last closed)";
+    if (reason) {
+        q->readonly = true;
+        if (asprintf(&q->bdev->notice, "opened read-only: %s; repair it with 'luna-img check -r all'", reason) < 0)
+            q->bdev->notice = NULL;
+        return 0;
     }
     if (h->version >= 3 && h->autoclear_features) {
         /* Bitmaps this driver does not update must be marked inconsistent before any write. */
@@ -715,6 +719,8 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
         open_depth--;
     }
     if (rc < 0) {
+        free(bdev->notice);
+        bdev->notice = NULL;
         image_free(q);
         return rc;
     }

@@ -352,6 +352,20 @@ rm -f "$WORK/zt.after" "$WORK/zt.served"
 # ---------------------------------------------------------------- 4. errors
 # expect_refusal LABEL TEXT EXPORT-SPEC: lunad must exit non-zero at start-up
 # with TEXT in its output.
+# nbdsh_python_write_refused URI: true when a write over NBD fails (a read-only export).
+nbdsh_python_write_refused() {
+  "$SYSTEM_PYTHON" - "$1" <<'PY'
+import sys, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+try:
+    h.pwrite(b"x" * 512, 0)
+except nbd.Error:
+    sys.exit(0)
+sys.exit(1)
+PY
+}
+
 expect_refusal() {
   local label=$1 text=$2 spec=$3 status=0
   case_begin "refuse $label"
@@ -395,7 +409,18 @@ qemu-img convert -f raw -O qcow2 "$seed" "$WORK/corrupt.qcow2"
 qemu-img convert -f qcow2 -O raw "$WORK/corrupt.qcow2" "$WORK/corrupt.ref"
 set_incompat_bit "$WORK/corrupt.qcow2" 1
 qemu-img info "$WORK/corrupt.qcow2" | grep -q "corrupt: true" || fail "set-up: corrupt bit not set"
-expect_refusal "the corrupt bit, read-write" "corrupt" "bad=$WORK/corrupt.qcow2,format=qcow2"
+case_begin "the corrupt bit, read-write asked: served read-only, and lunad says why"
+sum_before=$(sha256sum <"$WORK/corrupt.qcow2")
+luna_start --nbd "127.0.0.1:$port" --export "corrupt=$WORK/corrupt.qcow2,format=qcow2"
+if nbdinfo "$(uri corrupt)" | grep -q "is_read_only: true" &&
+   grep -q "opened read-only: the image is marked corrupt" "$LUNAD_LOG"; then
+  pass "corrupt image opened read-only with a warning"
+else
+  soft_fail "corrupt image: not read-only, or no warning in the log"
+fi
+if nbdsh_python_write_refused "$(uri corrupt)"; then pass "writes refused"; else soft_fail "a write reached the corrupt image"; fi
+luna_stop
+[ "$(sha256sum <"$WORK/corrupt.qcow2")" = "$sum_before" ] || soft_fail "the corrupt image was modified"
 case_begin "the corrupt bit, readonly=on: served, reads equal qemu-img convert"
 sum_before=$(sha256sum <"$WORK/corrupt.qcow2")
 luna_start --nbd "127.0.0.1:$port" --export "corrupt=$WORK/corrupt.qcow2,format=qcow2,readonly=on"
