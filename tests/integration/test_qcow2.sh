@@ -10,6 +10,8 @@
 #  4. images lunad must refuse (or serve read-only only).
 # Every failing case is reported; the test fails at the end if any did.
 source "$(dirname "$0")/lib.sh"
+# fio's nbd engine leaves verify state files in the working directory.
+cd "$WORK"
 
 MiB=$((1024 * 1024))
 failures=0
