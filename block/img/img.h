@@ -55,7 +55,22 @@ void img_options_free(struct img_options *list);
 void img_error(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
 /* The verbs: argc/argv start at the verb; return the process exit code. */
+int img_check_main(int argc, char **argv);
 int img_create_main(int argc, char **argv);
 int img_info_main(int argc, char **argv);
+int img_convert_main(int argc, char **argv);
+
+/* create's "-o help" text for raw or qcow2 (convert -o help prints it too). */
+void img_create_options_help(const char *format);
+
+/*
+ * Create filename (raw or qcow2, size bytes, rounded up to sectors) from
+ * -o options as `create` does, for convert: no Formatting line, the
+ * backing file is not opened, and messages carry qemu-img convert's
+ * prefixes ("FILE: error while converting FMT: ...").  Returns the exit
+ * code (0 or 1); options stays the caller's to free.
+ */
+int img_create_for_convert(const char *format, const char *filename, uint64_t size, const char *backing_file,
+                           const char *backing_format, struct img_options *options);
 
 #endif

@@ -29,6 +29,13 @@ struct create_request {
     bool unsafe;                   /* -u: do not open the backing file */
     bool quiet;
     struct img_options options;
+    /*
+     * Message prefixes: for option type errors and for errors while
+     * creating.  create: "FILE: " for both; convert: "" and "FILE: error
+     * while converting FMT: ", as qemu-img prints them.
+     */
+    const char *type_prefix;
+    const char *create_prefix;
 };
 
 static void create_usage(void)
@@ -44,7 +51,7 @@ static void create_usage(void)
            "  -q               quiet: no 'Formatting' line\n");
 }
 
-static void options_help(const char *format)
+void img_create_options_help(const char *format)
 {
     if (!strcmp(format, "qcow2")) {
         printf("Supported qcow2 options:\n"
@@ -81,7 +88,7 @@ static int take_size_option(struct create_request *r, const char *key, uint64_t 
     if (!value)
         return 0;
     if (img_parse_size(value, out) < 0) {
-        img_error("%s: Parameter '%s' expects a non-negative number below 2^64", r->filename, key);
+        img_error("%sParameter '%s' expects a non-negative number below 2^64", r->type_prefix, key);
         fprintf(stderr, "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
                         "and exabytes, respectively.\n");
         return -EINVAL;
@@ -95,7 +102,7 @@ static int take_bool_option(struct create_request *r, const char *key, bool *out
     const char *value = img_options_take(&r->options, key);
     *text = value;
     if (value && img_parse_bool(value, out) < 0) {
-        img_error("%s: Parameter '%s' expects 'on' or 'off'", r->filename, key);
+        img_error("%sParameter '%s' expects 'on' or 'off'", r->type_prefix, key);
         return -EINVAL;
     }
     return 0;
@@ -133,7 +140,7 @@ static int backing_size(const struct create_request *r, uint64_t *size)
         size_t path_length = strlen(path);
         if (!strncmp(why, path, path_length) && !strncmp(why + path_length, ": ", 2))
             why += path_length + 2;
-        img_error("%s: Could not open '%s': %s", r->filename, r->backing_file, why);
+        img_error("%sCould not open '%s': %s", r->create_prefix, r->backing_file, why);
         fprintf(stderr, "Could not open backing image.\n");
     } else {
         *size = bdev->size;
@@ -150,11 +157,11 @@ static int create_raw(struct create_request *r)
     enum qcow2_preallocation prealloc = QCOW2_PREALLOC_OFF;
     const char *unused = img_options_unused(&r->options);
     if (unused) {
-        img_error("%s: Invalid parameter '%s'", r->filename, unused);
+        img_error("%sInvalid parameter '%s'", r->type_prefix, unused);
         return 1;
     }
     if (!r->size_set) {
-        img_error("%s: Image creation needs a size parameter", r->filename);
+        img_error("%sImage creation needs a size parameter", r->create_prefix);
         return 1;
     }
     if (!r->quiet) {
@@ -166,12 +173,12 @@ static int create_raw(struct create_request *r)
     }
     if (prealloc_text && (qcow2_preallocation_parse(prealloc_text, &prealloc) < 0 ||
                           prealloc == QCOW2_PREALLOC_METADATA)) {
-        img_error("%s: Parameter 'preallocation' does not accept value '%s'", r->filename, prealloc_text);
+        img_error("%sParameter 'preallocation' does not accept value '%s'", r->create_prefix, prealloc_text);
         return 1;
     }
     int fd = open(r->filename, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        img_error("%s: Could not create '%s': %s", r->filename, r->filename, strerror(errno));
+        img_error("%sCould not create '%s': %s", r->create_prefix, r->filename, strerror(errno));
         return 1;
     }
     uint64_t size = sector_round(r->size);
@@ -193,7 +200,7 @@ static int create_raw(struct create_request *r)
         rc = -errno;
     close(fd);
     if (rc < 0) {
-        img_error("%s: Could not write the image: %s", r->filename, strerror(-rc));
+        img_error("%sCould not write the image: %s", r->create_prefix, strerror(-rc));
         return 1;
     }
     return 0;
@@ -233,13 +240,13 @@ static int create_qcow2(struct create_request *r)
         errno = 0;
         refcount_bits = strtoull(refcount_text, &end, 0);
         if (end == refcount_text || *end || errno || refcount_text[0] == '-') {
-            img_error("%s: Parameter 'refcount_bits' expects a number", r->filename);
+            img_error("%sParameter 'refcount_bits' expects a number", r->type_prefix);
             return 1;
         }
     }
     const char *unused = img_options_unused(&r->options);
     if (unused) {
-        img_error("%s: Invalid parameter '%s'", r->filename, unused);
+        img_error("%sInvalid parameter '%s'", r->type_prefix, unused);
         return 1;
     }
     /* -b and -F win over the same -o options, as in qemu-img. */
@@ -250,14 +257,14 @@ static int create_qcow2(struct create_request *r)
 
     if (r->backing_file && !r->backing_format) {
         char *path = backing_path(r->filename, r->backing_file);
-        img_error("%s: Backing file specified without backing format", r->filename);
+        img_error("%sBacking file specified without backing format", r->create_prefix);
         if (path && access(path, R_OK) == 0)
             fprintf(stderr, "Detected format of %s.\n", qcow2_probe(path) ? "qcow2" : "raw");
         free(path);
         return 1;
     }
     if (r->backing_format && strcmp(r->backing_format, "raw") && strcmp(r->backing_format, "qcow2")) {
-        img_error("%s: Unknown backing file format '%s' (luna-img knows raw and qcow2)", r->filename,
+        img_error("%sUnknown backing file format '%s' (luna-img knows raw and qcow2)", r->create_prefix,
                   r->backing_format);
         return 1;
     }
@@ -271,7 +278,7 @@ static int create_qcow2(struct create_request *r)
         }
     }
     if (!r->size_set) {
-        img_error("%s: Image creation needs a size parameter", r->filename);
+        img_error("%sImage creation needs a size parameter", r->create_prefix);
         return 1;
     }
 
@@ -292,11 +299,11 @@ static int create_qcow2(struct create_request *r)
     }
 
     if (compat && parse_compat(compat, &o.version) < 0) {
-        img_error("%s: Parameter 'version' does not accept value '%s'", r->filename, compat);
+        img_error("%sParameter 'version' does not accept value '%s'", r->create_prefix, compat);
         return 1;
     }
     if (prealloc && qcow2_preallocation_parse(prealloc, &o.preallocation) < 0) {
-        img_error("%s: Parameter 'preallocation' does not accept value '%s'", r->filename, prealloc);
+        img_error("%sParameter 'preallocation' does not accept value '%s'", r->create_prefix, prealloc);
         return 1;
     }
     if (compression) {
@@ -305,7 +312,7 @@ static int create_qcow2(struct create_request *r)
         else if (!strcmp(compression, "zstd"))
             o.compression_type = QCOW2_COMPRESSION_ZSTD;
         else {
-            img_error("%s: Parameter 'compression-type' does not accept value '%s'", r->filename, compression);
+            img_error("%sParameter 'compression-type' does not accept value '%s'", r->create_prefix, compression);
             return 1;
         }
     }
@@ -317,7 +324,12 @@ static int create_qcow2(struct create_request *r)
     o.backing_format = r->backing_format;
     char *message = NULL;
     if (qcow2_create(r->filename, &o, &message) < 0) {
-        img_error("%s", message ? message : "could not create the image");
+        /* qcow2_create's messages start with the path; the prefix says it already. */
+        const char *why = message ? message : "could not create the image";
+        size_t path_length = strlen(r->filename);
+        if (!strncmp(why, r->filename, path_length) && !strncmp(why + path_length, ": ", 2))
+            why += path_length + 2;
+        img_error("%s%s", r->create_prefix, why);
         free(message);
         return 1;
     }
@@ -331,6 +343,7 @@ int img_create_main(int argc, char **argv)
         {0},
     };
     struct create_request r = {.format = "raw"};
+    char *prefix = NULL;
     int status = 1;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, ":hf:o:b:F:uq", long_options, NULL)) != -1;) {
@@ -367,7 +380,7 @@ int img_create_main(int argc, char **argv)
         goto out;
     }
     if (r.options.help) {
-        options_help(r.format);
+        img_create_options_help(r.format);
         status = 0;
         goto out;
     }
@@ -377,6 +390,9 @@ int img_create_main(int argc, char **argv)
         goto out;
     }
     r.filename = argv[optind++];
+    if (asprintf(&prefix, "%s: ", r.filename) < 0)
+        goto out;
+    r.type_prefix = r.create_prefix = prefix;
     bool size_option = false;
     if (take_size_option(&r, "size", &r.size, &size_option) < 0)
         goto out;
@@ -411,5 +427,31 @@ int img_create_main(int argc, char **argv)
     }
 out:
     img_options_free(&r.options);
+    free(prefix);
+    return status;
+}
+
+int img_create_for_convert(const char *format, const char *filename, uint64_t size, const char *backing_file,
+                           const char *backing_format, struct img_options *options)
+{
+    struct create_request r = {
+        .filename = filename,
+        .format = format,
+        .size = size,
+        .size_set = true,
+        .backing_file = backing_file,
+        .backing_format = backing_format,
+        .unsafe = true, /* the backing file is opened with the new image, as qemu-img convert does */
+        .quiet = true,
+        .options = *options,
+        .type_prefix = "",
+    };
+    char *prefix = NULL;
+    if (asprintf(&prefix, "%s: error while converting %s: ", filename, format) < 0)
+        return 1;
+    r.create_prefix = prefix;
+    int status = !strcmp(format, "raw") ? create_raw(&r) : create_qcow2(&r);
+    *options = r.options; /* the caller frees it */
+    free(prefix);
     return status;
 }

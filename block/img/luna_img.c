@@ -16,6 +16,11 @@ struct verb {
 };
 
 static const struct verb verbs[] = {
+    {"check", "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename", img_check_main},
+    {"convert", "convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
+                "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] [-U] "
+                "filename [filename2 [...]] output_filename",
+     img_convert_main},
     {"create", "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
      img_create_main},
     {"info", "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename", img_info_main},
@@ -40,8 +45,16 @@ static void usage(void)
            "  'options' is a comma separated list of format specific options in a\n"
            "    name=value format; use -o help for an overview of the options supported\n"
            "  'ofmt' is 'human' or 'json'\n"
+           "  'cache' is the cache mode: writeback, writethrough, none, directsync or unsafe\n"
+           "  'sparse_size' is the number of consecutive zero bytes (default 4k) that convert\n"
+           "    does not write (0 writes everything)\n"
+           "  'num_coroutines' is the number of requests convert keeps in flight (1 to 16)\n"
+           "  '-W' lets convert write out of order\n"
+           "  '-c' makes convert compress the output's clusters (qcow2)\n"
+           "  '-n' makes convert write into an existing output without creating it\n"
            "  '-u' creates the image without opening the backing file\n"
-           "  '-U' is accepted for compatibility (luna-img takes no image locks)\n");
+           "  '-U' takes no image lock (force share; info: luna-img takes none anyway)\n"
+           "  '-r' repairs what check finds: 'leaks' leaked clusters, 'all' every fixable error\n");
 }
 
 int main(int argc, char **argv)
