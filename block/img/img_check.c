@@ -4,9 +4,9 @@
  * codes (0 clean, 1 check not completed, 2 corruptions, 3 leaks only, 63
  * format without checks).  The checking and repairing is qcow2_check().
  *
- * Without -U the image is locked as lunad and QEMU lock it (OFD locks on
- * bytes 100-299): a check takes the consistent-read lock and refuses
- * writers, a repair locks exclusively, so an image being served is refused.
+ * Without -U the image is locked as lunad and QEMU lock it (qcow2_lock.h):
+ * a check reads and refuses writers, a repair also writes, so an image
+ * being served read-write is refused.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +21,7 @@
 #include "block/img/img.h"
 #include "block/qcow2/qcow2.h"
 #include "block/qcow2/qcow2_check.h"
+#include "block/qcow2/qcow2_lock.h"
 
 static void check_usage(void)
 {
@@ -42,34 +43,23 @@ static void print_line(void *opaque, const char *line)
     fprintf(stderr, "%s\n", line);
 }
 
-/*
- * lock_image in qcow2.c: a check takes the consistent-read byte and refuses
- * writers, a repair locks bytes 100-299 exclusively.  The messages are
- * QEMU's: it fails on the shared byte 100 first when a writer holds the
- * image, and on the write permission when only readers do.
- */
+/* Lock as lunad and QEMU do (qcow2_lock.h), with qemu-img's messages when refused. */
 static int lock_image(int fd, const char *filename, bool write)
 {
-    struct flock consistent_read = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1};
-    struct flock unshare_write = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 201, .l_len = 1};
-    struct flock exclusive = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 200};
-    struct flock *steps[2] = {&consistent_read, write ? &exclusive : &unshare_write};
-    for (int i = 0; i < 2; i++) {
-        if (fcntl(fd, F_OFD_SETLK, steps[i]) == 0)
-            continue;
-        if (errno == EINVAL || errno == ENOLCK || errno == EOPNOTSUPP)
-            return 0; /* a file system without locks: as QEMU, go on without */
-        if (errno != EAGAIN && errno != EACCES) {
-            img_error("Could not open '%s': cannot lock the image: %s", filename, strerror(errno));
-        } else if (steps[i] == &exclusive) {
-            img_error("Could not open '%s': Failed to get \"write\" lock", filename);
-            fprintf(stderr, "Is another process using the image [%s]?\n", filename);
-        } else {
-            img_error("Could not open '%s': Failed to lock byte %d", filename, (int)steps[i]->l_start);
-        }
-        return -1;
+    struct qcow2_lock_failure failure;
+    int rc = qcow2_lock(fd, write, &failure);
+    if (rc == 0)
+        return 0;
+    if (rc != -EBUSY) {
+        img_error("Could not open '%s': cannot lock the image: %s", filename, strerror(-rc));
+    } else if (failure.kind == QCOW2_LOCK_BYTE_TAKEN) {
+        img_error("Could not open '%s': Failed to lock byte %d", filename, failure.byte);
+    } else {
+        img_error("Could not open '%s': Failed to get %s\"%s\" lock", filename,
+                  failure.kind == QCOW2_LOCK_HELD ? "shared " : "", failure.permission);
+        fprintf(stderr, "Is another process using the image [%s]?\n", filename);
     }
-    return 0;
+    return -1;
 }
 
 /* Keys in the order qemu-img 7.2 prints them (its QDict's order); zero counts are left out. */

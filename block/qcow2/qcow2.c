@@ -9,7 +9,6 @@
 #include "block/qcow2/qcow2.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include "block/aio_internal.h"
 #include "block/file_io.h"
 #include "block/qcow2/qcow2_internal.h"
+#include "block/qcow2/qcow2_lock.h"
 #include "block/threadpool.h"
 #include "common/error_message.h"
 
@@ -515,41 +515,24 @@ out:
     return rc;
 }
 
-/*
- * Keep two openers from writing one image, as QEMU's image locking does,
- * and with locks QEMU understands: QEMU takes shared locks on bytes 100+p
- * for each permission p it uses and 200+p for each it refuses to share,
- * and tests for the others' before it proceeds.  A writer here locks the
- * whole range exclusively (QEMU then refuses to open the image at all,
- * as it does while qemu-nbd serves it); a reader takes the "consistent
- * read" permission byte (100) and refuses to share writing (201), so
- * neither luna nor QEMU can write an image luna reads, yet both can read
- * it.  Open file description locks: they belong to this open file.
- */
+/* Keep two openers from writing one image (qcow2_lock.h: QEMU's scheme, so QEMU's tools take part). */
 static int lock_image(struct qcow2 *q, char **error_message)
 {
     int fd = ((struct file_bdev *)q->file->driver)->fd;
-    struct flock ranges[2] = {
-        {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 200},
-        {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1},
-    };
-    struct flock unshare_write = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 201, .l_len = 1};
-    int rc = fcntl(fd, F_OFD_SETLK, q->readonly ? &ranges[1] : &ranges[0]);
-    if (rc == 0 && q->readonly)
-        rc = fcntl(fd, F_OFD_SETLK, &unshare_write);
-    if (rc == 0)
-        return 0;
-    int error = errno;
-    if (error == EAGAIN || error == EACCES) {
-        error_message_set(error_message, 0,
-                          "%s: the image is in use (locked by another program or export that %s it)",
-                          q->bdev->filename, q->readonly ? "writes" : "uses");
-        return -EBUSY;
-    }
-    if (error == EINVAL || error == ENOLCK || error == EOPNOTSUPP)
-        return 0; /* a file system without locks: as QEMU, serve without */
-    error_message_set(error_message, error, "%s: cannot lock the image", q->bdev->filename);
-    return -error;
+    struct qcow2_lock_failure failure;
+    int rc = qcow2_lock(fd, !q->readonly, &failure);
+    if (rc == -EBUSY && failure.kind == QCOW2_LOCK_HELD)
+        error_message_set(error_message, 0, "%s: the image is in use: another program or export has %s "
+                          "permission (lock byte %d)", q->bdev->filename, failure.permission, failure.byte);
+    else if (rc == -EBUSY && failure.kind == QCOW2_LOCK_UNSHARED)
+        error_message_set(error_message, 0, "%s: the image is in use: another program or export does not "
+                          "share %s permission (lock byte %d)", q->bdev->filename, failure.permission, failure.byte);
+    else if (rc == -EBUSY)
+        error_message_set(error_message, 0, "%s: the image is in use: lock byte %d is taken", q->bdev->filename,
+                          failure.byte);
+    else if (rc < 0)
+        error_message_set(error_message, rc, "%s: cannot lock the image", q->bdev->filename);
+    return rc;
 }
 
 static int check_features(struct qcow2 *q, char **error_message)
