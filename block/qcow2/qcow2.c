@@ -13,9 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "block/aio_internal.h"
 #include "block/file_io.h"
+#include "block/qcow2/qcow2_check.h"
 #include "block/qcow2/qcow2_internal.h"
 #include "block/qcow2/qcow2_lock.h"
 #include "block/threadpool.h"
@@ -535,6 +537,33 @@ static int lock_image(struct qcow2 *q, char **error_message)
     return rc;
 }
 
+/*
+ * A dirty image (lazy refcounts, not closed cleanly) gets its refcounts
+ * rebuilt before it is written, as QEMU does at open: qcow2_check repairs
+ * it through a descriptor of its own (the image lock is held here), then
+ * the header is read again.  When the repair cannot finish, the dirty bit
+ * stays and the image is served read-only.
+ */
+static int repair_dirty(struct qcow2 *q, char **error_message)
+{
+    struct qcow2_check_result result;
+    int rc = qcow2_check(q->bdev->filename, QCOW2_CHECK_FIX_ALL, &result, NULL, NULL, NULL);
+    if (rc < 0 || result.corruptions || result.check_errors)
+        return 0;
+    struct stat st;
+    if (fstat(((struct file_bdev *)q->file->driver)->fd, &st) < 0)
+        return 0;
+    q->file->size = (uint64_t)st.st_size; /* a rebuild may have grown the file */
+    qcow2_image_header_clear(&q->image);
+    if ((rc = read_header(q, error_message)) < 0)
+        return rc;
+    if (asprintf(&q->bdev->notice, "the image was dirty (lazy refcounts); refcounts repaired (%lld leaked "
+                 "clusters, %lld corruptions fixed)", (long long)result.leaks_fixed,
+                 (long long)result.corruptions_fixed) < 0)
+        q->bdev->notice = NULL;
+    return 0;
+}
+
 static int check_features(struct qcow2 *q, char **error_message)
 {
     const char *path = q->bdev->filename;
@@ -545,6 +574,12 @@ static int check_features(struct qcow2 *q, char **error_message)
     }
     if (q->readonly)
         return 0;
+    if ((h->incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT)) == QCOW2_INCOMPAT_DIRTY) {
+        int rc = repair_dirty(q, error_message);
+        if (rc < 0)
+            return rc;
+        h = &q->image.header;
+    }
     /*
      * Writing would make things worse (corrupt), or would trust refcounts
      * that lazy refcounting left stale (dirty): serve the image read-only,

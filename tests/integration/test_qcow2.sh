@@ -435,6 +435,21 @@ fi
 luna_stop
 [ "$(sha256sum <"$WORK/corrupt.qcow2")" = "$sum_before" ] || soft_fail "the read-only corrupt image was modified"
 
+case_begin "a dirty image (lazy refcounts, writer killed): refcounts repaired at open, served writable"
+qemu-img create -q -f qcow2 -o lazy_refcounts=on "$WORK/dirty.qcow2" 32M
+(ulimit -c 0; qemu-io -c "write -P 0x5a 0 4M" -c abort "$WORK/dirty.qcow2" >/dev/null 2>&1) 2>/dev/null || true
+qemu-img check "$WORK/dirty.qcow2" >/dev/null 2>&1 && fail "set-up: the aborted writer left a clean image"
+luna_start --nbd "127.0.0.1:$port" --export "dirty=$WORK/dirty.qcow2,format=qcow2"
+if nbdinfo "$(uri dirty)" | grep -q "is_read_only: false" && grep -q "refcounts repaired" "$LUNAD_LOG" &&
+   [ "$(nbdcopy "$(uri dirty)" - | head -c 4194304 | tr -d '\132' | wc -c)" -eq 0 ]; then
+  pass "dirty image repaired, writable, its data intact"
+else
+  soft_fail "dirty image: not repaired, not writable or data lost"
+fi
+head -c 1M /dev/urandom | nbdcopy - "$(uri dirty)" || soft_fail "writing the repaired image"
+luna_stop
+qemu-img check "$WORK/dirty.qcow2" >/dev/null || soft_fail "qemu-img check after the repair and writes"
+
 if grep -qE "Sanitizer|runtime error" "$LUNAD_LOG"; then
   grep -A30 -E "Sanitizer|runtime error" "$LUNAD_LOG" | head -n 60; soft_fail "sanitizer report in lunad's log"
 fi
