@@ -54,6 +54,15 @@ void img_options_free(struct img_options *list);
 /* "luna-img: message" on stderr. */
 void img_error(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * getopt_long returned ':' or '?': print qemu-img's message for the
+ * option at argv[optind - 1] and the --help hint.  Returns 1 (the exit code).
+ */
+int img_option_error(int c, char **argv, int optind);
+
+/* "Try 'luna-img --help' for more information" on stderr; returns 1 (the exit code). */
+int img_help_hint(void);
+
 /* The verbs: argc/argv start at the verb; return the process exit code. */
 int img_check_main(int argc, char **argv);
 int img_create_main(int argc, char **argv);

@@ -64,8 +64,6 @@ static void convert_usage(void)
            "  --target-is-zero  with -n: the output already reads as zeroes\n");
 }
 
-static void try_help(void) { fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM); }
-
 /* bdev_open's reasons start with the path, which "Could not open 'path': " names already. */
 static void open_error(const char *path, int rc, const char *reason)
 {
@@ -299,13 +297,8 @@ int img_convert_main(int argc, char **argv)
                 goto out;
             }
             break;
-        case ':':
-            img_error("option '%s' requires an argument", argv[optind - 1]);
-            try_help();
-            goto out;
-        default:
-            img_error("unrecognized option '%s'", argv[optind - 1]);
-            try_help();
+        default: /* ':' or '?' */
+            img_option_error(c, argv, optind);
             goto out;
         }
     }

@@ -365,13 +365,8 @@ int img_create_main(int argc, char **argv)
                 goto out;
             }
             break;
-        case ':':
-            img_error("option '%s' requires an argument", argv[optind - 1]);
-            fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
-            goto out;
-        default:
-            img_error("unrecognized option '%s'", argv[optind - 1]);
-            fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
+        default: /* ':' or '?' */
+            img_option_error(c, argv, optind);
             goto out;
         }
     }
@@ -386,7 +381,7 @@ int img_create_main(int argc, char **argv)
     }
     if (optind >= argc) {
         img_error("Expecting image file name");
-        fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
+        img_help_hint();
         goto out;
     }
     r.filename = argv[optind++];
@@ -413,7 +408,7 @@ int img_create_main(int argc, char **argv)
     }
     if (optind < argc) {
         img_error("Unexpected argument: %s", argv[optind]);
-        fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
+        img_help_hint();
         goto out;
     }
     if (!strcmp(r.format, "raw")) {

@@ -403,14 +403,8 @@ int img_info_main(int argc, char **argv)
             }
             break;
         case OPTION_CHAIN: chain = true; break;
-        case ':':
-            img_error("option '%s' requires an argument", argv[optind - 1]);
-            fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
-            return 1;
-        default:
-            img_error("unrecognized option '%s'", argv[optind - 1]);
-            fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
-            return 1;
+        default: /* ':' or '?' */
+            return img_option_error(c, argv, optind);
         }
     }
     if (format && strcmp(format, "raw") && strcmp(format, "qcow2")) {
@@ -419,8 +413,7 @@ int img_info_main(int argc, char **argv)
     }
     if (optind != argc - 1) {
         img_error(optind >= argc ? "Expecting one image file name" : "Unexpected argument: %s", argv[argc - 1]);
-        fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
-        return 1;
+        return img_help_hint();
     }
 
     struct image_info infos[MAX_CHAIN];

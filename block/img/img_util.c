@@ -190,3 +190,18 @@ void img_error(const char *format, ...)
     fputc('\n', stderr);
     va_end(args);
 }
+
+int img_help_hint(void)
+{
+    fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
+    return 1;
+}
+
+int img_option_error(int c, char **argv, int optind)
+{
+    if (c == ':')
+        img_error("option '%s' requires an argument", argv[optind - 1]);
+    else
+        img_error("unrecognized option '%s'", argv[optind - 1]);
+    return img_help_hint();
+}

@@ -61,7 +61,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         img_error("Not enough arguments");
-        fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
+        img_help_hint();
         return 1;
     }
     const char *first = argv[1];
@@ -80,6 +80,6 @@ int main(int argc, char **argv)
             return status;
         }
     img_error("Command not found: %s", first);
-    fprintf(stderr, "Try '%s --help' for more information\n", IMG_PROGRAM);
+    img_help_hint();
     return 1;
 }
