@@ -24,6 +24,7 @@
 
 #include "block/qcow2/qcow2_format.h"
 #include "common/error_message.h"
+#include "common/file_util.h"
 
 #define L1E_OFFSET_MASK 0x00fffffffffffe00ull
 #define L2E_OFFSET_MASK 0x00fffffffffffe00ull
@@ -101,45 +102,18 @@ static void say(struct checker *c, const char *format, ...)
     c->message(c->opaque, line);
 }
 
-/* pread the whole range; bytes past the end of the file read as zeroes (as QEMU's file driver). */
+/* Bytes past the end of the file read as zeroes (as QEMU's file driver). */
 static int read_at(struct checker *c, void *buffer, uint64_t length, uint64_t offset)
 {
-    uint8_t *p = buffer;
-    while (length) {
-        ssize_t n = pread(c->fd, p, length, (off_t)offset);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0) {
-            memset(p, 0, length);
-            return 0;
-        }
-        p += n;
-        length -= (uint64_t)n;
-        offset += (uint64_t)n;
-    }
-    return 0;
+    return file_pread_full(c->fd, buffer, (size_t)length, offset);
 }
 
 static int write_at(struct checker *c, const void *buffer, uint64_t length, uint64_t offset)
 {
-    const uint8_t *p = buffer;
-    while (length) {
-        ssize_t n = pwrite(c->fd, p, length, (off_t)offset);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        length -= (uint64_t)n;
-        offset += (uint64_t)n;
-    }
-    if (offset > c->file_size)
-        c->file_size = offset;
-    return 0;
+    int rc = file_pwrite_full(c->fd, buffer, (size_t)length, offset);
+    if (rc == 0 && offset + length > c->file_size)
+        c->file_size = offset + length;
+    return rc;
 }
 
 static int flush_file(struct checker *c) { return fdatasync(c->fd) < 0 ? -errno : 0; }

@@ -18,6 +18,7 @@
 
 #include "block/qcow2/qcow2_format.h"
 #include "common/error_message.h"
+#include "common/file_util.h"
 
 #define DIV_ROUND_UP(n, d) (((n) + (d) - 1) / (d))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -142,19 +143,7 @@ int qcow2_create_validate(const struct qcow2_create_options *o, char **error_mes
 
 static int write_at(struct layout *L, const void *data, uint64_t length, uint64_t offset)
 {
-    const uint8_t *p = data;
-    while (length) {
-        ssize_t n = pwrite(L->fd, p, length, (off_t)offset);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        length -= (uint64_t)n;
-        offset += (uint64_t)n;
-    }
-    return 0;
+    return file_pwrite_full(L->fd, data, (size_t)length, offset);
 }
 
 static void note_write(struct layout *L, uint64_t end) { L->eof = MAX(L->eof, end); }
