@@ -23,16 +23,6 @@
 #include "block/qcow2/qcow2_format.h"
 #include "common/error_message.h"
 
-struct snapshot {
-    char *id;
-    char *name;
-    uint64_t vm_state_size;
-    uint32_t date_sec;
-    uint32_t date_nsec;
-    uint64_t vm_clock_nsec;
-    uint64_t icount; /* UINT64_MAX when the entry does not record it */
-};
-
 struct image_info {
     const char *filename;
     const char *format;
@@ -40,7 +30,7 @@ struct image_info {
     uint64_t actual_size;
     bool qcow2;
     struct qcow2_image_header image;
-    struct snapshot *snapshots;
+    struct qcow2_snapshot *snapshots;
     uint32_t snapshot_count;
     char *full_backing;   /* the backing path as opened, relative to the image's directory */
 };
@@ -76,39 +66,24 @@ static int read_snapshots(int fd, struct image_info *info, uint64_t file_size, c
         return -ENOMEM;
     uint64_t offset = h->snapshots_offset;
     for (uint32_t i = 0; i < h->nb_snapshots; i++) {
-        uint8_t fixed[40];
+        uint8_t fixed[QCOW2_SNAPSHOT_FIXED_SIZE];
         if (offset > file_size || read_exact(fd, fixed, sizeof(fixed), offset) < 0)
             return error_message_set(message, -EINVAL, "snapshot table entry %u lies outside the file", i);
-        uint16_t id_length = qcow2_be16(fixed + 12), name_length = qcow2_be16(fixed + 14);
-        uint32_t extra_length = qcow2_be32(fixed + 36);
-        if (extra_length > 1024)
-            return error_message_set(message, -EINVAL, "snapshot %u: extra data too large (%u bytes)", i,
-                                     extra_length);
-        size_t variable = (size_t)extra_length + id_length + name_length;
-        uint8_t *rest = malloc(variable ? variable : 1);
-        if (!rest)
+        size_t size = qcow2_snapshot_entry_size(fixed), next;
+        if (size == 0)
+            return error_message_set(message, -EINVAL, "snapshot %u: extra data too large", i);
+        uint8_t *entry = malloc(size);
+        if (!entry)
             return -ENOMEM;
-        if (read_exact(fd, rest, variable, offset + sizeof(fixed)) < 0) {
-            free(rest);
-            return error_message_set(message, -EINVAL, "snapshot table entry %u is truncated", i);
-        }
-        struct snapshot *s = &info->snapshots[i];
+        int rc = read_exact(fd, entry, size, offset) < 0 ? -EINVAL
+                                                         : qcow2_snapshot_decode(entry, size, &info->snapshots[i], &next);
+        free(entry);
+        if (rc == -EINVAL)
+            return error_message_set(message, rc, "snapshot table entry %u is truncated", i);
+        if (rc < 0)
+            return rc;
         info->snapshot_count = i + 1;
-        s->vm_state_size = qcow2_be32(fixed + 32);
-        s->date_sec = qcow2_be32(fixed + 16);
-        s->date_nsec = qcow2_be32(fixed + 20);
-        s->vm_clock_nsec = qcow2_be64(fixed + 24);
-        s->icount = UINT64_MAX;
-        if (extra_length >= 8)
-            s->vm_state_size = qcow2_be64(rest);
-        if (extra_length >= 24)
-            s->icount = qcow2_be64(rest + 16);
-        s->id = strndup((const char *)rest + extra_length, id_length);
-        s->name = strndup((const char *)rest + extra_length + id_length, name_length);
-        free(rest);
-        if (!s->id || !s->name)
-            return -ENOMEM;
-        offset += (sizeof(fixed) + variable + 7) & ~(uint64_t)7;
+        offset += next;
     }
     return 0;
 }
@@ -203,8 +178,7 @@ static int image_info_read(struct image_info *info, const char *filename, const 
 static void image_info_clear(struct image_info *info)
 {
     for (uint32_t i = 0; i < info->snapshot_count; i++) {
-        free(info->snapshots[i].id);
-        free(info->snapshots[i].name);
+        qcow2_snapshot_clear(&info->snapshots[i]);
     }
     free(info->snapshots);
     free(info->full_backing);
@@ -213,7 +187,7 @@ static void image_info_clear(struct image_info *info)
 
 /* ---- JSON ----------------------------------------------------------------- */
 
-static json_object *snapshot_json(const struct snapshot *s)
+static json_object *snapshot_json(const struct qcow2_snapshot *s)
 {
     json_object *o = json_object_new_object();
     if (s->icount != UINT64_MAX)
@@ -311,7 +285,7 @@ static void print_snapshots(const struct image_info *info)
     printf("Snapshot list:\n");
     printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
     for (uint32_t i = 0; i < info->snapshot_count; i++) {
-        const struct snapshot *s = &info->snapshots[i];
+        const struct qcow2_snapshot *s = &info->snapshots[i];
         char date[128] = "", clock[128], size[32], icount[32] = "";
         time_t when = s->date_sec;
         struct tm tm;

@@ -40,13 +40,6 @@
 /* QEMU's cluster types, from the L2 entry alone (qcow2_get_cluster_type). */
 enum cluster_type { TYPE_UNALLOCATED, TYPE_ZERO_PLAIN, TYPE_ZERO_ALLOC, TYPE_NORMAL, TYPE_COMPRESSED };
 
-struct snapshot {
-    uint64_t l1_offset;
-    uint32_t l1_size;
-    char *id;
-    char *name;
-};
-
 struct refblock {
     uint8_t *data; /* NULL until read */
     bool dirty;
@@ -76,7 +69,7 @@ struct checker {
     uint64_t reftable_entries;
     struct refblock *blocks; /* one per reftable entry */
     uint64_t *l1;           /* the active L1 table, host order */
-    struct snapshot *snapshots;
+    struct qcow2_snapshot *snapshots;
     uint32_t snapshot_count;
     uint64_t snapshots_size; /* bytes of the snapshot table */
     uint32_t nb_bitmaps;
@@ -553,10 +546,10 @@ static int calculate(struct checker *c, enum qcow2_check_fix fix)
     if (rc == 0)
         rc = check_l1(c, h->l1_table_offset, h->l1_size, true, fix);
     for (uint32_t i = 0; rc == 0 && i < c->snapshot_count; i++) {
-        const struct snapshot *s = &c->snapshots[i];
-        if (s->l1_offset & (c->cluster_size - 1)) {
+        const struct qcow2_snapshot *s = &c->snapshots[i];
+        if (s->l1_table_offset & (c->cluster_size - 1)) {
             say(c, "ERROR snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not cluster aligned; snapshot table "
-                   "entry corrupted", s->id, s->name, s->l1_offset);
+                   "entry corrupted", s->id, s->name, s->l1_table_offset);
             c->res->corruptions++;
             continue;
         }
@@ -566,7 +559,7 @@ static int calculate(struct checker *c, enum qcow2_check_fix fix)
             c->res->corruptions++;
             continue;
         }
-        rc = check_l1(c, s->l1_offset, s->l1_size, false, fix);
+        rc = check_l1(c, s->l1_table_offset, s->l1_size, false, fix);
     }
     if (rc == 0)
         rc = inc_refs(c, h->snapshots_offset, c->snapshots_size);
@@ -888,33 +881,26 @@ static int load_snapshots(struct checker *c, char **error_message)
         return -ENOMEM;
     uint64_t offset = h->snapshots_offset;
     for (uint32_t i = 0; i < h->nb_snapshots; i++) {
-        uint8_t fixed[40];
+        uint8_t fixed[QCOW2_SNAPSHOT_FIXED_SIZE];
         if (offset + sizeof(fixed) > c->file_size || read_at(c, fixed, sizeof(fixed), offset) < 0)
             return error_message_set(error_message, -EINVAL, "Failed to read snapshot table");
-        uint16_t id_length = qcow2_be16(fixed + 12), name_length = qcow2_be16(fixed + 14);
-        uint32_t extra_length = qcow2_be32(fixed + 36);
-        if (extra_length > 1024)
+        size_t size = qcow2_snapshot_entry_size(fixed), next;
+        if (size == 0)
             return error_message_set(error_message, -EFBIG, "Too much extra metadata in snapshot table entry %u",
                                      i);
-        uint64_t variable = (uint64_t)extra_length + id_length + name_length;
-        char *text = malloc(id_length + name_length + 2);
-        if (!text)
+        uint8_t *entry = malloc(size);
+        if (!entry)
             return -ENOMEM;
-        if (offset + sizeof(fixed) + variable > c->file_size ||
-            read_at(c, text, id_length, offset + sizeof(fixed) + extra_length) < 0 ||
-            read_at(c, text + id_length + 1, name_length, offset + sizeof(fixed) + extra_length + id_length) < 0) {
-            free(text);
-            return error_message_set(error_message, -EINVAL, "Failed to read snapshot table");
-        }
-        text[id_length] = '\0';
-        text[id_length + 1 + name_length] = '\0';
-        struct snapshot *s = &c->snapshots[i];
+        int rc = offset + size > c->file_size || read_at(c, entry, size, offset) < 0
+                     ? -EINVAL
+                     : qcow2_snapshot_decode(entry, size, &c->snapshots[i], &next);
+        free(entry);
+        if (rc == -EINVAL)
+            return error_message_set(error_message, rc, "Failed to read snapshot table");
+        if (rc < 0)
+            return rc;
         c->snapshot_count = i + 1;
-        s->l1_offset = qcow2_be64(fixed);
-        s->l1_size = qcow2_be32(fixed + 8);
-        s->id = text;
-        s->name = text + id_length + 1;
-        offset += (sizeof(fixed) + variable + 7) & ~7ull;
+        offset += next;
     }
     c->snapshots_size = offset - h->snapshots_offset;
     return 0;
@@ -1001,7 +987,7 @@ static void checker_free(struct checker *c)
 {
     drop_blocks(c);
     for (uint32_t i = 0; i < c->snapshot_count; i++)
-        free(c->snapshots[i].id);
+        qcow2_snapshot_clear(&c->snapshots[i]);
     free(c->snapshots);
     free(c->reftable);
     free(c->l1);

@@ -526,3 +526,52 @@ uint64_t qcow2_compressed_entry(const struct qcow2_header *header, uint64_t host
     uint64_t last_sector = (host_offset + length - 1) / QCOW2_COMPRESSED_SECTOR;
     return QCOW2_OFLAG_COMPRESSED | ((last_sector - first_sector) << bits) | host_offset;
 }
+
+size_t qcow2_snapshot_entry_size(const uint8_t *fixed)
+{
+    uint32_t extra = qcow2_be32(fixed + 36);
+    if (extra > QCOW2_SNAPSHOT_EXTRA_MAX)
+        return 0;
+    return QCOW2_SNAPSHOT_FIXED_SIZE + extra + qcow2_be16(fixed + 12) + qcow2_be16(fixed + 14);
+}
+
+int qcow2_snapshot_decode(const uint8_t *buffer, size_t length, struct qcow2_snapshot *out, size_t *next)
+{
+    memset(out, 0, sizeof(*out));
+    if (length < QCOW2_SNAPSHOT_FIXED_SIZE)
+        return -EINVAL;
+    size_t size = qcow2_snapshot_entry_size(buffer);
+    if (size == 0 || size > length)
+        return -EINVAL;
+    uint16_t id_length = qcow2_be16(buffer + 12), name_length = qcow2_be16(buffer + 14);
+    const uint8_t *extra = buffer + QCOW2_SNAPSHOT_FIXED_SIZE;
+    *out = (struct qcow2_snapshot){
+        .l1_table_offset = qcow2_be64(buffer),
+        .l1_size = qcow2_be32(buffer + 8),
+        .date_sec = qcow2_be32(buffer + 16),
+        .date_nsec = qcow2_be32(buffer + 20),
+        .vm_clock_nsec = qcow2_be64(buffer + 24),
+        .vm_state_size = qcow2_be32(buffer + 32),
+        .icount = UINT64_MAX,
+        .extra_data_size = qcow2_be32(buffer + 36),
+    };
+    if (out->extra_data_size >= 8)
+        out->vm_state_size = qcow2_be64(extra);
+    if (out->extra_data_size >= 24)
+        out->icount = qcow2_be64(extra + 16);
+    out->id = strndup((const char *)extra + out->extra_data_size, id_length);
+    out->name = strndup((const char *)extra + out->extra_data_size + id_length, name_length);
+    if (!out->id || !out->name) {
+        qcow2_snapshot_clear(out);
+        return -ENOMEM;
+    }
+    *next = (size + 7) & ~(size_t)7;
+    return 0;
+}
+
+void qcow2_snapshot_clear(struct qcow2_snapshot *snapshot)
+{
+    free(snapshot->id);
+    free(snapshot->name);
+    snapshot->id = snapshot->name = NULL;
+}

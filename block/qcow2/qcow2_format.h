@@ -165,6 +165,39 @@ int qcow2_image_header_set_default_feature_names(struct qcow2_image_header *imag
  */
 char *qcow2_feature_names_describe(const struct qcow2_image_header *image, uint64_t mask);
 
+/* One snapshot table entry (the spec's "Snapshots"), in host byte order. */
+struct qcow2_snapshot {
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size; /* the 64-bit size from the extra data when present */
+    uint64_t icount;        /* UINT64_MAX when the entry does not record it */
+    uint32_t extra_data_size;
+    char *id;
+    char *name;
+};
+
+#define QCOW2_SNAPSHOT_FIXED_SIZE 40u   /* bytes before the extra data */
+#define QCOW2_SNAPSHOT_EXTRA_MAX 1024u  /* QEMU's limit on extra data */
+
+/*
+ * The size of the entry whose first QCOW2_SNAPSHOT_FIXED_SIZE bytes are
+ * fixed (without padding), so a reader knows how much to read; 0 when its
+ * extra data exceeds QCOW2_SNAPSHOT_EXTRA_MAX.
+ */
+size_t qcow2_snapshot_entry_size(const uint8_t *fixed);
+
+/*
+ * Decode the entry in buffer (length bytes, at least its entry size).  On
+ * success the caller frees it with qcow2_snapshot_clear; *next receives
+ * the offset of the following entry (the size rounded up to 8).  -EINVAL
+ * when truncated or its extra data is too large, -ENOMEM.
+ */
+int qcow2_snapshot_decode(const uint8_t *buffer, size_t length, struct qcow2_snapshot *out, size_t *next);
+void qcow2_snapshot_clear(struct qcow2_snapshot *snapshot);
+
 /* What a guest cluster (or, with extended L2, a subcluster) is. */
 enum qcow2_cluster_kind {
     QCOW2_CLUSTER_UNALLOCATED, /* read through to the backing file, or zeroes */
