@@ -63,6 +63,13 @@ int img_option_error(int c, char **argv, int optind);
 /* "Try 'luna-img --help' for more information" on stderr; returns 1 (the exit code). */
 int img_help_hint(void);
 
+/*
+ * For verbs that read one image (info, check): -f, if given, must be raw
+ * or qcow2 and exactly one file name must follow the options.  0 with
+ * *filename set, or 1 (the exit code) after the message.
+ */
+int img_one_image(const char *format, int argc, char **argv, int optind, const char **filename);
+
 /* The verbs: argc/argv start at the verb; return the process exit code. */
 int img_check_main(int argc, char **argv);
 int img_create_main(int argc, char **argv);

@@ -174,15 +174,9 @@ int img_check_main(int argc, char **argv)
             return img_option_error(c, argv, optind);
         }
     }
-    if (format && strcmp(format, "raw") && strcmp(format, "qcow2")) {
-        img_error("Unknown file format '%s' (luna-img reads raw and qcow2)", format);
+    const char *filename;
+    if (img_one_image(format, argc, argv, optind, &filename) != 0)
         return 1;
-    }
-    if (optind != argc - 1) {
-        img_error(optind >= argc ? "Expecting one image file name" : "Unexpected argument: %s", argv[argc - 1]);
-        return img_help_hint();
-    }
-    const char *filename = argv[optind];
     int fd = open(filename, (fix ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (fd < 0) {
         img_error("Could not open '%s': Could not open '%s': %s", filename, filename, strerror(errno));

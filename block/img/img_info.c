@@ -381,19 +381,13 @@ int img_info_main(int argc, char **argv)
             return img_option_error(c, argv, optind);
         }
     }
-    if (format && strcmp(format, "raw") && strcmp(format, "qcow2")) {
-        img_error("Unknown file format '%s' (luna-img reads raw and qcow2)", format);
+    const char *filename;
+    if (img_one_image(format, argc, argv, optind, &filename) != 0)
         return 1;
-    }
-    if (optind != argc - 1) {
-        img_error(optind >= argc ? "Expecting one image file name" : "Unexpected argument: %s", argv[argc - 1]);
-        return img_help_hint();
-    }
 
     struct image_info infos[MAX_CHAIN];
     size_t count = 0;
     int status = 0;
-    const char *filename = argv[optind];
     while (filename) {
         char *message = NULL;
         if (count == MAX_CHAIN) {
