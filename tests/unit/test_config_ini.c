@@ -300,7 +300,9 @@ Test(config_ini, shipped_example_is_valid)
     cr_assert_eq(lunad_config_validate(&config, &message), 0, "%s", message ? message : "");
     cr_expect_eq(config.nbd_listen_count, 2);
     cr_expect_eq(config.unix_socket_count, 1);
-    cr_expect_eq(config.export_count, 3);
+    cr_expect_eq(config.export_count, 5);
+    cr_expect_eq(config.exports[3].bdev.format, BDEV_FORMAT_QCOW2);
+    cr_expect_eq(config.exports[4].overlay, EXPORT_OVERLAY_PERSISTENT);
 }
 
 Test(config_ini, unknown_section)
