@@ -23,6 +23,7 @@ void bdev_options_init(struct bdev_options *options)
         .create_size = 0,
         .l2_cache_size = 0,
         .backing = NULL,
+        .force_share = false,
     };
 }
 

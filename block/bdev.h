@@ -182,6 +182,11 @@ struct bdev_options {
      * it must outlive the bdev opened over it.
      */
     struct bdev *backing;
+    /*
+     * Take no image lock (qcow2): read an image another program writes, as
+     * qemu-img -U does.  Only with readonly; what is read may be inconsistent.
+     */
+    bool force_share;
 };
 
 void bdev_options_init(struct bdev_options *options);

@@ -32,6 +32,7 @@ struct convert_request {
     bool skip_create;           /* -n */
     bool progress;              /* -p */
     bool quiet;                 /* -q */
+    bool force_share;           /* -U: read sources without locking them */
     bool out_of_order;          /* -W */
     bool compress;              /* -c */
     bool target_is_zero;        /* --target-is-zero */
@@ -60,7 +61,7 @@ static void convert_usage(void)
            "  -T src_cache    the inputs' cache mode (default writeback)\n"
            "  -p              show progress\n"
            "  -q              quiet\n"
-           "  -U              accepted for compatibility (luna-img takes no image locks)\n"
+           "  -U              force share: read sources without locking them (images others write)\n"
            "  --target-is-zero  with -n: the output already reads as zeroes\n");
 }
 
@@ -74,13 +75,14 @@ static void open_error(const char *path, int rc, const char *reason)
     img_error("Could not open '%s': %s", path, why);
 }
 
-static int open_image(const char *path, const char *format, bool readonly, enum bdev_cache_mode cache,
-                      struct bdev **out)
+static int open_image(const char *path, const char *format, bool readonly, bool force_share,
+                      enum bdev_cache_mode cache, struct bdev **out)
 {
     struct bdev_options options;
     bdev_options_init(&options);
     options.path = path;
     options.readonly = readonly;
+    options.force_share = force_share;
     options.cache = cache;
     /* The file itself first: qemu-img names it twice when it cannot be opened at all. */
     int fd = open(path, readonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CLOEXEC);
@@ -160,14 +162,14 @@ static int convert(struct convert_request *r, char **inputs, int input_count, co
     }
     uint64_t total = 0;
     for (int i = 0; i < input_count; i++) {
-        if (open_image(inputs[i], r->source_format, true, r->source_cache, &sources[i]) < 0)
+        if (open_image(inputs[i], r->source_format, true, r->force_share, r->source_cache, &sources[i]) < 0)
             goto out;
         total += sources[i]->size;
     }
     if (!r->skip_create &&
         img_create_for_convert(r->output_format, output, total, r->backing_file, r->backing_format, &r->options))
         goto out;
-    if (open_image(output, r->output_format, false, r->cache, &target) < 0)
+    if (open_image(output, r->output_format, false, false, r->cache, &target) < 0)
         goto out;
     if (target->size < total) {
         img_error("output file is smaller than input file");
@@ -260,7 +262,7 @@ int img_convert_main(int argc, char **argv)
         case 'p': r.progress = true; break;
         case 'q': r.quiet = true; break;
         case 'W': r.out_of_order = true; break;
-        case 'U': break;
+        case 'U': r.force_share = true; break;
         case 'c': r.compress = true; break;
         case OPTION_TARGET_IS_ZERO: r.target_is_zero = true; break;
         case 'S':

@@ -720,7 +720,7 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
     file_options.format = BDEV_FORMAT_AUTO;
     file_options.create_size_set = false;
     int rc = bdev_open(&file_options, &q->file, error_message);
-    if (rc == 0)
+    if (rc == 0 && !(options->force_share && options->readonly))
         rc = lock_image(q, error_message);
     if (rc == 0)
         rc = read_header(q, error_message);
