@@ -59,6 +59,11 @@ nbdcopy "$WORK/b.bin" "$uri/farm/iqn.2026-11.example:m2" || fail "write m2"
 [ "$(head_sum "$uri/farm/iqn.2026-11.example:m2" 3145728)" = "$(sha256sum <"$WORK/b.bin")" ] ||
   fail "m2 reads its own data"
 [ "$(nbdcopy "$uri/farm/m3" - | sha256sum)" = "$golden_sum" ] || fail "a new identity starts from golden"
+# Connections of one identity in quick succession: each may find the previous
+# one's overlay still closing (its caches written back on the pool).
+for i in 1 2 3 4 5 6; do
+  nbdinfo "$uri/farm/m1" >/dev/null || fail "connection $i to farm/m1 right after the previous one"
+done
 # Without an identity, or with one that could escape the directory: refused, lunad unharmed.
 if nbdinfo "$uri/farm" >/dev/null 2>&1; then fail "a persistent export without identity must be refused"; fi
 if nbdinfo "$uri/farm/..%2Fescape" >/dev/null 2>&1 || nbdinfo "$uri/farm/.hidden" >/dev/null 2>&1; then
