@@ -14,6 +14,7 @@
 
 #include "block/aio_internal.h"
 #include "block/align.h"
+#include "block/closing.h"
 #include "block/file_sync.h"
 
 /* One bdev_io on its way through the driver (an aio record of io->ctx). */
@@ -298,6 +299,15 @@ int file_setup(struct file_bdev *file, const struct bdev_options *options, uint3
         error_message_set(error_message, 0, "%s: %s", options->path, strerror(-rc));
         return rc;
     }
+    struct stat st;
+    if (fstat(file->fd, &st) < 0) {
+        rc = -errno;
+        error_message_set(error_message, rc, "%s", options->path);
+        range_lock_destroy(&file->write_lock);
+        return rc;
+    }
+    file->dev = st.st_dev;
+    file->ino = st.st_ino;
     file->cache = options->cache;
     file->discard = options->discard;
     file->readonly = options->readonly;
@@ -374,6 +384,7 @@ static void release_now(struct file_bdev *file)
         close(file->tail_fd);
     if (file->fd >= 0)
         close(file->fd);
+    closing_end(file->dev, file->ino);
     free(file);
 }
 
@@ -384,6 +395,7 @@ static void release_job(struct threadpool_job *job)
 
 void file_release(struct file_bdev *file)
 {
+    closing_begin(file->dev, file->ino);
     file->release_job.run = release_job;
     if (threadpool_submit(&file->release_job) < 0)
         release_now(file); /* no pool thread: better to block than to leak */

@@ -44,6 +44,8 @@ struct file_bdev {
      * NBD reads would otherwise pay on every request.  Set, never cleared.
      */
     _Atomic bool may_have_holes;
+    dev_t dev;               /* the file's identity, for block/closing.h */
+    ino_t ino;
     uint32_t mem_align;      /* O_DIRECT buffer alignment; 1 otherwise */
     uint32_t offset_align;   /* O_DIRECT offset/length alignment; 1 otherwise */
     struct range_lock write_lock; /* O_DIRECT only */

@@ -12,10 +12,6 @@
 #include "block/qcow2/qcow2_create.h"
 #include "common/error_message.h"
 
-/* How long a persistent overlay may take to close before it is reopened: 5 s. */
-#define REOPEN_ATTEMPTS 500
-#define REOPEN_WAIT_US 10000
-
 bool overlay_identity_valid(const char *identity)
 {
     size_t length = identity ? strlen(identity) : 0;
@@ -175,22 +171,9 @@ static int attach_persistent(struct export *export, const char *identity, struct
             else
                 rc = create_overlay(export, path, error_message);
         }
-        /*
-         * The previous view of this identity closes on the pool after its
-         * last client leaves (its caches are written back first), holding
-         * the image lock until then: give it a moment rather than refusing.
-         */
-        for (int attempt = 0; rc == 0; attempt++) {
+        /* A previous view of this identity may still be closing: the driver waits for it. */
+        if (rc == 0)
             rc = open_overlay(export, path, view, error_message);
-            if (rc != -EBUSY || attempt == REOPEN_ATTEMPTS)
-                break;
-            if (error_message) {
-                free(*error_message);
-                *error_message = NULL;
-            }
-            rc = 0;
-            usleep(REOPEN_WAIT_US);
-        }
         if (rc == 0) {
             (*view)->identity = name;
             name = NULL;

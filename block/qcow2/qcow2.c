@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "block/aio_internal.h"
+#include "block/closing.h"
 #include "block/file_io.h"
 #include "block/qcow2/qcow2_check.h"
 #include "block/qcow2/qcow2_internal.h"
@@ -368,7 +369,11 @@ static void close_now(struct qcow2 *q)
         qcow2_flush_metadata(q); /* nobody is left to hear of a failure: an unflushed cache only leaks */
         pthread_mutex_unlock(&q->lock);
     }
-    image_free(q);
+    const struct file_bdev *file = q->file->driver;
+    dev_t dev = file->dev;
+    ino_t ino = file->ino;
+    image_free(q); /* the file's own close is registered from here on */
+    closing_end(dev, ino);
 }
 
 static void close_job_run(struct threadpool_job *job)
@@ -380,6 +385,9 @@ static void close_job_run(struct threadpool_job *job)
 
 static void qcow2_close(struct bdev *bdev)
 {
+    struct qcow2 *q = bdev->driver;
+    const struct file_bdev *file = q->file->driver;
+    closing_begin(file->dev, file->ino);
     /* Writing the caches back is disk I/O: the last reference may drop on a loop thread. */
     struct close_job *close = calloc(1, sizeof(*close));
     if (close) {
@@ -517,12 +525,19 @@ out:
     return rc;
 }
 
-/* Keep two openers from writing one image (qcow2_lock.h: QEMU's scheme, so QEMU's tools take part). */
+/*
+ * Keep two openers from writing one image (qcow2_lock.h: QEMU's scheme, so
+ * QEMU's tools take part).  A lock held by this process's own close of the
+ * image, still running on the pool, is waited for (block/closing.h).
+ */
 static int lock_image(struct qcow2 *q, char **error_message)
 {
-    int fd = ((struct file_bdev *)q->file->driver)->fd;
+    const struct file_bdev *file = q->file->driver;
     struct qcow2_lock_failure failure;
-    int rc = qcow2_lock(fd, !q->readonly, &failure);
+    int rc;
+    do
+        rc = qcow2_lock(file->fd, !q->readonly, &failure);
+    while (rc == -EBUSY && closing_wait(file->dev, file->ino));
     if (rc == -EBUSY && failure.kind == QCOW2_LOCK_HELD)
         error_message_set(error_message, 0, "%s: the image is in use: another program or export has %s "
                           "permission (lock byte %d)", q->bdev->filename, failure.permission, failure.byte);

@@ -208,3 +208,22 @@ Test(overlay, persistent_needs_a_valid_identity)
     cr_assert(overlay_identity_valid("iqn.2004-10.com.example:host-1_a"));
     export_unref(base);
 }
+
+/*
+ * The last client of an identity leaves and the next arrives at once: the
+ * old view is still closing on the pool (holding the image lock) when the
+ * new one opens the same file, which must wait for that close, then see
+ * everything the old view wrote.
+ */
+Test(overlay, persistent_reopen_while_the_previous_view_closes)
+{
+    struct export *base = open_base(EXPORT_OVERLAY_PERSISTENT);
+    for (unsigned i = 0; i < 20; i++) {
+        struct export *view = attach(base, "fast");
+        if (i > 0)
+            expect_byte(view, (i - 1) * 65536, 4096, (uint8_t)i);
+        write_byte(view, i * 65536, 4096, (uint8_t)(i + 1));
+        export_unref(view);
+    }
+    export_unref(base);
+}
