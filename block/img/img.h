@@ -60,6 +60,12 @@ void img_error(const char *format, ...) __attribute__((format(printf, 1, 2)));
  */
 int img_option_error(int c, char **argv, int optind);
 
+/* --output=human|json: 0 with *json set, or 1 (the exit code) after qemu-img's message. */
+int img_parse_output(const char *text, bool *json);
+
+/* -o LIST added to list: 0, or 1 (the exit code) after the parser's message. */
+int img_options_add(struct img_options *list, const char *text);
+
 /* "Try 'luna-img --help' for more information" on stderr; returns 1 (the exit code). */
 int img_help_hint(void);
 

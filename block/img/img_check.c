@@ -161,14 +161,8 @@ int img_check_main(int argc, char **argv)
             }
             break;
         case OPTION_OUTPUT:
-            if (!strcmp(optarg, "json"))
-                json = true;
-            else if (!strcmp(optarg, "human"))
-                json = false;
-            else {
-                img_error("--output must be used with human or json as argument.");
+            if (img_parse_output(optarg, &json))
                 return 1;
-            }
             break;
         default: /* ':' or '?' */
             return img_option_error(c, argv, optind);

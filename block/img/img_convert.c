@@ -247,7 +247,6 @@ int img_convert_main(int argc, char **argv)
     int status = 1;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, ":hf:O:o:B:F:S:m:t:T:npqWUc", long_options, NULL)) != -1;) {
-        char *message = NULL;
         char *end;
         switch (c) {
         case 'h':
@@ -293,11 +292,8 @@ int img_convert_main(int argc, char **argv)
             }
             break;
         case 'o':
-            if (img_options_parse(&r.options, optarg, &message) < 0) {
-                img_error("%s", message ? message : "Invalid option list");
-                free(message);
+            if (img_options_add(&r.options, optarg))
                 goto out;
-            }
             break;
         default: /* ':' or '?' */
             img_option_error(c, argv, optind);

@@ -347,7 +347,6 @@ int img_create_main(int argc, char **argv)
     int status = 1;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, ":hf:o:b:F:uq", long_options, NULL)) != -1;) {
-        char *message = NULL;
         switch (c) {
         case 'h':
             create_usage();
@@ -359,11 +358,8 @@ int img_create_main(int argc, char **argv)
         case 'u': r.unsafe = true; break;
         case 'q': r.quiet = true; break;
         case 'o':
-            if (img_options_parse(&r.options, optarg, &message) < 0) {
-                img_error("%s", message ? message : "Invalid option list");
-                free(message);
+            if (img_options_add(&r.options, optarg))
                 goto out;
-            }
             break;
         default: /* ':' or '?' */
             img_option_error(c, argv, optind);

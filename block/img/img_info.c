@@ -367,14 +367,8 @@ int img_info_main(int argc, char **argv)
         case 'f': format = optarg; break;
         case 'U': break;
         case OPTION_OUTPUT:
-            if (!strcmp(optarg, "json"))
-                json = true;
-            else if (!strcmp(optarg, "human"))
-                json = false;
-            else {
-                img_error("--output must be used with human or json as argument.");
+            if (img_parse_output(optarg, &json))
                 return 1;
-            }
             break;
         case OPTION_CHAIN: chain = true; break;
         default: /* ':' or '?' */

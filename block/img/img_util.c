@@ -219,3 +219,23 @@ int img_one_image(const char *format, int argc, char **argv, int optind, const c
     *filename = argv[optind];
     return 0;
 }
+
+int img_parse_output(const char *text, bool *json)
+{
+    if (strcmp(text, "json") && strcmp(text, "human")) {
+        img_error("--output must be used with human or json as argument.");
+        return 1;
+    }
+    *json = !strcmp(text, "json");
+    return 0;
+}
+
+int img_options_add(struct img_options *list, const char *text)
+{
+    char *message = NULL;
+    if (img_options_parse(list, text, &message) == 0)
+        return 0;
+    img_error("%s", message ? message : "Invalid option list");
+    free(message);
+    return 1;
+}
