@@ -21,6 +21,7 @@
 #include "block/img/img.h"
 #include "block/qcow2/qcow2.h"
 #include "block/qcow2/qcow2_format.h"
+#include "block/qcow2/qcow2_snapshots.h"
 #include "common/error_message.h"
 
 struct image_info {
@@ -30,8 +31,7 @@ struct image_info {
     uint64_t actual_size;
     bool qcow2;
     struct qcow2_image_header image;
-    struct qcow2_snapshot *snapshots;
-    uint32_t snapshot_count;
+    struct qcow2_snapshot_table snapshots;
     char *full_backing;   /* the backing path as opened, relative to the image's directory */
 };
 
@@ -47,45 +47,16 @@ static void size_text(uint64_t value, char *out, size_t length)
     snprintf(out, length, "%0.3g %sB", (double)value / (double)(1ull << (i * 10)), suffixes[i]);
 }
 
-static int read_exact(int fd, void *buffer, size_t length, uint64_t offset)
-{
-    ssize_t n = pread(fd, buffer, length, (off_t)offset);
-    if (n < 0)
-        return -errno;
-    return (size_t)n == length ? 0 : -EINVAL;
-}
-
-/* The snapshot table (qcow2.txt, "Snapshots"): entries padded to 8 bytes. */
 static int read_snapshots(int fd, struct image_info *info, uint64_t file_size, char **message)
 {
-    const struct qcow2_header *h = &info->image.header;
-    if (!h->nb_snapshots)
-        return 0;
-    info->snapshots = calloc(h->nb_snapshots, sizeof(*info->snapshots));
-    if (!info->snapshots)
-        return -ENOMEM;
-    uint64_t offset = h->snapshots_offset;
-    for (uint32_t i = 0; i < h->nb_snapshots; i++) {
-        uint8_t fixed[QCOW2_SNAPSHOT_FIXED_SIZE];
-        if (offset > file_size || read_exact(fd, fixed, sizeof(fixed), offset) < 0)
-            return error_message_set(message, -EINVAL, "snapshot table entry %u lies outside the file", i);
-        size_t size = qcow2_snapshot_entry_size(fixed), next;
-        if (size == 0)
-            return error_message_set(message, -EINVAL, "snapshot %u: extra data too large", i);
-        uint8_t *entry = malloc(size);
-        if (!entry)
-            return -ENOMEM;
-        int rc = read_exact(fd, entry, size, offset) < 0 ? -EINVAL
-                                                         : qcow2_snapshot_decode(entry, size, &info->snapshots[i], &next);
-        free(entry);
-        if (rc == -EINVAL)
-            return error_message_set(message, rc, "snapshot table entry %u is truncated", i);
-        if (rc < 0)
-            return rc;
-        info->snapshot_count = i + 1;
-        offset += next;
-    }
-    return 0;
+    struct qcow2_snapshot_table *table = &info->snapshots;
+    int rc = qcow2_snapshot_table_read(fd, &info->image.header, file_size, table);
+    if (rc == -EINVAL)
+        return error_message_set(message, rc, "snapshot table entry %u lies outside the file or is truncated",
+                                 table->bad_entry);
+    if (rc == -EFBIG)
+        return error_message_set(message, -EINVAL, "snapshot %u: extra data too large", table->bad_entry);
+    return rc;
 }
 
 static char *full_backing_path(const char *image, const char *backing)
@@ -177,10 +148,7 @@ static int image_info_read(struct image_info *info, const char *filename, const 
 
 static void image_info_clear(struct image_info *info)
 {
-    for (uint32_t i = 0; i < info->snapshot_count; i++) {
-        qcow2_snapshot_clear(&info->snapshots[i]);
-    }
-    free(info->snapshots);
+    qcow2_snapshot_table_clear(&info->snapshots);
     free(info->full_backing);
     qcow2_image_header_clear(&info->image);
 }
@@ -209,10 +177,10 @@ static json_object *info_json(const struct image_info *info)
 {
     const struct qcow2_header *h = &info->image.header;
     json_object *o = json_object_new_object();
-    if (info->snapshot_count) {
+    if (info->snapshots.count) {
         json_object *list = json_object_new_array();
-        for (uint32_t i = 0; i < info->snapshot_count; i++)
-            json_object_array_add(list, snapshot_json(&info->snapshots[i]));
+        for (uint32_t i = 0; i < info->snapshots.count; i++)
+            json_object_array_add(list, snapshot_json(&info->snapshots.entries[i]));
         json_object_object_add(o, "snapshots", list);
     }
     if (info->image.backing_format)
@@ -284,8 +252,8 @@ static void print_snapshots(const struct image_info *info)
 {
     printf("Snapshot list:\n");
     printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
-    for (uint32_t i = 0; i < info->snapshot_count; i++) {
-        const struct qcow2_snapshot *s = &info->snapshots[i];
+    for (uint32_t i = 0; i < info->snapshots.count; i++) {
+        const struct qcow2_snapshot *s = &info->snapshots.entries[i];
         char date[128] = "", clock[128], size[32], icount[32] = "";
         time_t when = s->date_sec;
         struct tm tm;
@@ -322,7 +290,7 @@ static void print_human(const struct image_info *info)
         if (info->image.backing_format)
             printf("backing file format: %s\n", info->image.backing_format);
     }
-    if (info->snapshot_count)
+    if (info->snapshots.count)
         print_snapshots(info);
     printf("Format specific information:\n    compat: %s\n    compression type: %s\n",
            h->version >= 3 ? "1.1" : "0.10", compression_name(h->compression_type));

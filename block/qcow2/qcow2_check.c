@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "block/qcow2/qcow2_format.h"
+#include "block/qcow2/qcow2_snapshots.h"
 #include "common/error_message.h"
 #include "common/file_util.h"
 
@@ -69,9 +70,7 @@ struct checker {
     uint64_t reftable_entries;
     struct refblock *blocks; /* one per reftable entry */
     uint64_t *l1;           /* the active L1 table, host order */
-    struct qcow2_snapshot *snapshots;
-    uint32_t snapshot_count;
-    uint64_t snapshots_size; /* bytes of the snapshot table */
+    struct qcow2_snapshot_table snapshots;
     uint32_t nb_bitmaps;
     uint64_t bitmap_directory_offset;
     uint64_t bitmap_directory_size;
@@ -545,8 +544,8 @@ static int calculate(struct checker *c, enum qcow2_check_fix fix)
     int rc = inc_refs(c, 0, c->cluster_size);
     if (rc == 0)
         rc = check_l1(c, h->l1_table_offset, h->l1_size, true, fix);
-    for (uint32_t i = 0; rc == 0 && i < c->snapshot_count; i++) {
-        const struct qcow2_snapshot *s = &c->snapshots[i];
+    for (uint32_t i = 0; rc == 0 && i < c->snapshots.count; i++) {
+        const struct qcow2_snapshot *s = &c->snapshots.entries[i];
         if (s->l1_table_offset & (c->cluster_size - 1)) {
             say(c, "ERROR snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not cluster aligned; snapshot table "
                    "entry corrupted", s->id, s->name, s->l1_table_offset);
@@ -562,7 +561,7 @@ static int calculate(struct checker *c, enum qcow2_check_fix fix)
         rc = check_l1(c, s->l1_table_offset, s->l1_size, false, fix);
     }
     if (rc == 0)
-        rc = inc_refs(c, h->snapshots_offset, c->snapshots_size);
+        rc = inc_refs(c, h->snapshots_offset, c->snapshots.size);
     if (rc == 0)
         rc = inc_refs(c, h->refcount_table_offset, c->reftable_entries * 8);
     if (rc == 0)
@@ -876,34 +875,13 @@ static int load_snapshots(struct checker *c, char **error_message)
         return error_message_set(error_message, -EFBIG, "Too many snapshots");
     if (h->snapshots_offset & (c->cluster_size - 1))
         return error_message_set(error_message, -EINVAL, "Invalid snapshot table offset");
-    c->snapshots = calloc(h->nb_snapshots, sizeof(*c->snapshots));
-    if (!c->snapshots)
-        return -ENOMEM;
-    uint64_t offset = h->snapshots_offset;
-    for (uint32_t i = 0; i < h->nb_snapshots; i++) {
-        uint8_t fixed[QCOW2_SNAPSHOT_FIXED_SIZE];
-        if (offset + sizeof(fixed) > c->file_size || read_at(c, fixed, sizeof(fixed), offset) < 0)
-            return error_message_set(error_message, -EINVAL, "Failed to read snapshot table");
-        size_t size = qcow2_snapshot_entry_size(fixed), next;
-        if (size == 0)
-            return error_message_set(error_message, -EFBIG, "Too much extra metadata in snapshot table entry %u",
-                                     i);
-        uint8_t *entry = malloc(size);
-        if (!entry)
-            return -ENOMEM;
-        int rc = offset + size > c->file_size || read_at(c, entry, size, offset) < 0
-                     ? -EINVAL
-                     : qcow2_snapshot_decode(entry, size, &c->snapshots[i], &next);
-        free(entry);
-        if (rc == -EINVAL)
-            return error_message_set(error_message, rc, "Failed to read snapshot table");
-        if (rc < 0)
-            return rc;
-        c->snapshot_count = i + 1;
-        offset += next;
-    }
-    c->snapshots_size = offset - h->snapshots_offset;
-    return 0;
+    int rc = qcow2_snapshot_table_read(c->fd, h, c->file_size, &c->snapshots);
+    if (rc == -EINVAL)
+        return error_message_set(error_message, rc, "Failed to read snapshot table");
+    if (rc == -EFBIG)
+        return error_message_set(error_message, rc, "Too much extra metadata in snapshot table entry %u",
+                                 c->snapshots.bad_entry);
+    return rc;
 }
 
 static int load_image(struct checker *c, char **error_message)
@@ -986,9 +964,7 @@ static int load_image(struct checker *c, char **error_message)
 static void checker_free(struct checker *c)
 {
     drop_blocks(c);
-    for (uint32_t i = 0; i < c->snapshot_count; i++)
-        qcow2_snapshot_clear(&c->snapshots[i]);
-    free(c->snapshots);
+    qcow2_snapshot_table_clear(&c->snapshots);
     free(c->reftable);
     free(c->l1);
     free(c->refs);

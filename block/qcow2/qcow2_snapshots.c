@@ -1,0 +1,52 @@
+#include "block/qcow2/qcow2_snapshots.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/file_util.h"
+
+int qcow2_snapshot_table_read(int fd, const struct qcow2_header *h, uint64_t file_size,
+                              struct qcow2_snapshot_table *table)
+{
+    memset(table, 0, sizeof(*table));
+    if (!h->nb_snapshots)
+        return 0;
+    table->entries = calloc(h->nb_snapshots, sizeof(*table->entries));
+    if (!table->entries)
+        return -ENOMEM;
+    uint64_t offset = h->snapshots_offset;
+    for (uint32_t i = 0; i < h->nb_snapshots; i++) {
+        table->bad_entry = i;
+        uint8_t fixed[QCOW2_SNAPSHOT_FIXED_SIZE];
+        if (offset > file_size || file_size - offset < sizeof(fixed) ||
+            file_pread_full(fd, fixed, sizeof(fixed), offset) < 0)
+            return -EINVAL;
+        size_t size = qcow2_snapshot_entry_size(fixed), next;
+        if (size == 0)
+            return -EFBIG;
+        if (file_size - offset < size)
+            return -EINVAL;
+        uint8_t *entry = malloc(size);
+        if (!entry)
+            return -ENOMEM;
+        int rc = file_pread_full(fd, entry, size, offset);
+        if (rc == 0)
+            rc = qcow2_snapshot_decode(entry, size, &table->entries[i], &next);
+        free(entry);
+        if (rc < 0)
+            return rc == -ENOMEM ? rc : -EINVAL;
+        table->count = i + 1;
+        offset += next;
+    }
+    table->size = offset - h->snapshots_offset;
+    return 0;
+}
+
+void qcow2_snapshot_table_clear(struct qcow2_snapshot_table *table)
+{
+    for (uint32_t i = 0; i < table->count; i++)
+        qcow2_snapshot_clear(&table->entries[i]);
+    free(table->entries);
+    memset(table, 0, sizeof(*table));
+}
