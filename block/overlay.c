@@ -59,11 +59,16 @@ static int make_directories(const char *path)
     return rc;
 }
 
-/* A new qcow2 overlay at path over the export's image (named as its backing file, for QEMU's tools). */
-static int create_overlay(const struct export *export, const char *path, char **error_message)
+/*
+ * A new qcow2 overlay at path over the export's image (named as its backing
+ * file, for QEMU's tools).  A temporary one is never synced: nothing of it
+ * outlives lunad.
+ */
+static int create_overlay(const struct export *export, const char *path, bool temporary, char **error_message)
 {
     struct qcow2_create_options options;
     qcow2_create_options_init(&options);
+    options.no_sync = temporary;
     options.size = export->bdev->size;
     char *backing = realpath(export->config.bdev.path, NULL);
     options.backing_file = backing ? backing : export->config.bdev.path;
@@ -124,7 +129,7 @@ static int attach_ephemeral(struct export *export, struct export **view, char **
         return rc;
     }
     close(fd);
-    int rc = create_overlay(export, path, error_message);
+    int rc = create_overlay(export, path, true, error_message);
     if (rc == 0) {
         rc = open_overlay(export, path, view, error_message);
         if (rc == 0)
@@ -169,7 +174,7 @@ static int attach_persistent(struct export *export, const char *identity, struct
                 error_message_set(error_message, rc, "%s: cannot create the overlay directory",
                                   export->config.overlay_dir);
             else
-                rc = create_overlay(export, path, error_message);
+                rc = create_overlay(export, path, false, error_message);
         }
         /* A previous view of this identity may still be closing: the driver waits for it. */
         if (rc == 0)

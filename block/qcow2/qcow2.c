@@ -364,7 +364,10 @@ struct close_job {
 /* Write back what the caches hold, then let go of everything. */
 static void close_now(struct qcow2 *q)
 {
-    if (!q->readonly) {
+    /* An unlinked image (an ephemeral overlay) has nobody left to read what a flush would keep. */
+    struct stat st;
+    bool linked = fstat(((struct file_bdev *)q->file->driver)->fd, &st) < 0 || st.st_nlink > 0;
+    if (!q->readonly && linked) {
         pthread_mutex_lock(&q->lock);
         qcow2_flush_metadata(q); /* nobody is left to hear of a failure: an unflushed cache only leaks */
         pthread_mutex_unlock(&q->lock);

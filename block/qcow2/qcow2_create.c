@@ -688,7 +688,7 @@ int qcow2_create(const char *path, const struct qcow2_create_options *options, c
         return error_message_set(error_message, rc, "%s: Could not create '%s': %s", path, path, strerror(-rc));
     }
     rc = build(&L, options);
-    if (rc == 0 && fsync(L.fd) < 0)
+    if (rc == 0 && !options->no_sync && fsync(L.fd) < 0)
         rc = -errno;
     if (close(L.fd) < 0 && rc == 0)
         rc = -errno;

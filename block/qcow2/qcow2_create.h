@@ -36,6 +36,7 @@ struct qcow2_create_options {
     enum qcow2_preallocation preallocation;
     const char *backing_file;      /* NULL: none; stored as given */
     const char *backing_format;    /* NULL: none */
+    bool no_sync;                  /* skip the final fsync: a scratch image no crash must keep */
 };
 
 /* qemu-img's defaults: v3, 64 KiB clusters, 16-bit refcounts, zlib, no preallocation. */
