@@ -14,6 +14,7 @@
 
 #include "block/file_io.h"
 #include "block/file_sync.h"
+#include "common/file_util.h"
 
 #define RAW_MAX_TRANSFER (32u << 20)
 #define RAW_MAX_DISCARD (1ull << 30)
@@ -89,18 +90,7 @@ static int make_parent_directories(const char *path)
     int rc = 0;
     if (slash && slash != copy) {
         *slash = '\0';
-        for (char *p = copy + 1; rc == 0; p++) {
-            bool at_end = *p == '\0';
-            if (*p == '/' || at_end) {
-                char saved = *p;
-                *p = '\0';
-                if (mkdir(copy, 0755) < 0 && errno != EEXIST)
-                    rc = -errno;
-                *p = saved;
-                if (at_end)
-                    break;
-            }
-        }
+        rc = file_make_directories(copy);
     }
     free(copy);
     return rc;

@@ -11,6 +11,7 @@
 #include "block/align.h"
 #include "block/qcow2/qcow2_create.h"
 #include "common/error_message.h"
+#include "common/file_util.h"
 
 bool overlay_identity_valid(const char *identity)
 {
@@ -33,30 +34,6 @@ char *overlay_path(const struct export *export, const char *identity)
     if (!export->config.overlay_dir || asprintf(&path, "%s/%s.qcow2", export->config.overlay_dir, identity) < 0)
         return NULL;
     return path;
-}
-
-/* mkdir -p, for the overlay directory. */
-static int make_directories(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return -ENOMEM;
-    int rc = 0;
-    for (char *slash = copy + 1;; slash++) {
-        bool end = *slash == '\0';
-        if (*slash != '/' && !end)
-            continue;
-        *slash = '\0';
-        if (mkdir(copy, 0755) < 0 && errno != EEXIST) {
-            rc = -errno;
-            break;
-        }
-        if (end)
-            break;
-        *slash = '/';
-    }
-    free(copy);
-    return rc;
 }
 
 /*
@@ -169,7 +146,7 @@ static int attach_persistent(struct export *export, const char *identity, struct
     } else {
         struct stat st;
         if (stat(path, &st) < 0) {
-            rc = make_directories(export->config.overlay_dir);
+            rc = file_make_directories(export->config.overlay_dir);
             if (rc < 0)
                 error_message_set(error_message, rc, "%s: cannot create the overlay directory",
                                   export->config.overlay_dir);

@@ -1,7 +1,10 @@
 #include "common/file_util.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int file_pread_full(int fd, void *buffer, size_t length, uint64_t offset)
@@ -40,4 +43,27 @@ int file_pwrite_full(int fd, const void *buffer, size_t length, uint64_t offset)
         offset += (uint64_t)n;
     }
     return 0;
+}
+
+int file_make_directories(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    int rc = 0;
+    for (char *slash = copy + 1;; slash++) {
+        bool end = *slash == '\0';
+        if (*slash != '/' && !end)
+            continue;
+        *slash = '\0';
+        if (mkdir(copy, 0755) < 0 && errno != EEXIST) {
+            rc = -errno;
+            break;
+        }
+        if (end)
+            break;
+        *slash = '/';
+    }
+    free(copy);
+    return rc;
 }
