@@ -59,15 +59,6 @@ static int read_snapshots(int fd, struct image_info *info, uint64_t file_size, c
     return rc;
 }
 
-static char *full_backing_path(const char *image, const char *backing)
-{
-    const char *slash = strrchr(image, '/');
-    char *path = NULL;
-    if (backing[0] == '/' || !slash)
-        return strdup(backing);
-    return asprintf(&path, "%.*s/%s", (int)(slash - image), image, backing) < 0 ? NULL : path;
-}
-
 static int read_qcow2(int fd, struct image_info *info, uint64_t file_size, char **message)
 {
     uint8_t first[QCOW2_V3_HEADER_LENGTH] = {0};
@@ -98,7 +89,7 @@ static int read_qcow2(int fd, struct image_info *info, uint64_t file_size, char 
     }
     info->qcow2 = true;
     info->virtual_size = info->image.header.size;
-    if (info->image.backing_file && !(info->full_backing = full_backing_path(info->filename, info->image.backing_file)))
+    if (info->image.backing_file && !(info->full_backing = qcow2_backing_path(info->filename, info->image.backing_file)))
         return -ENOMEM;
     return 0;
 }

@@ -9,7 +9,6 @@
 #include "block/qcow2/qcow2.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -412,26 +411,11 @@ static const struct bdev_ops qcow2_ops = {
 
 static _Thread_local int open_depth;
 
-/* The backing file's path: relative names are relative to the image's directory, as in QEMU. */
-static char *backing_path(const char *image_path, const char *backing)
-{
-    if (backing[0] == '/')
-        return strdup(backing);
-    char *copy = strdup(image_path);
-    if (!copy)
-        return NULL;
-    char *path = NULL;
-    if (asprintf(&path, "%s/%s", dirname(copy), backing) < 0)
-        path = NULL;
-    free(copy);
-    return path;
-}
-
 static int open_backing(struct qcow2 *q, const struct bdev_options *options, char **error_message)
 {
     const char *format_name = q->image.backing_format;
     enum bdev_format format = BDEV_FORMAT_AUTO;
-    char *path = backing_path(q->bdev->filename, q->image.backing_file);
+    char *path = qcow2_backing_path(q->bdev->filename, q->image.backing_file);
     if (!path) {
         error_message_set(error_message, 0, "%s: out of memory", q->bdev->filename);
         return -ENOMEM;

@@ -575,3 +575,12 @@ void qcow2_snapshot_clear(struct qcow2_snapshot *snapshot)
     free(snapshot->name);
     snapshot->id = snapshot->name = NULL;
 }
+
+char *qcow2_backing_path(const char *image_path, const char *backing)
+{
+    const char *slash = strrchr(image_path, '/');
+    if (backing[0] == '/' || !slash)
+        return strdup(backing);
+    char *path = NULL;
+    return asprintf(&path, "%.*s/%s", (int)(slash - image_path), image_path, backing) < 0 ? NULL : path;
+}

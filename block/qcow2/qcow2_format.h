@@ -198,6 +198,13 @@ size_t qcow2_snapshot_entry_size(const uint8_t *fixed);
 int qcow2_snapshot_decode(const uint8_t *buffer, size_t length, struct qcow2_snapshot *out, size_t *next);
 void qcow2_snapshot_clear(struct qcow2_snapshot *snapshot);
 
+/*
+ * Where a backing file name points: as it is when absolute, else relative
+ * to the image's directory (QEMU's path_combine: "base.raw" beside
+ * "vm.qcow2" stays "base.raw").  Malloc'd; NULL without memory.
+ */
+char *qcow2_backing_path(const char *image_path, const char *backing);
+
 /* What a guest cluster (or, with extended L2, a subcluster) is. */
 enum qcow2_cluster_kind {
     QCOW2_CLUSTER_UNALLOCATED, /* read through to the backing file, or zeroes */
