@@ -112,36 +112,12 @@ static int flush_file(struct checker *c) { return fdatasync(c->fd) < 0 ? -errno 
 
 static uint64_t refcount_read(const struct checker *c, const uint8_t *block, uint64_t index)
 {
-    switch (c->refcount_bits) {
-    case 1:
-    case 2:
-    case 4: {
-        uint64_t bit = index * c->refcount_bits;
-        return (block[bit / 8] >> (bit % 8)) & ((1u << c->refcount_bits) - 1);
-    }
-    case 8: return block[index];
-    case 16: return qcow2_be16(block + index * 2);
-    case 32: return qcow2_be32(block + index * 4);
-    default: return qcow2_be64(block + index * 8);
-    }
+    return qcow2_refcount_entry_get(block, c->refcount_bits, index);
 }
 
 static void refcount_write(const struct checker *c, uint8_t *block, uint64_t index, uint64_t value)
 {
-    switch (c->refcount_bits) {
-    case 1:
-    case 2:
-    case 4: {
-        uint64_t bit = index * c->refcount_bits;
-        uint8_t mask = (uint8_t)(((1u << c->refcount_bits) - 1) << (bit % 8));
-        block[bit / 8] = (uint8_t)((block[bit / 8] & ~mask) | ((value << (bit % 8)) & mask));
-        break;
-    }
-    case 8: block[index] = (uint8_t)value; break;
-    case 16: qcow2_put_be16(block + index * 2, (uint16_t)value); break;
-    case 32: qcow2_put_be32(block + index * 4, (uint32_t)value); break;
-    default: qcow2_put_be64(block + index * 8, value); break;
-    }
+    qcow2_refcount_entry_set(block, c->refcount_bits, index, value);
 }
 
 static enum cluster_type cluster_type(const struct checker *c, uint64_t entry)

@@ -525,15 +525,7 @@ static int preallocate_data(struct layout *L, uint64_t size, enum qcow2_prealloc
 
 static void put_refcount(struct layout *L, uint8_t *block, uint64_t index)
 {
-    switch (L->refcount_order) {
-    case 0: block[index / 8] |= (uint8_t)(1u << (index % 8)); break; /* QEMU packs low bits first */
-    case 1: block[index / 4] |= (uint8_t)(1u << (2 * (index % 4))); break;
-    case 2: block[index / 2] |= (uint8_t)(1u << (4 * (index % 2))); break;
-    default: { /* 8 to 64 bits, big-endian */
-        unsigned bytes = 1u << (L->refcount_order - 3);
-        block[index * bytes + bytes - 1] = 1;
-    }
-    }
+    qcow2_refcount_entry_set(block, 1u << L->refcount_order, index, 1);
 }
 
 static int write_refcount_blocks(struct layout *L)

@@ -584,3 +584,49 @@ char *qcow2_backing_path(const char *image_path, const char *backing)
     char *path = NULL;
     return asprintf(&path, "%.*s/%s", (int)(slash - image_path), image_path, backing) < 0 ? NULL : path;
 }
+
+uint64_t qcow2_refcount_entry_get(const uint8_t *block, uint32_t refcount_bits, uint64_t index)
+{
+    switch (refcount_bits) {
+    case 1:
+    case 2:
+    case 4: {
+        uint64_t bit = index * refcount_bits;
+        return (block[bit / 8] >> (bit % 8)) & ((1u << refcount_bits) - 1);
+    }
+    case 8:
+        return block[index];
+    case 16:
+        return qcow2_be16(block + index * 2);
+    case 32:
+        return qcow2_be32(block + index * 4);
+    default:
+        return qcow2_be64(block + index * 8);
+    }
+}
+
+void qcow2_refcount_entry_set(uint8_t *block, uint32_t refcount_bits, uint64_t index, uint64_t value)
+{
+    switch (refcount_bits) {
+    case 1:
+    case 2:
+    case 4: {
+        uint64_t bit = index * refcount_bits;
+        uint8_t mask = (uint8_t)(((1u << refcount_bits) - 1) << (bit % 8));
+        block[bit / 8] = (uint8_t)((block[bit / 8] & ~mask) | ((value << (bit % 8)) & mask));
+        break;
+    }
+    case 8:
+        block[index] = (uint8_t)value;
+        break;
+    case 16:
+        qcow2_put_be16(block + index * 2, (uint16_t)value);
+        break;
+    case 32:
+        qcow2_put_be32(block + index * 4, (uint32_t)value);
+        break;
+    default:
+        qcow2_put_be64(block + index * 8, value);
+        break;
+    }
+}

@@ -199,6 +199,13 @@ int qcow2_snapshot_decode(const uint8_t *buffer, size_t length, struct qcow2_sna
 void qcow2_snapshot_clear(struct qcow2_snapshot *snapshot);
 
 /*
+ * Entry index of a refcount block of refcount_bits-wide entries (1 to 64):
+ * big-endian from 8 bits up, packed low bits first below (as QEMU does).
+ */
+uint64_t qcow2_refcount_entry_get(const uint8_t *block, uint32_t refcount_bits, uint64_t index);
+void qcow2_refcount_entry_set(uint8_t *block, uint32_t refcount_bits, uint64_t index, uint64_t value);
+
+/*
  * Where a backing file name points: as it is when absolute, else relative
  * to the image's directory (QEMU's path_combine: "base.raw" beside
  * "vm.qcow2" stays "base.raw").  Malloc'd; NULL without memory.

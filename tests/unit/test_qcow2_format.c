@@ -891,3 +891,29 @@ Test(qcow2_format, compressed_descriptor_fields)
     entry = qcow2_compressed_entry(&small, 0x1200 + 511, 2);
     cr_expect_eq(entry, QCOW2_OFLAG_COMPRESSED | (1ull << 61) | (0x1200 + 511));
 }
+
+/* Refcount entries of every width: set and read back, neighbours untouched, layout as QEMU's. */
+Test(qcow2_format, refcount_entries_every_width)
+{
+    for (uint32_t bits = 1; bits <= 64; bits *= 2) {
+        uint8_t block[512];
+        memset(block, 0, sizeof(block));
+        uint64_t max = bits == 64 ? UINT64_MAX : (1ull << bits) - 1;
+        uint64_t entries = sizeof(block) * 8 / bits;
+        for (uint64_t i = 0; i < entries; i++)
+            qcow2_refcount_entry_set(block, bits, i, (i * 2654435761u) & max);
+        for (uint64_t i = 0; i < entries; i++)
+            cr_assert_eq(qcow2_refcount_entry_get(block, bits, i), (i * 2654435761u) & max, "bits %u entry %llu",
+                         bits, (unsigned long long)i);
+        qcow2_refcount_entry_set(block, bits, 1, 0);
+        cr_assert_eq(qcow2_refcount_entry_get(block, bits, 0), 0, "bits %u: entry 0 kept", bits);
+        cr_assert_eq(qcow2_refcount_entry_get(block, bits, 2), ((uint64_t)2 * 2654435761u) & max, "bits %u: entry 2 kept", bits);
+    }
+    /* QEMU's layout: 1-bit entries low bit first, 16-bit entries big-endian. */
+    uint8_t block[4] = {0};
+    qcow2_refcount_entry_set(block, 1, 3, 1);
+    cr_assert_eq(block[0], 0x08);
+    memset(block, 0, sizeof(block));
+    qcow2_refcount_entry_set(block, 16, 1, 0x0102);
+    cr_assert(block[2] == 0x01 && block[3] == 0x02);
+}
