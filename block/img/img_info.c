@@ -61,24 +61,8 @@ static int read_snapshots(int fd, struct image_info *info, uint64_t file_size, c
 
 static int read_qcow2(int fd, struct image_info *info, uint64_t file_size, char **message)
 {
-    uint8_t first[QCOW2_V3_HEADER_LENGTH] = {0};
-    ssize_t n = pread(fd, first, sizeof(first), 0);
-    if (n < 0)
-        return error_message_set(message, -errno, "Could not read '%s': %s", info->filename, strerror(errno));
-    struct qcow2_header header;
     char *reason = NULL;
-    int rc = qcow2_header_decode(first, (size_t)n, file_size, &header, &reason);
-    if (rc == 0) {
-        size_t bytes = qcow2_image_header_bytes(&header);
-        uint8_t *buffer = calloc(1, bytes);
-        if (!buffer) {
-            free(reason);
-            return -ENOMEM;
-        }
-        n = pread(fd, buffer, bytes, 0);
-        rc = n < 0 ? -errno : qcow2_image_header_decode(buffer, (size_t)n, file_size, &info->image, &reason);
-        free(buffer);
-    }
+    int rc = qcow2_image_header_read(qcow2_read_fd, &fd, file_size, &info->image, &reason);
     if (rc == 0)
         rc = read_snapshots(fd, info, file_size, &reason);
     if (rc < 0) {

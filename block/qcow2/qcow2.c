@@ -480,34 +480,18 @@ static int load_table(struct qcow2 *q, uint64_t offset, uint64_t entries, uint64
     return 0;
 }
 
+static int read_from_file(void *opaque, void *buffer, size_t length, uint64_t offset)
+{
+    return bdev_pread(opaque, buffer, length, offset);
+}
+
 static int read_header(struct qcow2 *q, char **error_message)
 {
-    const char *path = q->bdev->filename;
-    uint64_t file_size = q->file->size;
-    uint8_t first[QCOW2_V3_HEADER_LENGTH] = {0};
-    size_t first_length = file_size < sizeof(first) ? (size_t)file_size : sizeof(first);
     char *reason = NULL;
-    struct qcow2_header header;
-    int rc = first_length ? bdev_pread(q->file, first, first_length, 0) : 0;
-    if (rc == 0)
-        rc = qcow2_header_decode(first, first_length, file_size, &header, &reason);
+    int rc = qcow2_image_header_read(read_from_file, q->file, q->file->size, &q->image, &reason);
     if (rc < 0)
-        goto out;
-    size_t length = qcow2_image_header_bytes(&header);
-    if (length > file_size)
-        length = (size_t)file_size;
-    uint8_t *buffer = malloc(length);
-    if (!buffer) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    rc = bdev_pread(q->file, buffer, length, 0);
-    if (rc == 0)
-        rc = qcow2_image_header_decode(buffer, length, file_size, &q->image, &reason);
-    free(buffer);
-out:
-    if (rc < 0)
-        error_message_set(error_message, rc, "%s: %s", path, reason ? reason : "cannot read the qcow2 header");
+        error_message_set(error_message, rc, "%s: %s", q->bdev->filename,
+                          reason ? reason : "cannot read the qcow2 header");
     free(reason);
     return rc;
 }

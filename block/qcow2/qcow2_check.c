@@ -866,24 +866,8 @@ static int load_image(struct checker *c, char **error_message)
     if (fstat(c->fd, &st) < 0)
         return error_message_set(error_message, -errno, "Could not stat the image: %s", strerror(errno));
     c->file_size = (uint64_t)st.st_size;
-    uint8_t first[QCOW2_V3_HEADER_LENGTH] = {0};
-    ssize_t n = pread(c->fd, first, sizeof(first), 0);
-    if (n < 0)
-        return error_message_set(error_message, -errno, "Could not read the header: %s", strerror(errno));
-    struct qcow2_header header;
     char *reason = NULL;
-    int rc = qcow2_header_decode(first, (size_t)n, c->file_size, &header, &reason);
-    if (rc == 0) {
-        size_t bytes = qcow2_image_header_bytes(&header);
-        uint8_t *buffer = calloc(1, bytes);
-        if (!buffer) {
-            free(reason);
-            return -ENOMEM;
-        }
-        n = pread(c->fd, buffer, bytes, 0);
-        rc = n < 0 ? -errno : qcow2_image_header_decode(buffer, (size_t)n, c->file_size, &c->image, &reason);
-        free(buffer);
-    }
+    int rc = qcow2_image_header_read(qcow2_read_fd, &c->fd, c->file_size, &c->image, &reason);
     if (rc < 0) {
         error_message_set(error_message, rc, "%s", reason ? reason : strerror(-rc));
         free(reason);

@@ -630,3 +630,28 @@ void qcow2_refcount_entry_set(uint8_t *block, uint32_t refcount_bits, uint64_t i
         break;
     }
 }
+
+int qcow2_image_header_read(qcow2_read_fn *read, void *opaque, uint64_t file_size, struct qcow2_image_header *out,
+                            char **reason)
+{
+    memset(out, 0, sizeof(*out));
+    uint8_t first[QCOW2_V3_HEADER_LENGTH] = {0};
+    size_t first_length = file_size < sizeof(first) ? (size_t)file_size : sizeof(first);
+    struct qcow2_header header;
+    int rc = first_length ? read(opaque, first, first_length, 0) : 0;
+    if (rc == 0)
+        rc = qcow2_header_decode(first, first_length, file_size, &header, reason);
+    if (rc < 0)
+        return rc;
+    size_t length = qcow2_image_header_bytes(&header);
+    if (length > file_size)
+        length = (size_t)file_size;
+    uint8_t *buffer = malloc(length);
+    if (!buffer)
+        return -ENOMEM;
+    rc = read(opaque, buffer, length, 0);
+    if (rc == 0)
+        rc = qcow2_image_header_decode(buffer, length, file_size, out, reason);
+    free(buffer);
+    return rc;
+}

@@ -155,6 +155,18 @@ int qcow2_image_header_encode(const struct qcow2_image_header *image, uint8_t *b
 
 void qcow2_image_header_clear(struct qcow2_image_header *image);
 
+/* Reads length bytes at offset of the image file into buffer: 0 or -errno. */
+typedef int qcow2_read_fn(void *opaque, void *buffer, size_t length, uint64_t offset);
+
+/*
+ * Read and decode the whole image header through read: the fixed header
+ * first, then the bytes it says the rest needs (never past file_size).
+ * 0, or -errno with *reason as qcow2_image_header_decode (NULL on a read
+ * error, which read reports).
+ */
+int qcow2_image_header_read(qcow2_read_fn *read, void *opaque, uint64_t file_size, struct qcow2_image_header *out,
+                            char **reason);
+
 /* The feature-name table QEMU writes, for images luna creates or rewrites. */
 int qcow2_image_header_set_default_feature_names(struct qcow2_image_header *image);
 

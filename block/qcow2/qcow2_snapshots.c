@@ -6,6 +6,11 @@
 
 #include "common/file_util.h"
 
+int qcow2_read_fd(void *opaque, void *buffer, size_t length, uint64_t offset)
+{
+    return file_pread_full(*(const int *)opaque, buffer, length, offset);
+}
+
 int qcow2_snapshot_table_read(int fd, const struct qcow2_header *h, uint64_t file_size,
                               struct qcow2_snapshot_table *table)
 {

@@ -1,7 +1,8 @@
 /*
- * qcow2_snapshots: reading an image's snapshot table from a file
- * descriptor, for the tools (luna-img info, qcow2_check).  Entries are
- * decoded by qcow2_format.c; this adds the bounded, entry-by-entry reading.
+ * qcow2_snapshots: reading an image from a file descriptor, for the tools
+ * (luna-img info, qcow2_check): a qcow2_read_fn for the header and the
+ * snapshot table.  Entries are decoded by qcow2_format.c; this adds the
+ * bounded, entry-by-entry reading.
  */
 #ifndef LUNA_BLOCK_QCOW2_SNAPSHOTS_H
 #define LUNA_BLOCK_QCOW2_SNAPSHOTS_H
@@ -9,6 +10,9 @@
 #include <stdint.h>
 
 #include "block/qcow2/qcow2_format.h"
+
+/* A qcow2_read_fn over a file descriptor (opaque: a pointer to the int); bytes past the end read as zeroes. */
+int qcow2_read_fd(void *opaque, void *buffer, size_t length, uint64_t offset);
 
 struct qcow2_snapshot_table {
     struct qcow2_snapshot *entries; /* count decoded entries */
