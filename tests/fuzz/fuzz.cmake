@@ -6,26 +6,6 @@
 # with the protocol and block libraries instrumented for coverage.
 set(luna_fuzz_dir ${CMAKE_CURRENT_SOURCE_DIR}/fuzz)
 
-add_executable(fuzz_nbd_session_replay
-  ${luna_fuzz_dir}/fuzz_nbd_session.c ${luna_fuzz_dir}/nbd_reply_audit.c ${luna_fuzz_dir}/shadow_disk.c
-  ${luna_fuzz_dir}/replay_main.c)
-target_link_libraries(fuzz_nbd_session_replay PRIVATE luna_nbd)
-set_target_properties(fuzz_nbd_session_replay PROPERTIES
-  RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-add_test(NAME unit.fuzz_nbd_session_replay
-  COMMAND fuzz_nbd_session_replay
-    ${luna_fuzz_dir}/corpus/nbd_session ${luna_fuzz_dir}/regressions/nbd_session)
-set_tests_properties(unit.fuzz_nbd_session_replay PROPERTIES LABELS unit TIMEOUT 300)
-
-add_executable(fuzz_qcow2_open_replay ${luna_fuzz_dir}/fuzz_qcow2_open.c ${luna_fuzz_dir}/replay_main.c)
-target_link_libraries(fuzz_qcow2_open_replay PRIVATE luna_block)
-set_target_properties(fuzz_qcow2_open_replay PROPERTIES
-  RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-add_test(NAME unit.fuzz_qcow2_open_replay
-  COMMAND fuzz_qcow2_open_replay
-    ${luna_fuzz_dir}/corpus/qcow2_open ${luna_fuzz_dir}/regressions/qcow2_open)
-set_tests_properties(unit.fuzz_qcow2_open_replay PROPERTIES LABELS unit TIMEOUT 300)
-
 if(LUNA_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "LUNA_FUZZ needs clang: configure with -DCMAKE_C_COMPILER=clang")
@@ -44,17 +24,36 @@ if(LUNA_FUZZ)
   add_library(luna_fuzz_checkers OBJECT
     ${luna_fuzz_dir}/nbd_reply_audit.c ${luna_fuzz_dir}/shadow_disk.c)
   target_compile_options(luna_fuzz_checkers PRIVATE ${luna_fuzz_sanitizers})
-
-  add_executable(fuzz_nbd_session ${luna_fuzz_dir}/fuzz_nbd_session.c
-    $<TARGET_OBJECTS:luna_fuzz_checkers>)
-  target_compile_options(fuzz_nbd_session PRIVATE -fsanitize=fuzzer ${luna_fuzz_sanitizers})
-  target_link_options(fuzz_nbd_session PRIVATE -fsanitize=fuzzer,address,undefined)
-  target_link_libraries(fuzz_nbd_session PRIVATE luna_nbd)
-  set_target_properties(fuzz_nbd_session PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
-
-  add_executable(fuzz_qcow2_open ${luna_fuzz_dir}/fuzz_qcow2_open.c)
-  target_compile_options(fuzz_qcow2_open PRIVATE -fsanitize=fuzzer ${luna_fuzz_sanitizers})
-  target_link_options(fuzz_qcow2_open PRIVATE -fsanitize=fuzzer,address,undefined)
-  target_link_libraries(fuzz_qcow2_open PRIVATE luna_block)
-  set_target_properties(fuzz_qcow2_open PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
 endif()
+
+# luna_fuzz_target(NAME LIBRARY [CHECKERS]): tests/fuzz/NAME.c replayed by ctest over
+# corpus/NAME-without-fuzz_ and regressions/..., and the libFuzzer binary with LUNA_FUZZ.
+# CHECKERS links the NBD reply audit and shadow disk.
+function(luna_fuzz_target name library)
+  string(REGEX REPLACE "^fuzz_" "" inputs ${name})
+  set(checkers)
+  if(ARGN STREQUAL "CHECKERS")
+    set(checkers ${luna_fuzz_dir}/nbd_reply_audit.c ${luna_fuzz_dir}/shadow_disk.c)
+  endif()
+  add_executable(${name}_replay ${luna_fuzz_dir}/${name}.c ${checkers} ${luna_fuzz_dir}/replay_main.c)
+  target_link_libraries(${name}_replay PRIVATE ${library})
+  set_target_properties(${name}_replay PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME unit.${name}_replay
+    COMMAND ${name}_replay ${luna_fuzz_dir}/corpus/${inputs} ${luna_fuzz_dir}/regressions/${inputs})
+  set_tests_properties(unit.${name}_replay PROPERTIES LABELS unit TIMEOUT 300)
+
+  if(LUNA_FUZZ)
+    set(objects)
+    if(checkers)
+      set(objects $<TARGET_OBJECTS:luna_fuzz_checkers>)
+    endif()
+    add_executable(${name} ${luna_fuzz_dir}/${name}.c ${objects})
+    target_compile_options(${name} PRIVATE -fsanitize=fuzzer ${luna_fuzz_sanitizers})
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_libraries(${name} PRIVATE ${library})
+    set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
+  endif()
+endfunction()
+
+luna_fuzz_target(fuzz_nbd_session luna_nbd CHECKERS)
+luna_fuzz_target(fuzz_qcow2_open luna_block)
