@@ -204,8 +204,7 @@ struct fast_split {
     unsigned epoch;
     unsigned pending;
     int result;
-    struct bdev_io children[FAST_SEGMENTS_MAX];
-    struct iovec iov[]; /* the children's slices of io->iov */
+    struct bdev_io children[]; /* one per segment with a target, then their slices of io->iov */
 };
 
 static void split_child_done(struct bdev_io *child)
@@ -243,8 +242,10 @@ static int submit_segments(struct qcow2 *q, struct qcow2_request *req, const str
         bdev_submit(segments[0].target, &req->child);
         return 1;
     }
-    size_t slices = (size_t)io->iovcnt * (size_t)count;
-    struct fast_split *split = malloc(sizeof(*split) + slices * sizeof(struct iovec));
+    /* Each segment boundary splits at most one of io's iovecs. */
+    size_t slices = (size_t)io->iovcnt + (size_t)count;
+    struct fast_split *split =
+        malloc(sizeof(*split) + (size_t)count * sizeof(struct bdev_io) + slices * sizeof(struct iovec));
     if (!split) {
         pthread_mutex_unlock(&q->lock);
         return 0;
@@ -257,7 +258,7 @@ static int submit_segments(struct qcow2 *q, struct qcow2_request *req, const str
     for (int i = 0; i < count; i++)
         split->pending += segments[i].target != NULL;
     uint64_t skip = 0;
-    struct iovec *slice = split->iov;
+    struct iovec *slice = (struct iovec *)(split->children + count);
     int children = 0;
     for (int i = 0; i < count; i++) {
         int n = qcow2_iov_slice(io->iov, io->iovcnt, skip, segments[i].length, slice);
