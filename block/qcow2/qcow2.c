@@ -65,6 +65,23 @@ int qcow2_file_write(struct qcow2 *q, uint64_t offset, const void *buffer, uint6
     return file_transfer(q, BDEV_OP_WRITE, offset, (void *)buffer, length);
 }
 
+int qcow2_header_write(struct qcow2 *q)
+{
+    if (q->readonly)
+        return -EROFS;
+    uint8_t *buffer = malloc(q->cluster_size);
+    if (!buffer)
+        return -ENOMEM;
+    /* The whole first cluster, as QEMU rewrites it: extensions and the backing name move as they must. */
+    int rc = qcow2_image_header_encode(&q->image, buffer, q->cluster_size);
+    if (rc == 0)
+        rc = file_transfer(q, BDEV_OP_WRITE, 0, buffer, q->cluster_size);
+    if (rc == 0)
+        rc = qcow2_file_flush(q);
+    free(buffer);
+    return rc;
+}
+
 int qcow2_file_flush(struct qcow2 *q)
 {
     return q->cache_mode == BDEV_CACHE_UNSAFE ? 0 : bdev_flush_blocking(q->file);
@@ -403,7 +420,7 @@ static void qcow2_close(struct bdev *bdev)
     close_now(bdev->driver);
 }
 
-static const struct bdev_ops qcow2_ops = {
+const struct bdev_ops qcow2_ops = {
     .name = "qcow2",
     .submit = qcow2_submit,
     .blocking = qcow2_blocking,

@@ -87,6 +87,8 @@ int qcow2_cache_write_back(struct qcow2_cache *cache);
 
 /* ---- the image ---- */
 
+extern const struct bdev_ops qcow2_ops;
+
 /* A guest cluster being allocated or having its L2 entry changed. */
 struct qcow2_busy_cluster {
     uint64_t guest_cluster;
@@ -152,6 +154,12 @@ static inline void qcow2_host_end_grow(struct qcow2 *q, uint64_t end)
 /* Metadata file I/O (blocking, lock held). */
 int qcow2_file_read(struct qcow2 *q, uint64_t offset, void *buffer, uint64_t length);
 int qcow2_file_write(struct qcow2 *q, uint64_t offset, const void *buffer, uint64_t length);
+/*
+ * Rewrite the first cluster from q->image (header, extensions, backing
+ * name) and flush: for changes of the header beyond its table fields.
+ * -ENOSPC when it does not fit.  Lock held.
+ */
+int qcow2_header_write(struct qcow2 *q);
 /* fdatasync unless cache=unsafe. */
 int qcow2_file_flush(struct qcow2 *q);
 /* Mark the image corrupt (in memory: writes fail with -EIO from then on); returns -EIO. */

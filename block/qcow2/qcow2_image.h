@@ -1,0 +1,47 @@
+/*
+ * qcow2_image: operations on a whole open qcow2 image beyond guest I/O, for
+ * luna-img's verbs (snapshot, resize, amend, commit, rebase, map) and
+ * lunad's overlay administration.  Each takes a bdev opened with format
+ * qcow2 and blocks: call it from a tool or a pool thread, never from an
+ * event loop.  Guest I/O may be in flight only where a function says so.
+ */
+#ifndef LUNA_BLOCK_QCOW2_IMAGE_H
+#define LUNA_BLOCK_QCOW2_IMAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/bdev.h"
+#include "block/qcow2/qcow2_format.h"
+
+/* True when bdev is an open qcow2 image (the functions below need one). */
+bool qcow2_image_is(const struct bdev *bdev);
+
+/* What a stretch of guest bytes is in this image alone, not counting its backing file. */
+struct qcow2_layer_extent {
+    enum qcow2_cluster_kind kind;
+    uint64_t host_offset;       /* NORMAL, ZERO_ALLOC: host offset of the first byte; COMPRESSED: of its data */
+    uint64_t compressed_length; /* COMPRESSED: bytes of compressed data */
+    uint64_t length;            /* guest bytes from the offset asked (> 0); NORMAL: contiguous on the host */
+};
+
+/*
+ * Describe a prefix of [offset, offset + length) (inside the disk): one
+ * run of the same kind, contiguous on the host for NORMAL.  Safe with
+ * guest I/O in flight (takes the metadata lock).  0 or -errno.
+ */
+int qcow2_layer_status(struct bdev *bdev, uint64_t offset, uint64_t length, struct qcow2_layer_extent *out);
+
+/* The image's decoded header, extensions and backing name (read-only view, valid while open). */
+const struct qcow2_image_header *qcow2_image_header(const struct bdev *bdev);
+
+/*
+ * Point the image at another backing file (NULL: none) with its format
+ * name (NULL: none recorded), rewriting the header cluster in place and
+ * flushing.  Takes effect for readers that open the image afterwards; the
+ * open bdev keeps the backing bdev it has.  -ENOSPC when the names do not
+ * fit in the first cluster (as qemu-img says), -EROFS when read-only.
+ */
+int qcow2_image_set_backing(struct bdev *bdev, const char *backing_file, const char *backing_format);
+
+#endif
