@@ -21,6 +21,12 @@ const struct qcow2_image_header *qcow2_image_header(const struct bdev *bdev)
     return &q->image;
 }
 
+struct bdev *qcow2_image_backing(const struct bdev *bdev)
+{
+    const struct qcow2 *q = bdev->driver;
+    return q->backing;
+}
+
 int qcow2_layer_status(struct bdev *bdev, uint64_t offset, uint64_t length, struct qcow2_layer_extent *out)
 {
     struct qcow2 *q = bdev->driver;

@@ -35,6 +35,9 @@ int qcow2_layer_status(struct bdev *bdev, uint64_t offset, uint64_t length, stru
 /* The image's decoded header, extensions and backing name (read-only view, valid while open). */
 const struct qcow2_image_header *qcow2_image_header(const struct bdev *bdev);
 
+/* The backing bdev the image reads unallocated clusters from; NULL when it has none. */
+struct bdev *qcow2_image_backing(const struct bdev *bdev);
+
 /*
  * Point the image at another backing file (NULL: none) with its format
  * name (NULL: none recorded), rewriting the header cluster in place and
