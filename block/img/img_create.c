@@ -60,6 +60,8 @@ void img_create_options_help(const char *format)
                "  cluster_size=<size>    - qcow2 cluster size\n"
                "  compat=<str>           - Compatibility level (v2 [0.10] or v3 [1.1])\n"
                "  compression_type=<str> - Compression method used for image cluster compression\n"
+               "  data_file=<str>        - File name of an external data file\n"
+               "  data_file_raw=<bool (on/off)> - The external data file must stay valid as a raw image\n"
                "  extended_l2=<bool (on/off)> - Extended L2 tables\n"
                "  lazy_refcounts=<bool (on/off)> - Postpone refcount updates\n"
                "  preallocation=<str>    - Preallocation mode (allowed values: off, metadata, falloc, full)\n"
@@ -229,11 +231,13 @@ static int create_qcow2(struct create_request *r)
     const char *option_backing = img_options_take(&r->options, "backing_file");
     const char *option_backing_format = img_options_take(&r->options, "backing_fmt");
     const char *refcount_text = img_options_take(&r->options, "refcount_bits");
-    const char *lazy_text, *extended_text;
+    const char *data_file = img_options_take(&r->options, "data_file");
+    const char *lazy_text, *extended_text, *data_raw_text;
     if (take_size_option(r, "cluster_size", &cluster_size, &cluster_set) < 0)
         return 1;
     if (take_bool_option(r, "lazy_refcounts", &o.lazy_refcounts, &lazy_text) < 0 ||
-        take_bool_option(r, "extended_l2", &o.extended_l2, &extended_text) < 0)
+        take_bool_option(r, "extended_l2", &o.extended_l2, &extended_text) < 0 ||
+        take_bool_option(r, "data_file_raw", &o.data_file_raw, &data_raw_text) < 0)
         return 1;
     if (refcount_text) {
         char *end;
@@ -294,6 +298,10 @@ static int create_qcow2(struct create_request *r)
             printf(" backing_file=%s", r->backing_file);
         if (r->backing_format)
             printf(" backing_fmt=%s", r->backing_format);
+        if (data_file)
+            printf(" data_file=%s", data_file);
+        if (data_raw_text)
+            printf(" data_file_raw=%s", data_raw_text);
         printf(" lazy_refcounts=%s refcount_bits=%" PRIu64 "\n", lazy_text ? lazy_text : "off", refcount_bits);
         fflush(stdout);
     }
@@ -322,6 +330,7 @@ static int create_qcow2(struct create_request *r)
     o.size = sector_round(r->size);
     o.backing_file = r->backing_file;
     o.backing_format = r->backing_format;
+    o.data_file = data_file;
     char *message = NULL;
     if (qcow2_create(r->filename, &o, &message) < 0) {
         /* qcow2_create's messages start with the path; the prefix says it already. */

@@ -174,6 +174,11 @@ static json_object *info_json(const struct image_info *info)
             json_object_object_add(data, "lazy-refcounts",
                                    json_object_new_boolean(h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS));
         json_object_object_add(data, "refcount-bits", json_object_new_uint64(1ull << h->refcount_order));
+        if (info->image.data_file) {
+            json_object_object_add(data, "data-file", json_object_new_string(info->image.data_file));
+            json_object_object_add(data, "data-file-raw",
+                                   json_object_new_boolean(h->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW));
+        }
         if (h->version >= 3) {
             json_object_object_add(data, "corrupt",
                                    json_object_new_boolean(h->incompatible_features & QCOW2_INCOMPAT_CORRUPT));
@@ -272,6 +277,9 @@ static void print_human(const struct image_info *info)
     if (h->version >= 3)
         printf("    lazy refcounts: %s\n", h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
     printf("    refcount bits: %u\n", 1u << h->refcount_order);
+    if (info->image.data_file)
+        printf("    data file: %s\n    data file raw: %s\n", info->image.data_file,
+               h->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW ? "true" : "false");
     if (h->version >= 3)
         printf("    corrupt: %s\n    extended l2: %s\n", h->incompatible_features & QCOW2_INCOMPAT_CORRUPT ? "true" : "false",
                h->incompatible_features & QCOW2_INCOMPAT_EXTENDED_L2 ? "true" : "false");

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "block/aio_internal.h"
 #include "block/closing.h"
@@ -190,7 +191,7 @@ static int plan_segments(struct qcow2 *q, const struct bdev_io *io, struct fast_
             return 0;
         struct fast_segment segment = {.length = m.length};
         if (m.kind == QCOW2_CLUSTER_NORMAL && (!write || m.copied)) {
-            segment.target = q->file;
+            segment.target = q->data;
             segment.target_offset = m.host_offset;
         } else if (write || m.kind == QCOW2_CLUSTER_COMPRESSED || m.kind == QCOW2_CLUSTER_NORMAL) {
             return 0;
@@ -369,6 +370,8 @@ static void image_free(struct qcow2 *q)
     pthread_cond_destroy(&q->quiesce_drained);
     if (!q->backing_borrowed)
         bdev_close(q->backing);
+    if (q->data_external)
+        bdev_close(q->data);
     bdev_close(q->file);
     free(q);
 }
@@ -472,6 +475,46 @@ static int open_backing(struct qcow2 *q, const struct bdev_options *options, cha
     return rc;
 }
 
+/*
+ * The external data file the header names, opened as a raw file with the
+ * image's options.  A relative name is looked for beside the image, as a
+ * backing name is; failing that, in the working directory, where qemu-img
+ * 7.2 creates it and looks for it.
+ */
+static int open_data_file(struct qcow2 *q, const struct bdev_options *options, char **error_message)
+{
+    if (!q->image.data_file) {
+        error_message_set(error_message, 0, "%s: the image uses an external data file but does not name it",
+                          q->bdev->filename);
+        return -EINVAL;
+    }
+    char *path = qcow2_backing_path(q->bdev->filename, q->image.data_file);
+    if (path && access(path, F_OK) < 0 && access(q->image.data_file, F_OK) == 0) {
+        free(path);
+        path = strdup(q->image.data_file);
+    }
+    if (!path) {
+        error_message_set(error_message, 0, "%s: out of memory", q->bdev->filename);
+        return -ENOMEM;
+    }
+    struct bdev_options data_options = *options;
+    data_options.backing = NULL;
+    data_options.path = path;
+    data_options.format = BDEV_FORMAT_AUTO;
+    data_options.readonly = q->readonly;
+    data_options.create_size_set = false;
+    char *reason = NULL;
+    int rc = bdev_open(&data_options, &q->data, &reason);
+    if (rc < 0)
+        error_message_set(error_message, 0, "%s: could not open data file: %s", q->bdev->filename,
+                          reason ? reason : "unknown error");
+    free(reason);
+    free(path);
+    if (rc == 0)
+        q->data_external = true;
+    return rc;
+}
+
 static int load_table(struct qcow2 *q, uint64_t offset, uint64_t entries, uint64_t reserved_mask, uint64_t **table,
                       const char *name, char **error_message)
 {
@@ -572,10 +615,6 @@ static int check_features(struct qcow2 *q, char **error_message)
 {
     const char *path = q->bdev->filename;
     const struct qcow2_header *h = &q->image.header;
-    if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
-        error_message_set(error_message, 0, "%s: external data files are not supported yet", path);
-        return -ENOTSUP;
-    }
     if (q->readonly)
         return 0;
     if ((h->incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT)) == QCOW2_INCOMPAT_DIRTY) {
@@ -600,17 +639,20 @@ static int check_features(struct qcow2 *q, char **error_message)
             q->bdev->notice = NULL;
         return 0;
     }
-    if (h->version >= 3 && h->autoclear_features) {
+    /* Writes keep a raw data file raw (zeroes go there too), so that promise stays. */
+    uint64_t kept = (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0;
+    if (h->version >= 3 && (h->autoclear_features & ~kept)) {
         /* Bitmaps this driver does not update must be marked inconsistent before any write. */
-        uint8_t zero[8] = {0};
-        int rc = qcow2_file_write(q, 88, zero, sizeof(zero));
+        uint8_t value[8];
+        qcow2_put_be64(value, h->autoclear_features & kept);
+        int rc = qcow2_file_write(q, 88, value, sizeof(value));
         if (rc == 0)
             rc = qcow2_file_flush(q);
         if (rc < 0) {
             error_message_set(error_message, rc, "%s: cannot update the header", path);
             return rc;
         }
-        q->image.header.autoclear_features = 0;
+        q->image.header.autoclear_features &= kept;
     }
     return 0;
 }
@@ -665,11 +707,11 @@ static void set_bdev_properties(struct qcow2 *q, const struct bdev_options *opti
     struct bdev *bdev = q->bdev;
     const struct qcow2_header *h = &q->image.header;
     bdev->size = h->size;
-    bdev->caps = BDEV_CAP_WRITE_ZEROES | BDEV_CAP_BLOCK_STATUS | (q->file->caps & BDEV_CAP_FLUSH);
+    bdev->caps = BDEV_CAP_WRITE_ZEROES | BDEV_CAP_BLOCK_STATUS | ((q->file->caps | q->data->caps) & BDEV_CAP_FLUSH);
     if (q->readonly)
         bdev->caps |= BDEV_CAP_READ_ONLY;
-    else
-        bdev->caps |= BDEV_CAP_COMPRESS;
+    else if (!q->data_external)
+        bdev->caps |= BDEV_CAP_COMPRESS; /* a data file holds clusters at their guest offsets only */
     bool zero_flag = h->version >= 3;
     if (zero_flag)
         bdev->caps |= BDEV_CAP_FAST_ZERO;
@@ -732,6 +774,10 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
         rc = check_features(q, error_message);
     if (rc == 0)
         rc = setup_geometry_and_tables(q, options->l2_cache_size, error_message);
+    q->data = q->file;
+    if (rc == 0 && (q->image.header.incompatible_features & QCOW2_INCOMPAT_DATA_FILE))
+        rc = open_data_file(q, options, error_message);
+    q->data_raw = q->data_external && (q->image.header.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW);
     if (rc == 0 && options->backing) {
         q->backing = options->backing;
         q->backing_borrowed = true;

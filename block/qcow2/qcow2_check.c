@@ -62,6 +62,7 @@ struct checker {
     uint32_t l2_entry_size;
     uint64_t l2_entries;
     bool extended_l2;
+    bool data_file; /* guest clusters live in an external data file */
     uint32_t refcount_bits;
     uint64_t refcount_max;
     uint64_t block_entries; /* refcounts per refcount block */
@@ -124,9 +125,10 @@ static enum cluster_type cluster_type(const struct checker *c, uint64_t entry)
 {
     if (entry & QCOW2_OFLAG_COMPRESSED)
         return TYPE_COMPRESSED;
+    bool host = qcow2_l2_entry_has_host(c->h, entry);
     if ((entry & QCOW2_OFLAG_ZERO) && !c->extended_l2)
-        return (entry & L2E_OFFSET_MASK) ? TYPE_ZERO_ALLOC : TYPE_ZERO_PLAIN;
-    return (entry & L2E_OFFSET_MASK) ? TYPE_NORMAL : TYPE_UNALLOCATED;
+        return host ? TYPE_ZERO_ALLOC : TYPE_ZERO_PLAIN;
+    return host ? TYPE_NORMAL : TYPE_UNALLOCATED;
 }
 
 /* ---- stored refcounts ------------------------------------------------------- */
@@ -343,7 +345,8 @@ static int check_l2(struct checker *c, uint64_t l2_offset, bool frag, enum qcow2
                     res->fragmented_clusters++;
                 next_contiguous = offset + c->cluster_size;
             }
-            if ((rc = inc_refs(c, offset, c->cluster_size)) < 0)
+            /* Clusters in an external data file are not refcounted. */
+            if (!c->data_file && (rc = inc_refs(c, offset, c->cluster_size)) < 0)
                 return rc;
             break;
         }
@@ -795,7 +798,9 @@ static int check_copied(struct checker *c, enum qcow2_check_fix fix)
             enum cluster_type type = cluster_type(c, entry);
             if (type != TYPE_NORMAL && type != TYPE_ZERO_ALLOC)
                 continue;
-            if (stored_refcount(c, (entry & L2E_OFFSET_MASK) >> c->cluster_bits, &refcount) < 0)
+            if (c->data_file)
+                refcount = 1; /* a data file's clusters belong to the active image alone */
+            else if (stored_refcount(c, (entry & L2E_OFFSET_MASK) >> c->cluster_bits, &refcount) < 0)
                 continue;
             if ((refcount == 1) != ((entry & QCOW2_OFLAG_COPIED) != 0)) {
                 res->corruptions++;
@@ -874,8 +879,7 @@ static int load_image(struct checker *c, char **error_message)
         return rc;
     }
     const struct qcow2_header *h = c->h = &c->image.header;
-    if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-        return error_message_set(error_message, -ENOTSUP, "external data files are not supported");
+    c->data_file = (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
     c->cluster_bits = h->cluster_bits;
     c->cluster_size = 1ull << h->cluster_bits;
     c->l2_entry_size = qcow2_l2_entry_size(h);

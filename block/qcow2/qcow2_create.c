@@ -44,6 +44,7 @@ struct layout {
     uint64_t l1_cluster;
     uint64_t eof;             /* end of what QEMU would have written so far, bytes */
     uint8_t *buffer;          /* one cluster of scratch */
+    int data_fd;              /* the external data file; -1: none (data clusters are allocated here) */
 };
 
 void qcow2_create_options_init(struct qcow2_create_options *options)
@@ -120,6 +121,15 @@ int qcow2_create_validate(const struct qcow2_create_options *o, char **error_mes
                                      "Extended L2 entries are only supported with cluster sizes of at least "
                                      "16384 bytes");
     }
+    if (o->data_file_raw && !o->data_file)
+        return error_message_set(error_message, -EINVAL, "data-file-raw requires data-file");
+    if (o->data_file && o->version < 3)
+        return error_message_set(error_message, -EINVAL,
+                                 "External data files are only supported with compatibility level 1.1 and above %s",
+                                 use_v3);
+    if (o->backing_file && o->data_file_raw)
+        return error_message_set(error_message, -EINVAL,
+                                 "Backing file and data-file-raw cannot be used at the same time");
     if (o->backing_file && o->preallocation != QCOW2_PREALLOC_OFF && !o->extended_l2)
         return error_message_set(error_message, -EINVAL,
                                  "Backing file and preallocation can only be used at the same time if "
@@ -424,7 +434,12 @@ static int alloc_host_range(struct layout *L, uint64_t offset, uint64_t *bytes, 
         uint64_t count = MIN(DIV_ROUND_UP(remaining, L->cluster_size),
                              L->l2_entries - guest_cluster % L->l2_entries);
         int64_t host_cluster;
-        if (next_host < 0) {
+        if (L->data_fd >= 0) {
+            /* A data file holds each cluster at its guest offset, outside the refcounts. */
+            host_cluster = (int64_t)guest_cluster;
+            if (next_host < 0)
+                *host = guest_cluster << L->cluster_bits;
+        } else if (next_host < 0) {
             host_cluster = alloc_clusters(L, count);
             if (host_cluster < 0)
                 return (int)host_cluster;
@@ -464,7 +479,7 @@ static int preallocate_metadata(struct layout *L, uint64_t size)
         offset += done;
     }
     /* The file must reach the last data cluster, or reads there would fail. */
-    if (size && host + done > L->eof) {
+    if (size && L->data_fd < 0 && host + done > L->eof) {
         if (ftruncate(L->fd, (off_t)(host + done)) < 0)
             return -errno;
         L->eof = host + done;
@@ -480,9 +495,35 @@ static uint64_t last_used_cluster(const struct layout *L)
     return 0;
 }
 
+/* Space for [0, size) of the data file: fallocate()d, or written with zeroes. */
+static int preallocate_file(int fd, uint64_t from, uint64_t to, enum qcow2_preallocation mode, uint8_t *zeroes,
+                            uint64_t zeroes_size)
+{
+    if (to <= from)
+        return 0;
+    if (mode == QCOW2_PREALLOC_FALLOC) {
+        int rc = posix_fallocate(fd, (off_t)from, (off_t)(to - from));
+        return -rc;
+    }
+    memset(zeroes, 0, zeroes_size);
+    for (uint64_t at = from; at < to; at += MIN(zeroes_size, to - at)) {
+        ssize_t written = pwrite(fd, zeroes, MIN(zeroes_size, to - at), (off_t)at);
+        if (written < 0)
+            return -errno;
+        if ((uint64_t)written != MIN(zeroes_size, to - at))
+            return -EIO;
+    }
+    return 0;
+}
+
 /* qcow2_co_truncate's falloc/full path: refcount area first, then one data area, then L2s. */
 static int preallocate_data(struct layout *L, uint64_t size, enum qcow2_preallocation mode)
 {
+    if (L->data_fd >= 0) {
+        /* The data file is preallocated; the image only maps it. */
+        int rc = preallocate_file(L->data_fd, 0, size, mode, L->buffer, L->cluster_size);
+        return rc < 0 ? rc : preallocate_metadata(L, size);
+    }
     uint64_t old_end = last_used_cluster(L) + 1;
     uint64_t data = DIV_ROUND_UP(size, L->cluster_size);
     uint64_t l2_tables = DIV_ROUND_UP(data, L->l2_entries) + 1;
@@ -496,18 +537,9 @@ static int preallocate_data(struct layout *L, uint64_t size, enum qcow2_prealloc
         return -EIO;
     uint64_t from = L->eof, to = ((uint64_t)start + data) << L->cluster_bits;
     if (to > from) {
-        if (mode == QCOW2_PREALLOC_FALLOC) {
-            int rc = posix_fallocate(L->fd, (off_t)from, (off_t)(to - from));
-            if (rc != 0)
-                return -rc;
-        } else {
-            memset(L->buffer, 0, L->cluster_size);
-            for (uint64_t at = from; at < to; at += MIN(L->cluster_size, to - at)) {
-                int rc = write_at(L, L->buffer, MIN(L->cluster_size, to - at), at);
-                if (rc < 0)
-                    return rc;
-            }
-        }
+        int rc = preallocate_file(L->fd, from, to, mode, L->buffer, L->cluster_size);
+        if (rc < 0)
+            return rc;
         L->eof = to;
     }
     for (uint64_t guest = 0, host = (uint64_t)start; guest < data;) {
@@ -571,7 +603,9 @@ static int write_header(struct layout *L, const struct qcow2_create_options *o)
             .refcount_table_offset = L->reftable_cluster << L->cluster_bits,
             .refcount_table_clusters = (uint32_t)(L->reftable_size * 8 / L->cluster_size),
             .incompatible_features = (o->extended_l2 ? QCOW2_INCOMPAT_EXTENDED_L2 : 0) |
-                                     (o->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0),
+                                     (o->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0) |
+                                     (o->data_file ? QCOW2_INCOMPAT_DATA_FILE : 0),
+            .autoclear_features = o->data_file_raw ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0,
             .compatible_features = o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0,
             .refcount_order = L->refcount_order,
             .compression_type = o->compression_type,
@@ -579,7 +613,8 @@ static int write_header(struct layout *L, const struct qcow2_create_options *o)
     };
     int rc = 0;
     if ((o->backing_file && !(image.backing_file = strdup(o->backing_file))) ||
-        (o->backing_format && !(image.backing_format = strdup(o->backing_format))))
+        (o->backing_format && !(image.backing_format = strdup(o->backing_format))) ||
+        (o->data_file && !(image.data_file = strdup(o->data_file))))
         rc = -ENOMEM;
     /*
      * QEMU writes the feature-name table (392 bytes) for v3 only, and not with
@@ -634,10 +669,13 @@ static int build(struct layout *L, const struct qcow2_create_options *o)
         L->l1_cluster = (uint64_t)l1;
         note_write(L, ((uint64_t)l1 << L->cluster_bits) + (uint64_t)L->l1_size * 8);
     }
-    if (o->preallocation == QCOW2_PREALLOC_METADATA)
+    enum qcow2_preallocation preallocation = o->preallocation;
+    if (o->data_file_raw && preallocation == QCOW2_PREALLOC_OFF)
+        preallocation = QCOW2_PREALLOC_METADATA; /* a raw data file's clusters are all mapped, as QEMU does */
+    if (preallocation == QCOW2_PREALLOC_METADATA)
         rc = preallocate_metadata(L, o->size);
-    else if (o->preallocation != QCOW2_PREALLOC_OFF && o->size)
-        rc = preallocate_data(L, o->size, o->preallocation);
+    else if (preallocation != QCOW2_PREALLOC_OFF && o->size)
+        rc = preallocate_data(L, o->size, preallocation);
     if (rc == 0)
         rc = write_refcount_blocks(L);
     if (rc == 0)
@@ -667,6 +705,7 @@ int qcow2_create(const char *path, const struct qcow2_create_options *options, c
         .cluster_size = options->cluster_size,
         .refcount_order = log2_exact(options->refcount_bits),
         .l2_entry_size = options->extended_l2 ? 16u : 8u,
+        .data_fd = -1,
     };
     L.refblock_bits = L.cluster_bits + 3 - L.refcount_order;
     L.l2_entries = L.cluster_size / L.l2_entry_size;
@@ -679,9 +718,28 @@ int qcow2_create(const char *path, const struct qcow2_create_options *options, c
         free(L.buffer);
         return error_message_set(error_message, rc, "%s: Could not create '%s': %s", path, path, strerror(-rc));
     }
+    if (options->data_file) {
+        /* qemu-img creates the data file afresh, the virtual size long. */
+        L.data_fd = open(options->data_file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (L.data_fd < 0 || ftruncate(L.data_fd, (off_t)options->size) < 0) {
+            rc = -errno;
+            if (L.data_fd >= 0)
+                close(L.data_fd);
+            close(L.fd);
+            free(L.buffer);
+            return error_message_set(error_message, rc, "%s: Could not create '%s': %s", path, options->data_file,
+                                     strerror(-rc));
+        }
+    }
     rc = build(&L, options);
     if (rc == 0 && !options->no_sync && fsync(L.fd) < 0)
         rc = -errno;
+    if (L.data_fd >= 0) {
+        if (rc == 0 && !options->no_sync && fsync(L.data_fd) < 0)
+            rc = -errno;
+        if (close(L.data_fd) < 0 && rc == 0)
+            rc = -errno;
+    }
     if (close(L.fd) < 0 && rc == 0)
         rc = -errno;
     free(L.buffer);

@@ -36,6 +36,13 @@ struct qcow2_create_options {
     enum qcow2_preallocation preallocation;
     const char *backing_file;      /* NULL: none; stored as given */
     const char *backing_format;    /* NULL: none */
+    /*
+     * External data file (v3): created (truncated) at this path, relative to
+     * the working directory as qemu-img does, and stored in the header as
+     * given; guest clusters then live there at their guest offsets.
+     */
+    const char *data_file;         /* NULL: none */
+    bool data_file_raw;            /* keep the data file a valid raw image (implies metadata preallocation) */
     bool no_sync;                  /* skip the final fsync: a scratch image no crash must keep */
 };
 

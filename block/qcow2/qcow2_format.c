@@ -453,17 +453,29 @@ int qcow2_image_header_encode(const struct qcow2_image_header *image, uint8_t *b
     return 0;
 }
 
+/*
+ * Whether an L2 entry names a host cluster.  Offset 0 normally means none,
+ * but it is a real offset in an external data file, where every cluster has
+ * refcount 1: there the COPIED flag tells the two apart (as the spec says).
+ */
+bool qcow2_l2_entry_has_host(const struct qcow2_header *header, uint64_t entry)
+{
+    if (entry & QCOW2_OFFSET_MASK)
+        return true;
+    return (header->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) && (entry & QCOW2_OFLAG_COPIED);
+}
+
 int qcow2_l2_entry_kind(const struct qcow2_header *header, uint64_t entry, uint64_t bitmap,
                         unsigned subcluster, enum qcow2_cluster_kind *kind)
 {
     if (entry & QCOW2_OFLAG_COMPRESSED) {
-        /* Compressed clusters have no COPIED flag and no subclusters. */
-        if ((entry & QCOW2_OFLAG_COPIED) || bitmap)
+        /* Compressed clusters have no COPIED flag and no subclusters, and no place in a data file. */
+        if ((entry & QCOW2_OFLAG_COPIED) || bitmap || (header->incompatible_features & QCOW2_INCOMPAT_DATA_FILE))
             return -EINVAL;
         *kind = QCOW2_CLUSTER_COMPRESSED;
         return 0;
     }
-    uint64_t host = entry & QCOW2_OFFSET_MASK;
+    bool host = qcow2_l2_entry_has_host(header, entry);
     if (header->incompatible_features & QCOW2_INCOMPAT_EXTENDED_L2) {
         if (entry & (QCOW2_L2_STANDARD_RESERVED_MASK | QCOW2_OFLAG_ZERO))
             return -EINVAL;

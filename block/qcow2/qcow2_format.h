@@ -242,6 +242,9 @@ enum qcow2_cluster_kind {
 int qcow2_l2_entry_kind(const struct qcow2_header *header, uint64_t entry, uint64_t bitmap,
                         unsigned subcluster, enum qcow2_cluster_kind *kind);
 
+/* Whether an L2 entry names a host cluster (offset 0 is one in an external data file, flagged COPIED). */
+bool qcow2_l2_entry_has_host(const struct qcow2_header *header, uint64_t entry);
+
 /* Host offset and size in bytes of a compressed cluster's data. */
 void qcow2_compressed_descriptor(const struct qcow2_header *header, uint64_t entry, uint64_t *host_offset,
                                  uint64_t *length);

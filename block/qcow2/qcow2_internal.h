@@ -98,6 +98,15 @@ struct qcow2_busy_cluster {
 struct qcow2 {
     struct bdev *bdev;    /* this image */
     struct bdev *file;    /* the image file (raw or host_device driver) */
+    /*
+     * Where guest clusters live: the image file, or an external data file
+     * (data_external), where a cluster sits at its guest offset and is not
+     * refcounted; data_raw: the data file must stay a faithful raw image
+     * (zeroes written there too).
+     */
+    struct bdev *data;
+    bool data_external;
+    bool data_raw;
     struct bdev *backing; /* NULL when there is none */
     bool backing_borrowed; /* bdev_options.backing: not ours to close */
     struct qcow2_image_header image;

@@ -122,7 +122,7 @@ static int read_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov,
         int count = qcow2_iov_slice(iov, iovcnt, done, m.length, part);
         switch (m.kind) {
         case QCOW2_CLUSTER_NORMAL:
-            rc = child_transfer(q->file, BDEV_OP_READ, m.host_offset, part, count, m.length, 0);
+            rc = child_transfer(q->data, BDEV_OP_READ, m.host_offset, part, count, m.length, 0);
             break;
         case QCOW2_CLUSTER_COMPRESSED:
             if (!cluster && !(cluster = malloc(q->cluster_size))) {
@@ -186,11 +186,15 @@ static int write_cluster_slow(struct qcow2 *q, uint64_t offset, const struct iov
     enum qcow2_cluster_kind kind = QCOW2_CLUSTER_UNALLOCATED;
     if (rc == 0 && qcow2_l2_entry_kind(&q->image.header, entry, bitmap, 0, &kind) < 0)
         rc = qcow2_signal_corruption(q, "invalid L2 entry", entry);
-    uint64_t old_host = entry & QCOW2_OFFSET_MASK;
+    bool old_host = qcow2_l2_entry_has_host(&q->image.header, entry);
     /* A host cluster this image owns alone (refcount 1) is rewritten in place. */
     bool reuse = rc == 0 && !(entry & QCOW2_OFLAG_COMPRESSED) && old_host && (entry & QCOW2_OFLAG_COPIED);
-    uint64_t target = old_host;
-    if (rc == 0 && !reuse)
+    uint64_t target = entry & QCOW2_OFFSET_MASK;
+    /* In an external data file a cluster's place is its guest offset, owned without a refcount. */
+    bool allocate = rc == 0 && !reuse && !q->data_external;
+    if (!reuse && q->data_external)
+        target = cluster_start;
+    if (allocate)
         rc = qcow2_alloc_clusters(q, 1, &target);
     pthread_mutex_unlock(&q->lock);
     if (rc < 0)
@@ -247,7 +251,7 @@ static int write_cluster_slow(struct qcow2 *q, uint64_t offset, const struct iov
         vector[count++] = iov[i];
     if (tail_length)
         vector[count++] = (struct iovec){tail, tail_length};
-    rc = child_transfer(q->file, BDEV_OP_WRITE, target + head_start, vector, count,
+    rc = child_transfer(q->data, BDEV_OP_WRITE, target + head_start, vector, count,
                         head_length + length + tail_length, 0);
     if (rc < 0)
         goto fail;
@@ -270,7 +274,7 @@ static int write_cluster_slow(struct qcow2 *q, uint64_t offset, const struct iov
     return rc;
 
 fail:
-    if (!reuse) {
+    if (allocate) {
         pthread_mutex_lock(&q->lock);
         qcow2_free_clusters(q, target, 1); /* nothing points to it: at worst a leak */
         pthread_mutex_unlock(&q->lock);
@@ -334,7 +338,7 @@ out:
 static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov, int iovcnt, uint64_t length,
                        uint32_t flags)
 {
-    if (flags & BDEV_COMPRESS) {
+    if ((flags & BDEV_COMPRESS) && !q->data_external) {
         struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
         int rc = part ? 0 : -ENOMEM;
         for (uint64_t done = 0; rc == 0 && done < length; done += q->cluster_size) {
@@ -367,7 +371,7 @@ static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov
             unsigned epoch = qcow2_data_io_begin(q);
             pthread_mutex_unlock(&q->lock);
             int count = qcow2_iov_slice(iov, iovcnt, done, m.length, part);
-            rc = child_transfer(q->file, BDEV_OP_WRITE, m.host_offset, part, count, m.length, 0);
+            rc = child_transfer(q->data, BDEV_OP_WRITE, m.host_offset, part, count, m.length, 0);
             qcow2_data_io_end(q, epoch);
             done += m.length;
             continue;
@@ -422,7 +426,7 @@ static int zero_cluster(struct qcow2 *q, uint64_t guest_cluster, bool *punch, ui
     if (rc < 0)
         return rc;
     bool has_zero_flag = q->image.header.version >= 3;
-    if (!entry && !bitmap && !q->backing)
+    if (!entry && !bitmap && !q->backing && !q->data_raw)
         return 0; /* unallocated without backing: already zero */
     if (!has_zero_flag && q->backing)
         return -ENOTSUP;
@@ -430,7 +434,13 @@ static int zero_cluster(struct qcow2 *q, uint64_t guest_cluster, bool *punch, ui
         return rc;
     uint64_t host = entry & QCOW2_OFFSET_MASK;
     bool compressed = (entry & QCOW2_OFLAG_COMPRESSED) != 0;
-    bool keep = !compressed && host && (entry & QCOW2_OFLAG_COPIED) && has_zero_flag;
+    bool keep = !compressed && qcow2_l2_entry_has_host(&q->image.header, entry) && (entry & QCOW2_OFLAG_COPIED) &&
+                has_zero_flag;
+    if (q->data_raw) {
+        /* A raw data file must read as the guest does: the cluster stays mapped and its bytes are zeroed. */
+        host = guest_cluster << q->cluster_bits;
+        keep = true;
+    }
     uint64_t new_entry, new_bitmap = 0;
     if (q->extended_l2) {
         new_entry = keep ? host | QCOW2_OFLAG_COPIED : 0;
@@ -447,7 +457,7 @@ static int zero_cluster(struct qcow2 *q, uint64_t guest_cluster, bool *punch, ui
         *punch_offset = host;
         return 0;
     }
-    if (host || compressed)
+    if (qcow2_l2_entry_has_host(&q->image.header, entry) || compressed)
         rc = qcow2_free_l2_entry_target(q, entry);
     return rc;
 }
@@ -478,9 +488,13 @@ static int zero_or_discard(struct qcow2 *q, struct bdev_io *io)
         qcow2_busy_acquire(q, guest_cluster, 1, &mark);
         rc = q->corrupt ? -EIO : zero_cluster(q, guest_cluster, &punch, &punch_offset);
         pthread_mutex_unlock(&q->lock);
-        if (rc == 0 && punch) {
+        if (rc == 0 && punch && q->data_raw) {
+            struct bdev_io zero = {.op = BDEV_OP_WRITE_ZEROES, .flags = BDEV_MAY_UNMAP, .offset = punch_offset,
+                                   .length = q->cluster_size};
+            rc = bdev_blocking(q->data, &zero);
+        } else if (rc == 0 && punch) {
             struct bdev_io hole = {.op = BDEV_OP_DISCARD, .offset = punch_offset, .length = q->cluster_size};
-            bdev_blocking(q->file, &hole); /* only space is at stake: failure is harmless */
+            bdev_blocking(q->data, &hole); /* only space is at stake: failure is harmless */
         }
         pthread_mutex_lock(&q->lock);
         qcow2_busy_release(q, 1, &mark);
@@ -534,7 +548,12 @@ static int block_status(struct qcow2 *q, struct bdev_io *io)
 
 int qcow2_flush_metadata(struct qcow2 *q)
 {
-    int rc = qcow2_cache_write_back(&q->refcount_cache);
+    int rc = 0;
+    /* Guest data in a data file first, so no flushed L2 entry points at data that is not. */
+    if (q->data_external && q->cache_mode != BDEV_CACHE_UNSAFE)
+        rc = bdev_flush_blocking(q->data);
+    if (rc == 0)
+        rc = qcow2_cache_write_back(&q->refcount_cache);
     if (rc == 0)
         rc = qcow2_cache_write_back(&q->l2_cache);
     if (rc == 0)

@@ -32,14 +32,20 @@ static void read_l2(const struct qcow2 *q, const uint8_t *table, uint64_t index,
     *bitmap = q->extended_l2 ? qcow2_be64(p + 8) : 0;
 }
 
-/* Kind of one unit (cluster, or subcluster with extended L2), with corruption reported. */
-static int unit_kind(struct qcow2 *q, uint64_t entry, uint64_t bitmap, unsigned subcluster,
+/* Kind of one unit (cluster, or subcluster with extended L2) of guest_cluster, with corruption reported. */
+static int unit_kind(struct qcow2 *q, uint64_t guest_cluster, uint64_t entry, uint64_t bitmap, unsigned subcluster,
                      enum qcow2_cluster_kind *kind)
 {
     if (qcow2_l2_entry_kind(&q->image.header, entry, bitmap, subcluster, kind) < 0)
         return qcow2_signal_corruption(q, "invalid L2 entry", entry);
     if (*kind == QCOW2_CLUSTER_NORMAL || *kind == QCOW2_CLUSTER_ZERO_ALLOC) {
         uint64_t host = entry & QCOW2_OFFSET_MASK;
+        if (q->data_external) {
+            /* The spec fixes a data file cluster at its guest offset. */
+            if (host != guest_cluster << q->cluster_bits)
+                return qcow2_signal_corruption(q, "data file cluster away from its guest offset", host);
+            return 0;
+        }
         if (host & (q->cluster_size - 1))
             return qcow2_signal_corruption(q, "data cluster not aligned", host);
         /* Guest data over the header or a table would be read as data and, worse, written. */
@@ -78,7 +84,7 @@ int qcow2_map(struct qcow2 *q, uint64_t offset, uint64_t length, bool cache_only
         uint64_t in_cluster = position & (q->cluster_size - 1);
         unsigned subcluster = q->extended_l2 ? (unsigned)(in_cluster / q->subcluster_size) : 0;
         enum qcow2_cluster_kind kind;
-        if ((rc = unit_kind(q, entry, bitmap, subcluster, &kind)) < 0)
+        if ((rc = unit_kind(q, cluster, entry, bitmap, subcluster, &kind)) < 0)
             return rc;
         uint64_t host = (entry & QCOW2_OFFSET_MASK) + in_cluster;
         bool copied = (entry & QCOW2_OFLAG_COPIED) != 0;

@@ -249,6 +249,8 @@ int qcow2_free_clusters(struct qcow2 *q, uint64_t offset, uint64_t count)
 
 int qcow2_free_l2_entry_target(struct qcow2 *q, uint64_t entry)
 {
+    if (q->data_external)
+        return 0; /* clusters in a data file are not refcounted */
     if (entry & QCOW2_OFLAG_COMPRESSED) {
         uint64_t host, length;
         qcow2_compressed_descriptor(&q->image.header, entry, &host, &length);

@@ -793,6 +793,27 @@ Test(qcow2_format, zero_flag_is_v3_only)
     cr_expect_eq(kind_of(&v2, QCOW2_OFLAG_COMPRESSED | HOST, 0, 0), QCOW2_CLUSTER_COMPRESSED);
 }
 
+/* In an external data file offset 0 is a real cluster, told from "none" by COPIED. */
+Test(qcow2_format, data_file_offset_zero)
+{
+    const struct qcow2_header data = {.version = 3, .cluster_bits = 16, .refcount_order = 4,
+                                      .incompatible_features = QCOW2_INCOMPAT_DATA_FILE};
+    const struct qcow2_header data_extended = {
+        .version = 3, .cluster_bits = 16, .refcount_order = 4,
+        .incompatible_features = QCOW2_INCOMPAT_DATA_FILE | QCOW2_INCOMPAT_EXTENDED_L2};
+    cr_expect_eq(kind_of(&data, QCOW2_OFLAG_COPIED, 0, 0), QCOW2_CLUSTER_NORMAL);
+    cr_expect_eq(kind_of(&data, QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO, 0, 0), QCOW2_CLUSTER_ZERO_ALLOC);
+    cr_expect_eq(kind_of(&data, QCOW2_OFLAG_ZERO, 0, 0), QCOW2_CLUSTER_ZERO_PLAIN);
+    cr_expect_eq(kind_of(&data, 0, 0, 0), QCOW2_CLUSTER_UNALLOCATED);
+    cr_expect_eq(kind_of(&data_extended, QCOW2_OFLAG_COPIED, 1, 0), QCOW2_CLUSTER_NORMAL);
+    cr_expect_eq(kind_of(&data_extended, QCOW2_OFLAG_COPIED, 1ull << 33, 1), QCOW2_CLUSTER_ZERO_ALLOC);
+    cr_expect(qcow2_l2_entry_has_host(&data, QCOW2_OFLAG_COPIED));
+    cr_expect_not(qcow2_l2_entry_has_host(&v3, QCOW2_OFLAG_COPIED));
+    cr_expect_not(qcow2_l2_entry_has_host(&data, 0));
+    /* A data file cannot hold compressed clusters. */
+    cr_expect_eq(kind_of(&data, QCOW2_OFLAG_COMPRESSED | HOST, 0, 0), -EINVAL);
+}
+
 static uint64_t bitmap(uint32_t allocated, uint32_t zero) { return ((uint64_t)zero << 32) | allocated; }
 
 Test(qcow2_format, extended_l2_subclusters)
