@@ -198,6 +198,9 @@ static void drop_blocks(struct checker *c)
 
 /* ---- computed refcounts ------------------------------------------------------ */
 
+/* How far past the end of the file a repair may grow it to reach a refcount block (beyond its own size). */
+#define MAX_GROWTH_BYTES (1ull << 30)
+
 static int grow_refs(struct checker *c, uint64_t count)
 {
     if (count <= c->nb_clusters)
@@ -480,10 +483,20 @@ static int check_refblocks(struct checker *c, enum qcow2_check_fix fix)
             continue;
         }
         if (offset && cluster >= c->nb_clusters) {
+            /*
+             * QEMU grows the file to reach such a block.  Far past the end
+             * that would only make a huge sparse file and a huge count
+             * array (a hostile image at open): rebuild instead.
+             */
+            bool growable = cluster - c->nb_clusters <= c->nb_clusters + (MAX_GROWTH_BYTES >> c->cluster_bits);
+            bool repair = (fix & QCOW2_CHECK_FIX_ERRORS) && growable;
             res->corruptions++;
-            say(c, "%s refcount block %" PRIu64 " is outside image",
-                fix & QCOW2_CHECK_FIX_ERRORS ? "Repairing" : "ERROR", i);
-            if (fix & QCOW2_CHECK_FIX_ERRORS) {
+            say(c, "%s refcount block %" PRIu64 " is outside image", repair ? "Repairing" : "ERROR", i);
+            if ((fix & QCOW2_CHECK_FIX_ERRORS) && !growable) {
+                c->rebuild = true;
+                continue;
+            }
+            if (repair) {
                 /* Grow the file to hold the block (it then reads as zeroes: every count in it is 0). */
                 if (ftruncate(c->fd, (off_t)(offset + c->cluster_size)) < 0) {
                     rc = -errno;

@@ -28,8 +28,13 @@
  * backing format extension is left alone: "qcow2" or "host_device" on
  * that file fail to open, which is fine.  When the decode fails the driver
  * fails the same way before it ever looks at the name (it uses the same
- * function on the same bytes), so nothing else needs rewriting.  An
- * external data file is never opened (the driver refuses the feature).
+ * function on the same bytes), so nothing else needs rewriting.
+ *
+ * External data files, likewise: a data file name in the input is
+ * overwritten in place with as many 'd's (same length, so the extension
+ * area keeps its layout), and a sparse file of that name is made beside the
+ * image for the driver to open; an input whose name cannot be rewritten so
+ * is not opened at all.
  *
  * Cost bounds are the target's, not the driver's: reads and block_status
  * look at no more than READ_LENGTH bytes per read and STATUS_WINDOW bytes
@@ -64,6 +69,7 @@ enum {
 static char directory[4096];
 static char image_path[4200];
 static char backing_path[4200];
+static char data_path[4400]; /* "" when the input names no data file */
 static bool ready;
 static bool verbose;
 /* LUNA_FUZZ_QCOW2_NO_WRITE_ORACLES: skip the read-back and header checks (to look past a known bug). */
@@ -73,6 +79,8 @@ static void cleanup(void)
 {
     unlink(image_path);
     unlink(backing_path);
+    if (data_path[0])
+        unlink(data_path);
     rmdir(directory);
 }
 
@@ -150,6 +158,53 @@ static bool sanitize_backing(uint8_t *image, size_t size)
         strcmp(decoded.backing_file, "b") != 0)
         fail("rewriting the backing file name did not give \"b\"");
     qcow2_image_header_clear(&decoded);
+    return true;
+}
+
+/*
+ * Give the input's data file name (if any) a harmless spelling: the same
+ * number of 'd's, found as the extension that holds it.  Sets data_path
+ * (and makes the file) when there is one.  Returns false when the header
+ * names a data file this cannot rewrite: the input must not be opened.
+ */
+static bool sanitize_data_file(uint8_t *image, size_t size)
+{
+    data_path[0] = '\0';
+    struct qcow2_image_header decoded;
+    if (qcow2_image_header_decode(image, size, size, &decoded, NULL) < 0)
+        return true; /* refused before any data file is looked at */
+    char *name = decoded.data_file;
+    decoded.data_file = NULL;
+    qcow2_image_header_clear(&decoded);
+    if (!name)
+        return true;
+    size_t length = strlen(name);
+    uint8_t pattern[8];
+    qcow2_put_be32(pattern, QCOW2_EXT_DATA_FILE);
+    qcow2_put_be32(pattern + 4, (uint32_t)length);
+    bool rewritten = false;
+    for (size_t at = 0; !rewritten && at + 8 + length <= size; at++) {
+        if (memcmp(image + at, pattern, 8) == 0 && memcmp(image + at + 8, name, length) == 0) {
+            memset(image + at + 8, 'd', length);
+            rewritten = true;
+        }
+    }
+    free(name);
+    if (!rewritten || qcow2_image_header_decode(image, size, size, &decoded, NULL) < 0)
+        return false;
+    bool harmless = decoded.data_file && strspn(decoded.data_file, "d") == strlen(decoded.data_file);
+    qcow2_image_header_clear(&decoded);
+    if (!harmless)
+        return false;
+    if (length <= 255) {
+        int prefix = snprintf(data_path, sizeof(data_path), "%s/", directory);
+        memset(data_path + prefix, 'd', length);
+        data_path[(size_t)prefix + length] = '\0';
+        int fd = open(data_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || ftruncate(fd, 1 << 20) < 0)
+            fail("create %s: %s", data_path, strerror(errno));
+        close(fd);
+    }
     return true;
 }
 
@@ -364,6 +419,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(image, data, size);
     /* Inputs whose header fails to decode still go to the driver: its error paths are under test too. */
     sanitize_backing(image, size);
+    if (!sanitize_data_file(image, size)) {
+        free(image);
+        return 0;
+    }
 
     write_file(image_path, image, size);
     read_only_pass();
@@ -372,6 +431,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (read_write_pass())
         check_header_kept(image, size);
     unlink(image_path);
+    if (data_path[0])
+        unlink(data_path);
     free(image);
     return 0;
 }

@@ -72,6 +72,12 @@ make bitmap_c4k 1M cluster_size=4096 "write -P 0xab 0 4k"
 qemu-img bitmap -q --add "$work/bitmap_c4k.qcow2" dirty0 2>/dev/null || qemu-img bitmap --add "$work/bitmap_c4k.qcow2" dirty0
 cp "$work/bitmap_c4k.qcow2" "$out/bitmap_c4k"
 
+# External data files, named "d" (qemu-img 7.2 makes and opens them relative to the working directory).
+(cd "$work" && make data_file_c512 1M cluster_size=512,data_file=d \
+    "write -P 0xe0 0 1536" "write -z 4k 1k" "write -P 0xe1 1023k 1k")
+(cd "$work" && make data_file_raw_c4k 1M cluster_size=4096,data_file=d,data_file_raw=on \
+    "write -P 0xe2 0 6k" "write -z 64k 8k")
+
 # Backing files: named "b" (raw, so the fuzzer's own "b" fits), with and without a format.
 qemu-img create -q -f raw "$work/b" 128k
 make backing_raw_c512 1M cluster_size=512,backing_file=b,backing_fmt=raw "write -P 0xd0 1k 1k"
