@@ -52,10 +52,16 @@ struct export {
     struct export *base;
     char *identity;
     bool private_view;
-    /* A base with persistent overlays: the views open now, shared by their clients. */
+    /*
+     * A base with overlays: the views open now (persistent ones shared by
+     * their clients; ephemeral ones, one per connection, listed too so the
+     * admin socket can count them).
+     */
     pthread_mutex_t views_lock;
     struct export *views;
     struct export *next_view;
+    /* Under views_lock: an overlay is being committed into the image, so no view may open. */
+    bool committing;
 };
 
 /* Open the bdev of config; on failure -errno and a malloc'd message. */

@@ -9,6 +9,7 @@
 
 #include "block/aio_internal.h"
 #include "block/align.h"
+#include "block/overlay_internal.h"
 #include "block/qcow2/qcow2_create.h"
 #include "common/error_message.h"
 #include "common/file_util.h"
@@ -36,12 +37,8 @@ char *overlay_path(const struct export *export, const char *identity)
     return path;
 }
 
-/*
- * A new qcow2 overlay at path over the export's image (named as its backing
- * file, for QEMU's tools).  A temporary one is never synced: nothing of it
- * outlives lunad.
- */
-static int create_overlay(const struct export *export, const char *path, bool temporary, char **error_message)
+/* A temporary overlay is never synced: nothing of it outlives lunad. */
+int overlay_create_file(const struct export *export, const char *path, bool temporary, char **error_message)
 {
     struct qcow2_create_options options;
     qcow2_create_options_init(&options);
@@ -106,11 +103,22 @@ static int attach_ephemeral(struct export *export, struct export **view, char **
         return rc;
     }
     close(fd);
-    int rc = create_overlay(export, path, true, error_message);
-    if (rc == 0) {
+    int rc = overlay_create_file(export, path, true, error_message);
+    if (rc == 0)
         rc = open_overlay(export, path, view, error_message);
-        if (rc == 0)
-            (*view)->private_view = true;
+    if (rc == 0) {
+        (*view)->private_view = true;
+        /* Listed among the base's views (for the admin socket), under a name no identity has. */
+        static unsigned long connections;
+        unsigned long number = __atomic_add_fetch(&connections, 1, __ATOMIC_RELAXED);
+        if (asprintf(&(*view)->identity, "%c%lu", OVERLAY_EPHEMERAL_PREFIX, number) < 0) {
+            (*view)->identity = NULL;
+        } else {
+            pthread_mutex_lock(&export->views_lock);
+            (*view)->next_view = export->views;
+            export->views = *view;
+            pthread_mutex_unlock(&export->views_lock);
+        }
     }
     /* Open or not, the name goes now: the open file is all the overlay needs. */
     unlink(path);
@@ -141,7 +149,10 @@ static int attach_persistent(struct export *export, const char *identity, struct
     for (struct export *v = export->views; v; v = v->next_view)
         if (strcmp(v->identity, identity) == 0)
             found = v;
-    if (found) {
+    if (export->committing) {
+        rc = error_message_set(error_message, -EBUSY, "export '%s': an overlay is being committed into "
+                               "its image; try again later", export->config.name);
+    } else if (found) {
         *view = export_ref(found);
     } else {
         struct stat st;
@@ -151,7 +162,7 @@ static int attach_persistent(struct export *export, const char *identity, struct
                 error_message_set(error_message, rc, "%s: cannot create the overlay directory",
                                   export->config.overlay_dir);
             else
-                rc = create_overlay(export, path, false, error_message);
+                rc = overlay_create_file(export, path, false, error_message);
         }
         /* A previous view of this identity may still be closing: the driver waits for it. */
         if (rc == 0)

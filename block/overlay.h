@@ -12,6 +12,8 @@
 #define LUNA_BLOCK_OVERLAY_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "block/export.h"
 
@@ -62,5 +64,64 @@ void export_attach_cancel(struct export_attach_request *request);
 
 /* The file a persistent overlay of identity lives in (malloc'd), or NULL. */
 char *overlay_path(const struct export *export, const char *identity);
+
+/*
+ * ---- Administration (overlay_admin.c), for lunad's admin socket ----
+ * Every call here blocks (files, and the views lock an opening overlay
+ * holds): pool threads only.  Errors are -errno with a malloc'd message:
+ * -EINVAL when the export has no overlays of the kind asked for, -ENOENT
+ * for an identity without an overlay file, -EBUSY when clients use what
+ * the operation needs to itself.
+ */
+
+/* One overlay of an export, as overlay_list reports it. */
+struct overlay_entry {
+    char *identity;      /* persistent; NULL for an ephemeral overlay */
+    char *path;          /* persistent: its file; NULL for ephemeral (unlinked) */
+    uint64_t disk_bytes; /* space the file takes on disk */
+    uint64_t file_bytes; /* the file's length */
+    unsigned clients;    /* connections using it now */
+};
+
+/*
+ * The persistent overlays of export (every DIR/IDENTITY.qcow2, open or
+ * not, by identity) or its live ephemeral ones (one per connection).
+ */
+int overlay_list(struct export *export, struct overlay_entry **entries, size_t *count, char **error_message);
+void overlay_list_free(struct overlay_entry *entries, size_t count);
+
+/* Connections using the export's overlays now (0 for an export without). */
+unsigned overlay_clients(struct export *export);
+
+/*
+ * Discard identity's changes: its overlay file is replaced by an empty
+ * one.  -EBUSY while a client uses it or an overlay is being committed.
+ */
+int overlay_reset(struct export *export, const char *identity, char **error_message);
+
+/*
+ * Take the export for committing identity's overlay into its image:
+ * -EBUSY while any client uses the export (or another commit runs),
+ * -ENOENT without an overlay file.  From then on no overlay of the export
+ * opens: a committed export is meant to be retired (replaced by a fresh
+ * export object that sees the new image); overlay_commit_abandon gives it
+ * back when the commit does not happen after all.
+ */
+int overlay_commit_claim(struct export *export, const char *identity, char **error_message);
+void overlay_commit_abandon(struct export *export);
+
+typedef void overlay_commit_progress_fn(void *opaque, uint64_t done, uint64_t total);
+
+/*
+ * Merge identity's overlay into the image of the export configured as
+ * config (overlay_commit.c), then empty the overlay.  For an export taken
+ * out of service after overlay_commit_claim: the image is opened
+ * read-write for the duration, so the export's read-only open must be let
+ * go first (waited for, up to OVERLAY_COMMIT_WAIT_SECONDS, while clients
+ * that were negotiating still hold it).  progress may be NULL.
+ */
+#define OVERLAY_COMMIT_WAIT_SECONDS 15
+int overlay_commit_run(const struct export_config *config, const char *identity,
+                       overlay_commit_progress_fn *progress, void *opaque, char **error_message);
 
 #endif

@@ -27,6 +27,7 @@ enum {
     OPTION_WORKERS,
     OPTION_LOG_LEVEL,
     OPTION_PIDFILE,
+    OPTION_ADMIN_SOCKET,
 };
 
 static const struct option long_options[] = {
@@ -38,6 +39,7 @@ static const struct option long_options[] = {
     {"workers", required_argument, NULL, OPTION_WORKERS},
     {"log-level", required_argument, NULL, OPTION_LOG_LEVEL},
     {"pidfile", required_argument, NULL, OPTION_PIDFILE},
+    {"admin-socket", required_argument, NULL, OPTION_ADMIN_SOCKET},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -66,6 +68,8 @@ static const char usage_text[] =
     "  --workers N              worker threads (0: one per CPU; at most 256)\n"
     "  --log-level LEVEL        error, warn, info (default) or debug\n"
     "  --pidfile PATH           write the process id to PATH\n"
+    "  --admin-socket PATH      accept lunactl commands on this Unix socket (none by\n"
+    "                           default; /run/luna/admin.sock is lunactl's default)\n"
     "  -h, --help               print this help and exit\n"
     "  -V, --version            print the version and exit\n"
     "\n"
@@ -275,6 +279,17 @@ static int parse_flag(int option, const char *value, struct cli_request *request
         flags->pidfile = copy;
         return 0;
     }
+    case OPTION_ADMIN_SOCKET: {
+        ret = config_check_unix_socket(value, &reason);
+        if (ret < 0)
+            return flag_fail(message, flag_text, reason, ret);
+        char *copy = strdup(value);
+        if (!copy)
+            return -ENOMEM;
+        free(flags->admin_socket);
+        flags->admin_socket = copy;
+        return 0;
+    }
     }
     return error_message_set(message, -EINVAL, "internal error: unhandled option %d", option);
 }
@@ -324,6 +339,11 @@ static int build(struct cli_request *request, struct lunad_config *result, char 
         free(result->pidfile);
         result->pidfile = flags->pidfile;
         flags->pidfile = NULL;
+    }
+    if (flags->admin_socket) {
+        free(result->admin_socket);
+        result->admin_socket = flags->admin_socket;
+        flags->admin_socket = NULL;
     }
     for (size_t i = 0; i < flags->export_count; i++) {
         struct export_config *export = &flags->exports[i];

@@ -76,6 +76,7 @@ void lunad_config_clear(struct lunad_config *config)
         export_config_clear(&config->exports[i]);
     free(config->exports);
     free(config->pidfile);
+    free(config->admin_socket);
     free(config->source);
     lunad_config_init(config);
 }
@@ -195,5 +196,10 @@ int lunad_config_validate(const struct lunad_config *config, char **error_messag
             return ret;
         }
     }
+    for (size_t i = 0; config->admin_socket && i < config->unix_socket_count; i++)
+        if (strcmp(config->unix_sockets[i], config->admin_socket) == 0)
+            return error_message_set(error_message, -EINVAL,
+                                     "%s: admin_socket: %s is also an NBD unix_socket", source,
+                                     config->admin_socket);
     return 0;
 }

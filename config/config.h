@@ -33,6 +33,7 @@ struct lunad_config {
     unsigned workers;             /* 0 = one per CPU */
     enum log_level log_level;
     char *pidfile;                /* NULL: none */
+    char *admin_socket;           /* lunactl's Unix socket; NULL: none */
 
     /* [export NAME], in file order */
     struct export_config *exports;

@@ -32,6 +32,7 @@ enum server_key {
     SERVER_WORKERS,
     SERVER_LOG_LEVEL,
     SERVER_PIDFILE,
+    SERVER_ADMIN_SOCKET,
     SERVER_KEY_COUNT,
 };
 
@@ -44,6 +45,7 @@ static const struct {
     [SERVER_WORKERS] = {"workers", false},
     [SERVER_LOG_LEVEL] = {"log_level", false},
     [SERVER_PIDFILE] = {"pidfile", false},
+    [SERVER_ADMIN_SOCKET] = {"admin_socket", false},
 };
 
 struct ini_parser {
@@ -280,7 +282,7 @@ static void server_key(struct ini_parser *parser, const char *key, const char *v
             index = i;
     if (index < 0) {
         key_fail(parser, -EINVAL, key,
-                 "unknown key (expected nbd_listen, unix_socket, workers, log_level, pidfile)");
+                 "unknown key (expected nbd_listen, unix_socket, workers, log_level, pidfile, admin_socket)");
         return;
     }
     if (!server_keys[index].repeatable &&
@@ -317,6 +319,17 @@ static void server_key(struct ini_parser *parser, const char *key, const char *v
         }
         free(config->pidfile);
         config->pidfile = copy;
+        break;
+    }
+    case SERVER_ADMIN_SOCKET: {
+        ret = config_check_unix_socket(value, &reason);
+        char *copy = ret == 0 ? strdup(value) : NULL;
+        if (ret == 0 && !copy)
+            ret = -ENOMEM;
+        if (ret < 0)
+            break;
+        free(config->admin_socket);
+        config->admin_socket = copy;
         break;
     }
     case SERVER_KEY_COUNT:

@@ -10,6 +10,9 @@
 struct export_registry {
     pthread_mutex_t lock; /* guards current: swapped by reload, read by accepts */
     struct export_table *current;
+    /* Names kept out of every table (export_registry_withhold); the main thread's only. */
+    char **withheld;
+    size_t withheld_count;
 };
 
 struct export_registry *export_registry_new(void)
@@ -27,6 +30,9 @@ void export_registry_free(struct export_registry *registry)
         return;
     if (registry->current)
         export_table_unref(registry->current);
+    for (size_t i = 0; i < registry->withheld_count; i++)
+        free(registry->withheld[i]);
+    free(registry->withheld);
     pthread_mutex_destroy(&registry->lock);
     free(registry);
 }
@@ -50,6 +56,25 @@ static struct export *find_unchanged(const struct export_table *old, const struc
     return NULL;
 }
 
+static bool is_withheld(const struct export_registry *registry, const char *name)
+{
+    for (size_t i = 0; i < registry->withheld_count; i++)
+        if (strcmp(registry->withheld[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Make table current and drop the previous one. */
+static void make_current(struct export_registry *registry, struct export_table *table)
+{
+    pthread_mutex_lock(&registry->lock);
+    struct export_table *previous = registry->current;
+    registry->current = table;
+    pthread_mutex_unlock(&registry->lock);
+    if (previous)
+        export_table_unref(previous);
+}
+
 int export_registry_publish(struct export_registry *registry,
                             const struct export_config *configs, size_t count,
                             char **error_message)
@@ -59,6 +84,10 @@ int export_registry_publish(struct export_registry *registry,
     int ret = table ? 0 : -ENOMEM;
 
     for (size_t i = 0; i < count && ret == 0; i++) {
+        if (is_withheld(registry, configs[i].name)) {
+            log_info("export '%s': left out while an overlay is committed into its image", configs[i].name);
+            continue;
+        }
         struct export *export = find_unchanged(old, &configs[i]);
         if (export) {
             export_ref(export);
@@ -94,11 +123,53 @@ int export_registry_publish(struct export_registry *registry,
         export_table_unref(old);
     }
 
-    pthread_mutex_lock(&registry->lock);
-    struct export_table *previous = registry->current;
-    registry->current = table;
-    pthread_mutex_unlock(&registry->lock);
-    if (previous)
-        export_table_unref(previous);
+    make_current(registry, table);
     return 0;
+}
+
+int export_registry_withhold(struct export_registry *registry, const char *name)
+{
+    if (is_withheld(registry, name))
+        return -EBUSY;
+    struct export_table *old = export_registry_current(registry);
+    if (!old || !export_table_find(old, name)) {
+        if (old)
+            export_table_unref(old);
+        return -ENOENT;
+    }
+    char **grown = realloc(registry->withheld, (registry->withheld_count + 1) * sizeof(*grown));
+    char *copy = strdup(name);
+    struct export_table *table = export_table_new();
+    int ret = grown && copy && table ? 0 : -ENOMEM;
+    if (grown)
+        registry->withheld = grown;
+    for (size_t i = 0; i < old->count && ret == 0; i++) {
+        struct export *export = old->exports[i];
+        if (strcmp(export->config.name, name) == 0)
+            continue;
+        ret = export_table_add(table, export_ref(export));
+        if (ret < 0)
+            export_unref(export);
+    }
+    export_table_unref(old);
+    if (ret < 0) {
+        free(copy);
+        if (table)
+            export_table_unref(table);
+        return ret;
+    }
+    registry->withheld[registry->withheld_count++] = copy;
+    make_current(registry, table);
+    return 0;
+}
+
+void export_registry_restore(struct export_registry *registry, const char *name)
+{
+    for (size_t i = 0; i < registry->withheld_count; i++) {
+        if (strcmp(registry->withheld[i], name) == 0) {
+            free(registry->withheld[i]);
+            registry->withheld[i] = registry->withheld[--registry->withheld_count];
+            return;
+        }
+    }
 }

@@ -32,4 +32,17 @@ int export_registry_publish(struct export_registry *registry,
 /* A new reference to the current table (never NULL after a publish). */
 struct export_table *export_registry_current(struct export_registry *registry);
 
+/*
+ * Take the export called name out of service while something (an overlay
+ * commit) changes its image: a table without it is published, and every
+ * later publish (a reload) leaves it out, until export_registry_restore.
+ * The export object itself lives on while old tables or clients hold it.
+ * 0, -ENOENT when the current table has no such export, -EBUSY when it is
+ * withheld already, -ENOMEM.
+ */
+int export_registry_withhold(struct export_registry *registry, const char *name);
+
+/* Let name be published again; the caller publishes (a fresh export object then opens). */
+void export_registry_restore(struct export_registry *registry, const char *name);
+
 #endif

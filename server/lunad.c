@@ -23,6 +23,7 @@
 #include "block/threadpool.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "server/admin.h"
 #include "server/export_registry.h"
 #include "server/listener.h"
 #include "server/pidfile.h"
@@ -40,6 +41,7 @@ struct lunad {
     struct worker *workers[MAX_WORKERS];
     unsigned worker_count;
     struct listener_set *listeners;
+    struct admin *admin; /* NULL without admin_socket */
     struct ev_loop *loop;
     ev_signal sigterm, sigint, sighup;
 };
@@ -108,6 +110,9 @@ static void reload(struct lunad *lunad)
         log_warn("reload: listener changes take effect only after a restart");
     if (fresh.workers != lunad->config.workers)
         log_warn("reload: a new worker count takes effect only after a restart");
+    const char *admin_before = lunad->config.admin_socket, *admin_after = fresh.admin_socket;
+    if ((admin_before || admin_after) && (!admin_before || !admin_after || strcmp(admin_before, admin_after) != 0))
+        log_warn("reload: admin_socket changes take effect only after a restart");
     log_set_level(fresh.log_level);
     lunad_config_clear(&lunad->config);
     lunad->config = fresh;
@@ -231,10 +236,23 @@ static int serve(struct lunad *lunad)
         stop_workers(lunad);
         return ret;
     }
+    if (lunad->config.admin_socket) {
+        ret = admin_open(lunad->config.admin_socket, lunad->loop, lunad->registry, &lunad->config, &lunad->admin,
+                         &message);
+        if (ret < 0) {
+            log_error("%s", message ? message : strerror(-ret));
+            free(message);
+            listener_set_close(lunad->listeners);
+            stop_workers(lunad);
+            return ret;
+        }
+    }
     if (lunad->config.pidfile) {
         ret = pidfile_write(lunad->config.pidfile);
         if (ret < 0) {
             log_error("pidfile %s: %s", lunad->config.pidfile, strerror(-ret));
+            admin_close(lunad->admin);
+            lunad->admin = NULL;
             listener_set_close(lunad->listeners);
             stop_workers(lunad);
             return ret;
@@ -252,6 +270,8 @@ static int serve(struct lunad *lunad)
 
     log_info("lunad %s: %u worker(s), %zu export(s), configuration: %s", LUNA_VERSION,
              lunad->worker_count, lunad->config.export_count, lunad->config.source);
+    if (lunad->admin)
+        log_info("admin socket: %s (lunactl -s %s)", lunad->config.admin_socket, lunad->config.admin_socket);
     print_connect_hint(lunad);
     sd_notify(0, "READY=1");
 
@@ -262,6 +282,9 @@ static int serve(struct lunad *lunad)
         ev_signal_stop(lunad->loop, signals[i]);
     listener_set_close(lunad->listeners);
     lunad->listeners = NULL;
+    /* A commit under way finishes first: half merged is not a state to leave an image in. */
+    admin_close(lunad->admin);
+    lunad->admin = NULL;
     stop_workers(lunad);
     ret = flush_exports(lunad);
     pidfile_remove(lunad->config.pidfile);

@@ -335,3 +335,35 @@ Test(cli, null_message_pointer_is_allowed)
     char *argv[] = {"lunad", "--bogus", NULL};
     cr_expect_eq(lunad_cli_parse(2, argv, &config, NULL), -EINVAL);
 }
+
+Test(cli, admin_socket)
+{
+    cr_assert_eq(PARSE("--export", "a=a.img"), LUNAD_CLI_RUN, "%s", message);
+    cr_expect_null(config.admin_socket, "no admin socket by default");
+    lunad_config_clear(&config);
+    cr_assert_eq(PARSE("--export", "a=a.img", "--admin-socket", "/run/luna/admin.sock"), LUNAD_CLI_RUN, "%s",
+                 message);
+    cr_expect_str_eq(config.admin_socket, "/run/luna/admin.sock");
+    lunad_config_clear(&config);
+    /* The flag replaces the file's key. */
+    cr_assert_eq(PARSE("--config", FIXTURE("all-keys.ini"), "--admin-socket=flag.sock"), LUNAD_CLI_RUN, "%s",
+                 message);
+    cr_expect_str_eq(config.admin_socket, "flag.sock");
+}
+
+Test(cli, bad_admin_socket)
+{
+    char path[200];
+    memset(path, 'p', sizeof(path) - 1);
+    path[sizeof(path) - 1] = '\0';
+    expect_failure(PARSE("--export", "a=a.img", "--admin-socket", path), "--admin-socket: path 'ppp");
+    expect_failure(PARSE("--export", "a=a.img", "--admin-socket", ""), "--admin-socket: empty value");
+    expect_failure(PARSE("--export", "a=a.img", "--unix", "x.sock", "--admin-socket", "x.sock"),
+                   "admin_socket: x.sock is also an NBD unix_socket");
+}
+
+Test(cli, help_mentions_admin_socket, .init = cr_redirect_stdout)
+{
+    cr_assert_eq(PARSE("--help"), LUNAD_CLI_EXIT_OK);
+    cr_expect(strstr(read_stdout(), "--admin-socket PATH"));
+}

@@ -74,6 +74,7 @@ Test(config_ini, all_keys_file)
     cr_expect_eq(config.workers, 4);
     cr_expect_eq(config.log_level, LOG_LEVEL_DEBUG);
     cr_expect_str_eq(config.pidfile, "/run/luna/lunad.pid");
+    cr_expect_str_eq(config.admin_socket, "/run/luna/admin.sock");
 
     cr_assert_eq(config.export_count, 3);
     const struct export_config *alpha = &config.exports[0];
@@ -339,7 +340,7 @@ Test(config_ini, unknown_server_key)
 {
     expect_error("[server]\nnbd_listen = :1\nthreads = 4\n",
                  "test.ini:3: [server] threads: unknown key (expected nbd_listen, unix_socket, "
-                 "workers, log_level, pidfile)");
+                 "workers, log_level, pidfile, admin_socket)");
 }
 
 Test(config_ini, dashed_key_is_unknown_in_files)
@@ -538,5 +539,39 @@ Test(config_ini, validate_catches_programmatic_mistakes)
     config.exports[1].bdev.path = NULL;
     cr_assert_eq(lunad_config_validate(&config, &message), -EINVAL);
     cr_expect(strstr(message, "t: [export a] path: missing"), "%s", message);
+    free(message);
+}
+
+Test(config_ini, admin_socket)
+{
+    char *message = NULL;
+    cr_assert_eq(lunad_config_load_string("[server]\nnbd_listen = :1\n[export a]\npath = a.img\n", "test.ini",
+                                          &config, &message), 0, "%s", message);
+    cr_expect_null(config.admin_socket, "no admin socket unless configured");
+    lunad_config_clear(&config);
+    cr_assert_eq(lunad_config_load_string("[server]\nnbd_listen = :1\nadmin_socket = /run/luna/admin.sock\n"
+                                          "[export a]\npath = a.img\n", "test.ini", &config, &message), 0,
+                 "%s", message);
+    cr_expect_str_eq(config.admin_socket, "/run/luna/admin.sock");
+    cr_assert_eq(lunad_config_validate(&config, &message), 0, "%s", message ? message : "");
+}
+
+Test(config_ini, bad_admin_socket)
+{
+    char long_path[200];
+    memset(long_path, 'a', sizeof(long_path) - 1);
+    long_path[sizeof(long_path) - 1] = '\0';
+    char text[400];
+    snprintf(text, sizeof(text), "[server]\nadmin_socket = /%.150s\n", long_path);
+    expect_error_contains(text, "test.ini:2: [server] admin_socket: path '/", "is too long for a Unix socket");
+    expect_error("[server]\nadmin_socket = a.sock\nadmin_socket = b.sock\n",
+                 "test.ini:3: [server] admin_socket: given twice (first on line 2)");
+
+    char *message = NULL;
+    cr_assert_eq(lunad_config_load_string("[server]\nunix_socket = x.sock\nadmin_socket = x.sock\n"
+                                          "[export a]\npath = a.img\n", "test.ini", &config, &message), 0,
+                 "%s", message);
+    cr_expect_eq(lunad_config_validate(&config, &message), -EINVAL);
+    cr_expect_str_eq(message, "test.ini: admin_socket: x.sock is also an NBD unix_socket");
     free(message);
 }
