@@ -11,8 +11,6 @@
 #include <time.h>
 
 #include "block/overlay.h"
-#include "common/error_message.h"
-#if __has_include("block/commit.h") /* TEMPORARY until block/commit.h lands */
 #include "block/commit.h"
 #include "common/error_message.h"
 
@@ -81,11 +79,3 @@ int overlay_commit_run(const struct export_config *config, const char *identity,
     free(scratch);
     return rc;
 }
-#else
-int overlay_commit_run(const struct export_config *config, const char *identity,
-                       overlay_commit_progress_fn *progress, void *opaque, char **error_message)
-{
-    (void)config; (void)identity; (void)progress; (void)opaque;
-    return error_message_set(error_message, -ENOTSUP, "overlay commit is not available in this build");
-}
-#endif

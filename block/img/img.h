@@ -81,6 +81,11 @@ int img_check_main(int argc, char **argv);
 int img_create_main(int argc, char **argv);
 int img_info_main(int argc, char **argv);
 int img_convert_main(int argc, char **argv);
+int img_map_main(int argc, char **argv);
+int img_compare_main(int argc, char **argv);
+int img_measure_main(int argc, char **argv);
+int img_commit_main(int argc, char **argv);
+int img_rebase_main(int argc, char **argv);
 
 /* create's "-o help" text for raw or qcow2 (convert -o help prints it too). */
 void img_create_options_help(const char *format);

@@ -17,13 +17,28 @@ struct verb {
 
 static const struct verb verbs[] = {
     {"check", "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename", img_check_main},
+    {"commit", "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] "
+               "[-p] filename",
+     img_commit_main},
     {"convert", "convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
                 "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] [-U] "
                 "filename [filename2 [...]] output_filename",
      img_convert_main},
+    {"compare", "compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
+                "filename1 filename2",
+     img_compare_main},
     {"create", "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
      img_create_main},
     {"info", "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename", img_info_main},
+    {"map", "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] "
+            "[--output=ofmt] [-U] filename",
+     img_map_main},
+    {"measure", "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] "
+                "[--image-opts] [-f fmt] [-l snapshot_param] filename]",
+     img_measure_main},
+    {"rebase", "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
+               "-b backing_file [-F backing_fmt] filename",
+     img_rebase_main},
 };
 
 static void usage(void)

@@ -263,7 +263,13 @@ static int update_refcount(struct layout *L, uint64_t start, uint64_t count, boo
 /* qcow2_refcount_metadata_size: refcount blocks needed to cover clusters and themselves. */
 static uint64_t refblocks_needed(const struct layout *L, uint64_t clusters, bool generous)
 {
-    uint64_t per_table_cluster = L->cluster_size / 8, per_block = 1ull << L->refblock_bits;
+    return qcow2_refcount_blocks_needed(L->cluster_size, L->refblock_bits, clusters, generous, NULL);
+}
+
+uint64_t qcow2_refcount_blocks_needed(uint64_t cluster_size, unsigned refblock_bits, uint64_t clusters,
+                                      bool generous, uint64_t *table_clusters)
+{
+    uint64_t per_table_cluster = cluster_size / 8, per_block = 1ull << refblock_bits;
     uint64_t table = 0, blocks = 0, n = 0, last;
     do {
         last = n;
@@ -276,7 +282,28 @@ static uint64_t refblocks_needed(const struct layout *L, uint64_t clusters, bool
             generous = false;
         }
     } while (n != last);
+    if (table_clusters)
+        *table_clusters = table;
     return blocks;
+}
+
+uint64_t qcow2_fully_allocated_size(uint64_t size, uint64_t cluster_size, uint32_t refcount_bits, bool extended_l2)
+{
+    /* QEMU's qcow2_calc_prealloc_size: header, L2 tables, L1 table, refcount structure, data. */
+    uint64_t l2_entry_size = extended_l2 ? 16 : 8;
+    uint64_t data = DIV_ROUND_UP(size, cluster_size) * cluster_size;
+    uint64_t metadata = cluster_size;
+    uint64_t per_table = cluster_size / l2_entry_size;
+    uint64_t l2_entries = DIV_ROUND_UP(data / cluster_size, per_table) * per_table;
+    metadata += l2_entries * l2_entry_size;
+    uint64_t l1_entries = l2_entries * l2_entry_size / cluster_size;
+    l1_entries = DIV_ROUND_UP(l1_entries, cluster_size / 8) * (cluster_size / 8);
+    metadata += l1_entries * 8;
+    unsigned refblock_bits = log2_exact(cluster_size * 8 / refcount_bits);
+    uint64_t table;
+    uint64_t blocks = qcow2_refcount_blocks_needed(cluster_size, refblock_bits, (metadata + data) / cluster_size,
+                                                   false, &table);
+    return metadata + (blocks + table) * cluster_size + data;
 }
 
 /*

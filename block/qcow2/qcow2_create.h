@@ -66,4 +66,16 @@ int qcow2_create_validate(const struct qcow2_create_options *options, char **err
  */
 int qcow2_create(const char *path, const struct qcow2_create_options *options, char **error_message);
 
+/*
+ * Refcount blocks needed to count clusters clusters and the refcount
+ * structure itself (QEMU's qcow2_refcount_metadata_size; refblock_bits:
+ * log2 of refcounts per block; generous: room for the table to grow);
+ * *table_clusters, if not NULL, receives the refcount table's clusters.
+ */
+uint64_t qcow2_refcount_blocks_needed(uint64_t cluster_size, unsigned refblock_bits, uint64_t clusters,
+                                      bool generous, uint64_t *table_clusters);
+
+/* Bytes of an image of size with every cluster allocated (QEMU's qcow2_calc_prealloc_size), for measure. */
+uint64_t qcow2_fully_allocated_size(uint64_t size, uint64_t cluster_size, uint32_t refcount_bits, bool extended_l2);
+
 #endif

@@ -84,3 +84,177 @@ int qcow2_image_set_backing(struct bdev *bdev, const char *backing_file, const c
     pthread_mutex_unlock(&q->lock);
     return rc;
 }
+
+/* ---- emptying ---- */
+
+/*
+ * Clear every entry of one L2 table (copied first when a snapshot shares
+ * it) and release what the entries pointed to.  punch[] receives the host
+ * offsets of freed clusters this image owned alone, whose file ranges may
+ * be punched once the cleared entries are on disk.
+ */
+static int empty_l2_table(struct qcow2 *q, uint64_t l1_index, uint64_t guest_clusters, uint64_t *punch,
+                          uint32_t *punch_count)
+{
+    *punch_count = 0;
+    uint64_t first = l1_index * q->l2_entries;
+    for (uint64_t guest_cluster = first; guest_cluster < first + q->l2_entries && guest_cluster < guest_clusters;
+         guest_cluster++) {
+        uint64_t entry, bitmap;
+        int rc = qcow2_l2_entry_get(q, guest_cluster, false, &entry, &bitmap);
+        if (rc < 0)
+            return rc;
+        if (!entry && !bitmap)
+            continue;
+        if ((rc = qcow2_l2_entry_get(q, guest_cluster, true, &entry, &bitmap)) < 0 ||
+            (rc = qcow2_l2_entry_set(q, guest_cluster, 0, 0)) < 0)
+            return rc;
+        bool compressed = (entry & QCOW2_OFLAG_COMPRESSED) != 0;
+        if (!compressed && !qcow2_l2_entry_has_host(&q->image.header, entry))
+            continue;
+        if (!compressed && !q->data_external && (entry & QCOW2_OFLAG_COPIED))
+            punch[(*punch_count)++] = entry & QCOW2_OFFSET_MASK;
+        if ((rc = qcow2_free_l2_entry_target(q, entry)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int qcow2_image_make_empty(struct bdev *bdev)
+{
+    struct qcow2 *q = bdev->driver;
+    if (q->readonly)
+        return -EROFS;
+    uint64_t *punch = malloc(q->l2_entries * sizeof(*punch));
+    if (!punch)
+        return -ENOMEM;
+    uint64_t guest_clusters = (bdev->size + q->cluster_size - 1) >> q->cluster_bits;
+    int rc = 0;
+    pthread_mutex_lock(&q->lock);
+    for (uint64_t l1_index = 0; rc == 0 && l1_index < q->l1_size; l1_index++) {
+        if (!(q->l1_table[l1_index] & QCOW2_OFFSET_MASK))
+            continue;
+        uint32_t punch_count = 0;
+        rc = q->corrupt ? -EIO : empty_l2_table(q, l1_index, guest_clusters, punch, &punch_count);
+        /* Punched space must not be reachable from an entry still on disk. */
+        if (rc == 0 && punch_count)
+            rc = qcow2_flush_metadata(q);
+        for (uint32_t i = 0; rc == 0 && i < punch_count; i++) {
+            struct bdev_io hole = {.op = BDEV_OP_DISCARD, .offset = punch[i], .length = q->cluster_size};
+            bdev_blocking(q->file, &hole); /* only space is at stake: failure is harmless */
+        }
+    }
+    if (rc == 0)
+        rc = qcow2_flush_metadata(q);
+    pthread_mutex_unlock(&q->lock);
+    free(punch);
+    return rc;
+}
+
+/* ---- growing ---- */
+
+/* Move the L1 table to new clusters holding entries slots (the old ones zero-extended). */
+static int grow_l1_table(struct qcow2 *q, uint32_t entries, uint64_t size)
+{
+    uint64_t bytes = ((uint64_t)entries * 8 + q->cluster_size - 1) & ~(q->cluster_size - 1);
+    uint64_t *table = calloc(bytes / 8, sizeof(*table));
+    uint8_t *encoded = calloc(1, bytes);
+    int rc = table && encoded ? 0 : -ENOMEM;
+    uint64_t new_offset = 0;
+    if (rc == 0) {
+        memcpy(table, q->l1_table, (size_t)q->l1_size * sizeof(*table));
+        for (uint32_t i = 0; i < q->l1_size; i++)
+            qcow2_put_be64(encoded + (uint64_t)i * 8, q->l1_table[i]);
+        rc = qcow2_alloc_clusters(q, bytes / q->cluster_size, &new_offset);
+    }
+    /* The new table's refcounts, then the table, then the header that points to it. */
+    if (rc == 0 && (rc = qcow2_cache_write_back(&q->refcount_cache)) == 0 &&
+        (rc = qcow2_file_write(q, new_offset, encoded, bytes)) == 0 && (rc = qcow2_file_flush(q)) == 0)
+        rc = qcow2_cache_resize_keys(&q->l2_cache, entries);
+    struct qcow2_header *h = &q->image.header;
+    uint64_t old_offset = h->l1_table_offset, old_size = h->size;
+    uint32_t old_entries = h->l1_size;
+    uint64_t old_bytes = ((uint64_t)old_entries * 8 + q->cluster_size - 1) & ~(q->cluster_size - 1);
+    if (rc == 0) {
+        h->l1_table_offset = new_offset;
+        h->l1_size = entries;
+        h->size = size;
+        if ((rc = qcow2_header_write(q)) < 0) {
+            h->l1_table_offset = old_offset;
+            h->l1_size = old_entries;
+            h->size = old_size;
+        }
+    }
+    if (rc < 0) {
+        if (new_offset)
+            qcow2_free_clusters(q, new_offset, bytes / q->cluster_size);
+        free(table);
+        free(encoded);
+        return rc;
+    }
+    free(q->l1_table);
+    q->l1_table = table;
+    q->l1_size = entries;
+    free(encoded);
+    if (old_offset && old_entries)
+        rc = qcow2_free_clusters(q, old_offset, old_bytes / q->cluster_size);
+    return rc;
+}
+
+int qcow2_image_grow(struct bdev *bdev, uint64_t size)
+{
+    struct qcow2 *q = bdev->driver;
+    if (q->readonly)
+        return -EROFS;
+    pthread_mutex_lock(&q->lock);
+    struct qcow2_header *h = &q->image.header;
+    uint64_t covered = (uint64_t)q->l2_entries << q->cluster_bits; /* guest bytes per L1 entry */
+    uint64_t entries = (size + covered - 1) / covered;
+    int rc = 0;
+    if (size <= h->size) {
+        rc = 0;
+    } else if (q->corrupt) {
+        rc = -EIO;
+    } else if (entries * 8 > QCOW2_MAX_L1_BYTES) {
+        rc = -EFBIG;
+    } else if (entries > q->l1_size) {
+        rc = grow_l1_table(q, (uint32_t)entries, size);
+    } else {
+        uint64_t old_size = h->size;
+        h->size = size;
+        if ((rc = qcow2_header_write(q)) < 0)
+            h->size = old_size;
+    }
+    if (rc == 0 && size > bdev->size)
+        bdev->size = size;
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
+/* ---- zero clusters over nothing ---- */
+
+int qcow2_image_zero_unallocated(struct bdev *bdev, uint64_t offset, uint64_t length)
+{
+    struct qcow2 *q = bdev->driver;
+    if (q->readonly)
+        return -EROFS;
+    if (q->image.header.version < 3 || q->data_raw)
+        return -ENOTSUP;
+    if ((offset | length) & (q->cluster_size - 1) || offset > bdev->size || length > bdev->size - offset)
+        return -EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&q->lock);
+    for (uint64_t cluster = offset >> q->cluster_bits; rc == 0 && cluster < (offset + length) >> q->cluster_bits;
+         cluster++) {
+        uint64_t entry, bitmap;
+        if (q->corrupt)
+            rc = -EIO;
+        else if ((rc = qcow2_l2_entry_get(q, cluster, true, &entry, &bitmap)) == 0 && (entry || bitmap))
+            rc = -EBUSY;
+        else if (rc == 0)
+            rc = q->extended_l2 ? qcow2_l2_entry_set(q, cluster, 0, 0xffffffffull << 32)
+                                : qcow2_l2_entry_set(q, cluster, QCOW2_OFLAG_ZERO, 0);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}

@@ -47,4 +47,31 @@ struct bdev *qcow2_image_backing(const struct bdev *bdev);
  */
 int qcow2_image_set_backing(struct bdev *bdev, const char *backing_file, const char *backing_format);
 
+/*
+ * Drop every cluster the image maps (data, zero and compressed clusters
+ * alike) so that it reads as its backing file again: what QEMU's
+ * make_empty leaves after a commit.  The L2 entries are cleared and
+ * written before the refcounts fall, and the freed clusters' file ranges
+ * are punched only once that is on disk.  No guest I/O meanwhile.  0 or
+ * -errno (-EROFS when read-only).
+ */
+int qcow2_image_make_empty(struct bdev *bdev);
+
+/*
+ * Make the whole clusters of [offset, offset + length) (cluster-aligned),
+ * which must be unallocated, zero clusters, with or without a backing
+ * file: they read as zeroes even once one is added (safe rebase of an
+ * image without a backing file).  -ENOTSUP on v2 images (no zero flag),
+ * -EBUSY when a cluster is allocated after all; no guest I/O meanwhile.
+ */
+int qcow2_image_zero_unallocated(struct bdev *bdev, uint64_t offset, uint64_t length);
+
+/*
+ * Grow the virtual size to size bytes (never shrinks), moving the L1
+ * table to a larger one when it does not cover the new size, as QEMU's
+ * resize does.  No guest I/O meanwhile.  0 or -errno (-EFBIG beyond
+ * QEMU's L1 limit, -EROFS when read-only).
+ */
+int qcow2_image_grow(struct bdev *bdev, uint64_t size);
+
 #endif
