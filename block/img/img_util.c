@@ -200,7 +200,7 @@ int img_help_hint(void)
 int img_option_error(int c, char **argv, int optind)
 {
     if (c == ':')
-        img_error("option '%s' requires an argument", argv[optind - 1]);
+        img_error("missing argument for option '%s'", argv[optind - 1]);
     else
         img_error("unrecognized option '%s'", argv[optind - 1]);
     return img_help_hint();
