@@ -66,6 +66,24 @@ int img_parse_output(const char *text, bool *json);
 /* -o LIST added to list: 0, or 1 (the exit code) after the parser's message. */
 int img_options_add(struct img_options *list, const char *text);
 
+/*
+ * What bdev_open said about path without the leading "path: " it repeats
+ * (so "Could not open 'path': ..." does not name the file twice).
+ */
+const char *img_open_reason(const char *path, int rc, const char *reason);
+
+/* "luna-img: Could not open 'path': reason" (reason as img_open_reason trims it). */
+void img_open_error(const char *path, int rc, const char *reason);
+
+/* qemu-img's -p progress: "    (NN.NN/100%)\r" on stdout whenever it moved by more than 1%, and at 0 and 100. */
+struct img_progress {
+    bool enabled;
+    double current, last_print;
+};
+void img_progress_print(struct img_progress *progress, double percent);
+/* A done/total progress callback (opaque: the struct img_progress). */
+void img_progress_fraction(void *opaque, uint64_t done, uint64_t total);
+
 /* "Try 'luna-img --help' for more information" on stderr; returns 1 (the exit code). */
 int img_help_hint(void);
 

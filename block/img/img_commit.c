@@ -72,16 +72,6 @@ static void chain_clear(struct chain *chain)
     chain->count = 0;
 }
 
-/* bdev_open's reasons start with the path, which "Could not open 'path': " names already. */
-static void open_error(const char *path, int rc, const char *reason)
-{
-    const char *why = reason ? reason : strerror(-rc);
-    size_t path_length = strlen(path);
-    if (!strncmp(why, path, path_length) && !strncmp(why + path_length, ": ", 2))
-        why += path_length + 2;
-    img_error("Could not open '%s': %s", path, why);
-}
-
 static int resolve_format(const char *path, const char *format, enum bdev_format *out)
 {
     if (!format) {
@@ -118,7 +108,7 @@ static int open_layer(const char *path, enum bdev_format format, bool readonly, 
     char *reason = NULL;
     int rc = bdev_open(&options, out, &reason);
     if (rc < 0)
-        open_error(path, rc, reason);
+        img_open_error(path, rc, reason);
     free(reason);
     return rc;
 }
@@ -208,28 +198,6 @@ static int grow_raw_base(const struct chain_layer *base, uint64_t size)
     return 0;
 }
 
-/* qemu's progress: "    (NN.NN/100%)\r" on stdout, printed when it moved by more than 1%. */
-struct progress {
-    bool enabled;
-    double last_print;
-};
-
-static void progress_print(struct progress *p, double value)
-{
-    if (!p->enabled)
-        return;
-    if (value > p->last_print + 1.0 || value < p->last_print - 1.0 || value == 0 || value == 100) {
-        p->last_print = value;
-        printf("    (%3.2f/100%%)\r", value);
-        fflush(stdout);
-    }
-}
-
-static void progress_callback(void *opaque, uint64_t done, uint64_t total)
-{
-    progress_print(opaque, total ? (double)done * 100.0 / (double)total : 100.0);
-}
-
 /* Open base read-write, each layer above it over the one below, top last; run the engine. */
 static int commit_chain(const struct commit_request *r, const struct chain *chain, int base_index)
 {
@@ -241,17 +209,17 @@ static int commit_chain(const struct commit_request *r, const struct chain *chai
         rc = open_layer(layer->path, layer->format, !writable, false, r->cache,
                         i == base_index ? NULL : opened[i + 1], &opened[i]);
     }
-    struct progress progress = {.enabled = r->progress && !r->quiet};
+    struct img_progress progress = {.enabled = r->progress && !r->quiet};
     char *message = NULL;
     if (rc == 0) {
-        progress_print(&progress, 0);
-        rc = block_commit(opened[0], opened[base_index], progress.enabled ? progress_callback : NULL, &progress,
+        img_progress_print(&progress, 0);
+        rc = block_commit(opened[0], opened[base_index], progress.enabled ? img_progress_fraction : NULL, &progress,
                           &message);
     }
     if (rc == 0 && !r->drop)
         rc = block_commit_empty(opened[0], &message);
     if (progress.enabled && rc == 0) {
-        progress_print(&progress, 100);
+        img_progress_print(&progress, 100);
         printf("\n");
     }
     if (rc < 0 && message)

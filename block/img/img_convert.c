@@ -65,16 +65,6 @@ static void convert_usage(void)
            "  --target-is-zero  with -n: the output already reads as zeroes\n");
 }
 
-/* bdev_open's reasons start with the path, which "Could not open 'path': " names already. */
-static void open_error(const char *path, int rc, const char *reason)
-{
-    const char *why = reason ? reason : strerror(-rc);
-    size_t path_length = strlen(path);
-    if (!strncmp(why, path, path_length) && !strncmp(why + path_length, ": ", 2))
-        why += path_length + 2;
-    img_error("Could not open '%s': %s", path, why);
-}
-
 static int open_image(const char *path, const char *format, bool readonly, bool force_share,
                       enum bdev_cache_mode cache, struct bdev **out)
 {
@@ -102,32 +92,12 @@ static int open_image(const char *path, const char *format, bool readonly, bool 
     char *reason = NULL;
     int rc = bdev_open(&options, out, &reason);
     if (rc < 0)
-        open_error(path, rc, reason);
+        img_open_error(path, rc, reason);
     free(reason);
     return rc;
 }
 
-/* qemu's progress: "    (NN.NN/100%)\r" on stdout, printed when it moved by more than 1%. */
-struct progress {
-    bool enabled;
-    double current, last_print;
-};
-
-static void progress_print(struct progress *p, double value)
-{
-    if (!p->enabled)
-        return;
-    if (value > 100)
-        value = 100;
-    p->current = value;
-    if (value > p->last_print + 1.0 || value < p->last_print - 1.0 || value == 0 || value == 100) {
-        p->last_print = value;
-        printf("    (%3.2f/100%%)\r", value);
-        fflush(stdout);
-    }
-}
-
-static void progress_callback(void *opaque, double percent) { progress_print(opaque, percent); }
+static void progress_callback(void *opaque, double percent) { img_progress_print(opaque, percent); }
 
 static int parse_sparse(const char *text, uint64_t *out)
 {
@@ -185,7 +155,7 @@ static int convert(struct convert_request *r, char **inputs, int input_count, co
         img_error("Could not set up the event loop");
         goto out;
     }
-    struct progress progress = {.enabled = r->progress && !r->quiet};
+    struct img_progress progress = {.enabled = r->progress && !r->quiet};
     struct img_copy_options options = {
         .sources = sources,
         .source_count = (size_t)input_count,
@@ -199,7 +169,7 @@ static int convert(struct convert_request *r, char **inputs, int input_count, co
         .progress = progress.enabled ? progress_callback : NULL,
         .progress_opaque = &progress,
     };
-    progress_print(&progress, 0);
+    img_progress_print(&progress, 0);
     char *message = NULL;
     int rc = img_copy_run(ctx, &options, &message);
     if (rc < 0) {
@@ -210,8 +180,8 @@ static int convert(struct convert_request *r, char **inputs, int input_count, co
     if (progress.enabled) {
         /* qemu-img ends with 100% twice, then a newline. */
         if (progress.last_print != 100)
-            progress_print(&progress, 100);
-        progress_print(&progress, 100);
+            img_progress_print(&progress, 100);
+        img_progress_print(&progress, 100);
         printf("\n");
     }
     status = 0;

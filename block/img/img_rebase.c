@@ -53,16 +53,6 @@ static void rebase_usage(void)
            "  -q               quiet\n");
 }
 
-/* bdev_open's reasons start with the path, which "Could not open 'path': " names already. */
-static const char *reason_after_path(const char *path, int rc, const char *reason)
-{
-    const char *why = reason ? reason : strerror(-rc);
-    size_t path_length = strlen(path);
-    if (!strncmp(why, path, path_length) && !strncmp(why + path_length, ": ", 2))
-        why += path_length + 2;
-    return why;
-}
-
 /* format: "raw", "qcow2" or NULL (probe).  prefix: what qemu-img says before the reason. */
 static int open_image(const char *prefix, const char *path, const char *format, bool readonly, bool force_share,
                       enum bdev_cache_mode cache, struct bdev **out)
@@ -94,31 +84,9 @@ static int open_image(const char *prefix, const char *path, const char *format, 
     char *reason = NULL;
     int rc = bdev_open(&options, out, &reason);
     if (rc < 0)
-        img_error("%s: %s", prefix, reason_after_path(path, rc, reason));
+        img_error("%s: %s", prefix, img_open_reason(path, rc, reason));
     free(reason);
     return rc;
-}
-
-/* qemu's progress: "    (NN.NN/100%)\r" on stdout, printed when it moved by more than 1%. */
-struct progress {
-    bool enabled;
-    double last_print;
-};
-
-static void progress_print(struct progress *p, double value)
-{
-    if (!p->enabled)
-        return;
-    if (value > p->last_print + 1.0 || value < p->last_print - 1.0 || value == 0 || value == 100) {
-        p->last_print = value;
-        printf("    (%3.2f/100%%)\r", value);
-        fflush(stdout);
-    }
-}
-
-static void progress_callback(void *opaque, uint64_t done, uint64_t total)
-{
-    progress_print(opaque, total ? (double)done * 100.0 / (double)total : 100.0);
 }
 
 /* The new backing file, opened as the image will open it: relative to the image's directory. */
@@ -170,11 +138,11 @@ static int rebase(const struct rebase_request *r)
         img_error("Could not change the backing file to '%s': backing format must be specified", backing_file);
         rc = -EINVAL;
     }
-    struct progress progress = {.enabled = r->progress && !r->quiet};
-    progress_print(&progress, 0);
+    struct img_progress progress = {.enabled = r->progress && !r->quiet};
+    img_progress_print(&progress, 0);
     if (rc == 0 && qcow2_image_is(image)) {
         char *message = NULL;
-        rc = block_rebase(image, new_backing, progress.enabled ? progress_callback : NULL, &progress, &message);
+        rc = block_rebase(image, new_backing, progress.enabled ? img_progress_fraction : NULL, &progress, &message);
         if (rc < 0)
             img_error("%s", message ? message : strerror(-rc));
         free(message);
@@ -182,7 +150,7 @@ static int rebase(const struct rebase_request *r)
     if (rc == 0)
         rc = change_backing(r, image, backing_file);
     if (progress.enabled && rc == 0) {
-        progress_print(&progress, 100);
+        img_progress_print(&progress, 100);
         printf("\n");
     }
     if (new_backing)

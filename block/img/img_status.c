@@ -15,16 +15,6 @@
 
 #define REFTABLE_OFFSET_MASK 0xfffffffffffffe00ull
 
-/* bdev_open's reasons start with the path, which "Could not open 'path': " names already. */
-static void open_error(const char *path, int rc, const char *reason)
-{
-    const char *why = reason ? reason : strerror(-rc);
-    size_t path_length = strlen(path);
-    if (!strncmp(why, path, path_length) && !strncmp(why + path_length, ": ", 2))
-        why += path_length + 2;
-    img_error("Could not open '%s': %s", path, why);
-}
-
 static int open_top(const char *path, const char *format, bool force_share, enum bdev_cache_mode cache,
                     struct bdev **out)
 {
@@ -52,7 +42,7 @@ static int open_top(const char *path, const char *format, bool force_share, enum
     char *reason = NULL;
     int rc = bdev_open(&options, out, &reason);
     if (rc < 0)
-        open_error(path, rc, reason);
+        img_open_error(path, rc, reason);
     free(reason);
     return rc;
 }

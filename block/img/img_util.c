@@ -197,6 +197,40 @@ int img_help_hint(void)
     return 1;
 }
 
+const char *img_open_reason(const char *path, int rc, const char *reason)
+{
+    const char *why = reason ? reason : strerror(-rc);
+    size_t path_length = strlen(path);
+    if (!strncmp(why, path, path_length) && !strncmp(why + path_length, ": ", 2))
+        why += path_length + 2;
+    return why;
+}
+
+void img_open_error(const char *path, int rc, const char *reason)
+{
+    img_error("Could not open '%s': %s", path, img_open_reason(path, rc, reason));
+}
+
+void img_progress_print(struct img_progress *progress, double percent)
+{
+    if (!progress->enabled)
+        return;
+    if (percent > 100)
+        percent = 100;
+    progress->current = percent;
+    if (percent > progress->last_print + 1.0 || percent < progress->last_print - 1.0 || percent == 0 ||
+        percent == 100) {
+        progress->last_print = percent;
+        printf("    (%3.2f/100%%)\r", percent);
+        fflush(stdout);
+    }
+}
+
+void img_progress_fraction(void *opaque, uint64_t done, uint64_t total)
+{
+    img_progress_print(opaque, total ? (double)done * 100.0 / (double)total : 100.0);
+}
+
 int img_option_error(int c, char **argv, int optind)
 {
     if (c == ':')

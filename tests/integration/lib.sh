@@ -74,3 +74,14 @@ luna_stop() {
 luna_alive() {
   kill -0 "$LUNAD_PID" 2>/dev/null || fail "lunad is no longer running"
 }
+
+# need_luna_img [COMMAND...]: set LUNA_IMG (this build's luna-img unless given) and fail
+# unless it and every COMMAND (qemu-img, qemu-io, jq, ...) are there.
+need_luna_img() {
+  LUNA_IMG=${LUNA_IMG:-${LUNA_TEST_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build}/bin/luna-img}
+  [ -x "$LUNA_IMG" ] || fail "luna-img not found at $LUNA_IMG"
+  local command
+  for command in "$@"; do
+    command -v "$command" >/dev/null || fail "$command is needed"
+  done
+}

@@ -5,10 +5,7 @@
 # images either tool created; error cases exit 1 with a message.
 source "$(dirname "$0")/lib.sh"
 
-LUNA_IMG=${LUNA_IMG:-${LUNA_TEST_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}/bin/luna-img}
-[ -x "$LUNA_IMG" ] || fail "luna-img not found at $LUNA_IMG"
-command -v qemu-img >/dev/null || fail "qemu-img is needed"
-command -v jq >/dev/null || fail "jq is needed"
+need_luna_img qemu-img jq
 same_layout=0
 qemu-img --version | grep -q 'version 7\.2\.' && same_layout=1
 cd "$WORK"

@@ -7,12 +7,8 @@
 # changing the guest data; a live image is refused without -U.
 source "$(dirname "$0")/lib.sh"
 
-LUNA_IMG=${LUNA_IMG:-${LUNA_TEST_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}/bin/luna-img}
+need_luna_img qemu-img qemu-io jq
 PATCH="$SYSTEM_PYTHON $(dirname "$0")/qcow2_patch.py"
-[ -x "$LUNA_IMG" ] || fail "luna-img not found at $LUNA_IMG"
-command -v qemu-img >/dev/null || fail "qemu-img is needed"
-command -v qemu-io >/dev/null || fail "qemu-io is needed"
-command -v jq >/dev/null || fail "jq is needed"
 cd "$WORK"
 mkdir -p q l
 

@@ -7,11 +7,7 @@
 # errors print qemu-img's messages and exit codes.
 source "$(dirname "$0")/lib.sh"
 
-LUNA_IMG=${LUNA_IMG:-${LUNA_TEST_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}/bin/luna-img}
-[ -x "$LUNA_IMG" ] || fail "luna-img not found at $LUNA_IMG"
-command -v qemu-img >/dev/null || fail "qemu-img is needed"
-command -v qemu-io >/dev/null || fail "qemu-io is needed"
-command -v jq >/dev/null || fail "jq is needed"
+need_luna_img qemu-img qemu-io jq
 cd "$WORK"
 
 # ---- chains ----------------------------------------------------------------------------------

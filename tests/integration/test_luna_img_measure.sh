@@ -6,11 +6,7 @@
 # widths, extended L2, preallocation, compat 0.10, a backing file), and the same errors.
 source "$(dirname "$0")/lib.sh"
 
-LUNA_IMG=${LUNA_IMG:-${LUNA_TEST_BUILD:-$(cd "$(dirname "$0")/../.." && pwd)/build}/bin/luna-img}
-[ -x "$LUNA_IMG" ] || fail "luna-img not found at $LUNA_IMG"
-command -v qemu-img >/dev/null || fail "qemu-img is needed"
-command -v qemu-io >/dev/null || fail "qemu-io is needed"
-command -v jq >/dev/null || fail "jq is needed"
+need_luna_img qemu-img qemu-io jq
 cd "$WORK"
 
 as_luna() { sed -e 's/^qemu-img: /luna-img: /' -e "s/Try 'qemu-img /Try 'luna-img /" "$1"; }

@@ -10,8 +10,7 @@
 #     working directory; a missing data file is refused by name.
 source "$(dirname "$0")/lib.sh"
 
-LUNA_IMG=${LUNA_IMG:-$LUNA_TEST_BUILD/bin/luna-img}
-[ -x "$LUNA_IMG" ] || fail "luna-img not found at $LUNA_IMG"
+need_luna_img qemu-img qemu-io
 SYSTEM_PYTHON=/usr/bin/python3
 cd "$WORK"
 
