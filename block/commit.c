@@ -182,8 +182,8 @@ static int walk(struct commit *c, block_commit_progress_fn *progress, void *opaq
     int rc = 0;
     for (uint64_t offset = 0; rc == 0 && offset < total;) {
         uint64_t asked = total - offset < c->chunk ? total - offset : c->chunk;
-        enum commit_action action;
-        uint64_t length;
+        enum commit_action action = COMMIT_SKIP;
+        uint64_t length = 0;
         if ((rc = classify(c, offset, asked, &action, &length)) < 0)
             break;
         uint64_t limit = action == COMMIT_COPY ? c->chunk : COMMIT_ZERO_CHUNK;
