@@ -8,6 +8,7 @@
 
 #include "block/aio_internal.h"
 #include "block/file_io.h"
+#include "block/foreign/foreign.h"
 #include "block/qcow2/qcow2.h"
 
 void bdev_options_init(struct bdev_options *options)
@@ -64,6 +65,15 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
         break;
     case BDEV_FORMAT_QCOW2:
         rc = qcow2_open(bdev, options, error_message);
+        break;
+    case BDEV_FORMAT_VMDK:
+        rc = vmdk_open(bdev, options, error_message);
+        break;
+    case BDEV_FORMAT_VDI:
+        rc = vdi_open(bdev, options, error_message);
+        break;
+    case BDEV_FORMAT_VPC:
+        rc = vpc_open(bdev, options, error_message);
         break;
     default:
         error_message_set(error_message, 0, "%s: unknown format", options->path);
@@ -241,6 +251,9 @@ static const char *const format_names[] = {
     [BDEV_FORMAT_RAW] = "raw",
     [BDEV_FORMAT_HOST_DEVICE] = "host_device",
     [BDEV_FORMAT_QCOW2] = "qcow2",
+    [BDEV_FORMAT_VMDK] = "vmdk",
+    [BDEV_FORMAT_VDI] = "vdi",
+    [BDEV_FORMAT_VPC] = "vpc",
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))

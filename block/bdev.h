@@ -150,6 +150,9 @@ enum bdev_format {
     BDEV_FORMAT_RAW,
     BDEV_FORMAT_HOST_DEVICE,
     BDEV_FORMAT_QCOW2,
+    BDEV_FORMAT_VMDK,        /* read-only: block/foreign */
+    BDEV_FORMAT_VDI,
+    BDEV_FORMAT_VPC,
 };
 
 enum bdev_cache_mode {

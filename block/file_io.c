@@ -16,6 +16,7 @@
 #include "block/align.h"
 #include "block/closing.h"
 #include "block/file_sync.h"
+#include "block/iov.h"
 
 /* One bdev_io on its way through the driver (an aio record of io->ctx). */
 struct file_request {

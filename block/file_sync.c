@@ -8,30 +8,11 @@
 #include <unistd.h>
 
 #include "block/align.h"
+#include "block/iov.h"
 
 #define ZERO_CHUNK (1u << 20)
 
 /* ---- blocking primitives (pool threads) ---- */
-
-void iov_zero(struct iovec *iov, int iovcnt)
-{
-    for (int i = 0; i < iovcnt; i++)
-        memset(iov[i].iov_base, 0, iov[i].iov_len);
-}
-
-/* Drop the first count bytes of iov (in place). */
-void iov_advance(struct iovec **iov, int *iovcnt, size_t count)
-{
-    while (*iovcnt > 0 && count >= (*iov)[0].iov_len) {
-        count -= (*iov)[0].iov_len;
-        (*iov)++;
-        (*iovcnt)--;
-    }
-    if (*iovcnt > 0 && count > 0) {
-        (*iov)[0].iov_base = (char *)(*iov)[0].iov_base + count;
-        (*iov)[0].iov_len -= count;
-    }
-}
 
 /*
  * Transfer all of length at offset, resuming after short transfers.  Reads

@@ -37,8 +37,4 @@ int file_write_zeroes_slow(struct file_bdev *file, uint64_t offset, uint64_t len
  */
 int file_blocking_run(struct file_bdev *file, struct bdev_io *io);
 
-/* iovec helpers: zero every segment; drop the first count bytes (in place). */
-void iov_zero(struct iovec *iov, int iovcnt);
-void iov_advance(struct iovec **iov, int *iovcnt, size_t count);
-
 #endif

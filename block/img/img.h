@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block/bdev.h"
+
 #define IMG_PROGRAM "luna-img"
 
 /*
@@ -93,6 +95,17 @@ int img_help_hint(void);
  * *filename set, or 1 (the exit code) after the message.
  */
 int img_one_image(const char *format, int argc, char **argv, int optind, const char **filename);
+
+/* The formats luna-img reads: raw and qcow2, and (read-only) vmdk, vdi and vpc. */
+bool img_input_format_known(const char *format);
+
+/*
+ * Open path as format (a name img_input_format_known accepts, or NULL to
+ * probe the magic as qemu-img does), printing qemu-img's message when it
+ * cannot.  0 or -errno.
+ */
+int img_open_image(const char *path, const char *format, bool readonly, bool force_share, enum bdev_cache_mode cache,
+                   struct bdev **out);
 
 /* The verbs: argc/argv start at the verb; return the process exit code. */
 int img_check_main(int argc, char **argv);

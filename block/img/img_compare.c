@@ -77,7 +77,7 @@ static void compare_usage(void)
            "        [-s] [-U] filename1 filename2\n\n"
            "Compare the contents of two images.  Exit code: 0 identical, 1 different, 2 an image could not be\n"
            "opened, 3 block status failed, 4 a read failed.\n"
-           "  -f fmt, -F fmt  the first and second image's formats (raw or qcow2); probed when omitted\n"
+           "  -f fmt, -F fmt  the first and second image's formats (raw, qcow2, vmdk, vdi, vpc); probed when omitted\n"
            "  -T src_cache    cache mode for reading (default writeback)\n"
            "  -s              strict: the sizes and block statuses must match too\n"
            "  -p              show progress\n"

@@ -47,7 +47,7 @@ static void convert_usage(void)
            "        [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W]\n"
            "        [-U] filename [filename2 [...]] output_filename\n\n"
            "Convert (and concatenate) images to output_filename.  Formats: raw, qcow2.\n"
-           "  -f fmt          the input format; probed when omitted (qcow2 magic, else raw)\n"
+           "  -f fmt          the input format (raw, qcow2, vmdk, vdi, vpc); probed when omitted\n"
            "  -O output_fmt   the output format (raw by default)\n"
            "  -o options      output format options, as for create; -o help lists them\n"
            "  -B backing_file qcow2: make the output an overlay of backing_file, holding only what differs\n"
@@ -63,38 +63,6 @@ static void convert_usage(void)
            "  -q              quiet\n"
            "  -U              force share: read sources without locking them (images others write)\n"
            "  --target-is-zero  with -n: the output already reads as zeroes\n");
-}
-
-static int open_image(const char *path, const char *format, bool readonly, bool force_share,
-                      enum bdev_cache_mode cache, struct bdev **out)
-{
-    struct bdev_options options;
-    bdev_options_init(&options);
-    options.path = path;
-    options.readonly = readonly;
-    options.force_share = force_share;
-    options.cache = cache;
-    /* The file itself first: qemu-img names it twice when it cannot be opened at all. */
-    int fd = open(path, readonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        int error = errno;
-        img_error("Could not open '%s': Could not open '%s': %s", path, path, strerror(error));
-        return -error;
-    }
-    close(fd);
-    if (!format)
-        format = qcow2_probe(path) ? "qcow2" : "raw";
-    else if (!strcmp(format, "qcow2") && !qcow2_probe(path)) {
-        img_error("Could not open '%s': Image is not in qcow2 format", path);
-        return -EINVAL;
-    }
-    options.format = !strcmp(format, "qcow2") ? BDEV_FORMAT_QCOW2 : BDEV_FORMAT_RAW;
-    char *reason = NULL;
-    int rc = bdev_open(&options, out, &reason);
-    if (rc < 0)
-        img_open_error(path, rc, reason);
-    free(reason);
-    return rc;
 }
 
 static void progress_callback(void *opaque, double percent) { img_progress_print(opaque, percent); }
@@ -132,14 +100,14 @@ static int convert(struct convert_request *r, char **inputs, int input_count, co
     }
     uint64_t total = 0;
     for (int i = 0; i < input_count; i++) {
-        if (open_image(inputs[i], r->source_format, true, r->force_share, r->source_cache, &sources[i]) < 0)
+        if (img_open_image(inputs[i], r->source_format, true, r->force_share, r->source_cache, &sources[i]) < 0)
             goto out;
         total += sources[i]->size;
     }
     if (!r->skip_create &&
         img_create_for_convert(r->output_format, output, total, r->backing_file, r->backing_format, &r->options))
         goto out;
-    if (open_image(output, r->output_format, false, false, r->cache, &target) < 0)
+    if (img_open_image(output, r->output_format, false, false, r->cache, &target) < 0)
         goto out;
     if (target->size < total) {
         img_error("output file is smaller than input file");
@@ -274,7 +242,7 @@ int img_convert_main(int argc, char **argv)
         img_error("Unknown file format '%s'", r.output_format);
         goto out;
     }
-    if (r.source_format && !known_format(r.source_format)) {
+    if (r.source_format && !img_input_format_known(r.source_format)) {
         if (optind < argc)
             img_error("Could not open '%s': Unknown driver '%s'", argv[optind], r.source_format);
         else
@@ -312,8 +280,8 @@ int img_convert_main(int argc, char **argv)
         img_error("Use of backing file requires explicit backing format");
         goto out;
     }
-    if (r.backing_format && !known_format(r.backing_format)) {
-        img_error("Unknown backing file format '%s' (luna-img knows raw and qcow2)", r.backing_format);
+    if (r.backing_format && !img_input_format_known(r.backing_format)) {
+        img_error("Unknown backing file format '%s' (luna-img knows raw, qcow2, vmdk, vdi and vpc)", r.backing_format);
         goto out;
     }
     if (r.compress && raw_output) {

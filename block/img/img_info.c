@@ -20,6 +20,7 @@
 #include "block/bdev.h"
 #include "block/img/img.h"
 #include "block/qcow2/qcow2.h"
+#include "block/image_probe.h"
 #include "block/qcow2/qcow2_format.h"
 #include "block/qcow2/qcow2_snapshots.h"
 #include "common/error_message.h"
@@ -29,6 +30,7 @@ struct image_info {
     const char *format;
     uint64_t virtual_size;
     uint64_t actual_size;
+    uint64_t cluster_size; /* 0: none to show */
     bool qcow2;
     struct qcow2_image_header image;
     struct qcow2_snapshot_table snapshots;
@@ -73,31 +75,38 @@ static int read_qcow2(int fd, struct image_info *info, uint64_t file_size, char 
     }
     info->qcow2 = true;
     info->virtual_size = info->image.header.size;
+    info->cluster_size = qcow2_cluster_size(&info->image.header);
     if (info->image.backing_file && !(info->full_backing = qcow2_backing_path(info->filename, info->image.backing_file)))
         return -ENOMEM;
     return 0;
 }
 
-static int read_raw(struct image_info *info, char **message)
+/* Any format but qcow2 (raw, and the read-only foreign ones): what the bdev says. */
+static int read_through_bdev(struct image_info *info, enum bdev_format format, char **message)
 {
     struct bdev_options options;
     bdev_options_init(&options);
     options.path = info->filename;
+    options.format = format;
     options.readonly = true;
     struct bdev *bdev = NULL;
     char *reason = NULL;
     int rc = bdev_open(&options, &bdev, &reason);
     if (rc < 0) {
-        error_message_set(message, 0, "Could not open '%s': %s", info->filename, reason ? reason : strerror(-rc));
+        error_message_set(message, 0, "Could not open '%s': %s", info->filename,
+                          img_open_reason(info->filename, rc, reason));
         free(reason);
         return rc;
     }
     info->virtual_size = bdev->size;
+    /* qemu-img shows the grain or block size of the foreign formats (none for a fixed VHD). */
+    if (format != BDEV_FORMAT_RAW && format != BDEV_FORMAT_AUTO)
+        info->cluster_size = bdev->limits.optimal_io_size;
     bdev_close(bdev);
     return 0;
 }
 
-/* format: "raw", "qcow2" or NULL to probe (qcow2 magic, else raw). */
+/* format: a name img_input_format_known accepts, or NULL to probe. */
 static int image_info_read(struct image_info *info, const char *filename, const char *format, char **message)
 {
     memset(info, 0, sizeof(*info));
@@ -110,10 +119,16 @@ static int image_info_read(struct image_info *info, const char *filename, const 
     int rc = fstat(fd, &st) < 0 ? -errno : 0;
     if (rc == 0) {
         info->actual_size = (uint64_t)st.st_blocks * 512;
+        enum bdev_format parsed = BDEV_FORMAT_RAW;
         if (!format)
-            format = qcow2_probe(filename) ? "qcow2" : "raw";
-        info->format = format;
-        rc = !strcmp(format, "qcow2") ? read_qcow2(fd, info, (uint64_t)st.st_size, message) : read_raw(info, message);
+            parsed = image_probe(filename);
+        else if (bdev_format_parse(format, &parsed) < 0)
+            parsed = BDEV_FORMAT_RAW;
+        if (parsed == BDEV_FORMAT_AUTO)
+            parsed = BDEV_FORMAT_RAW;
+        info->format = bdev_format_name(parsed);
+        rc = parsed == BDEV_FORMAT_QCOW2 ? read_qcow2(fd, info, (uint64_t)st.st_size, message)
+                                         : read_through_bdev(info, parsed, message);
     } else {
         error_message_set(message, rc, "Could not stat '%s': %s", filename, strerror(-rc));
     }
@@ -162,8 +177,8 @@ static json_object *info_json(const struct image_info *info)
         json_object_object_add(o, "backing-filename-format", json_object_new_string(info->image.backing_format));
     json_object_object_add(o, "virtual-size", json_object_new_uint64(info->virtual_size));
     json_object_object_add(o, "filename", json_object_new_string(info->filename));
-    if (info->qcow2)
-        json_object_object_add(o, "cluster-size", json_object_new_uint64(qcow2_cluster_size(h)));
+    if (info->cluster_size)
+        json_object_object_add(o, "cluster-size", json_object_new_uint64(info->cluster_size));
     json_object_object_add(o, "format", json_object_new_string(info->format));
     json_object_object_add(o, "actual-size", json_object_new_uint64(info->actual_size));
     if (info->qcow2) {
@@ -257,9 +272,10 @@ static void print_human(const struct image_info *info)
     size_text(info->actual_size, disk_size, sizeof(disk_size));
     printf("image: %s\nfile format: %s\nvirtual size: %s (%" PRIu64 " bytes)\ndisk size: %s\n", info->filename,
            info->format, virtual_size, info->virtual_size, disk_size);
+    if (info->cluster_size)
+        printf("cluster_size: %" PRIu64 "\n", info->cluster_size);
     if (!info->qcow2)
         return;
-    printf("cluster_size: %" PRIu64 "\n", qcow2_cluster_size(h));
     if (h->incompatible_features & QCOW2_INCOMPAT_DIRTY)
         printf("cleanly shut down: no\n");
     if (info->image.backing_file) {
@@ -290,8 +306,8 @@ static void print_human(const struct image_info *info)
 static void info_usage(void)
 {
     printf("usage: luna-img info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename\n\n"
-           "Describe a disk image (raw or qcow2).\n"
-           "  -f fmt           the image format; probed when omitted (qcow2 magic, else raw)\n"
+           "Describe a disk image (raw, qcow2, vmdk, vdi or vpc).\n"
+           "  -f fmt           the image format; probed when omitted (by magic, else raw)\n"
            "  --output=ofmt    human (default) or json, as qemu-img prints them\n"
            "  --backing-chain  also describe every backing file, base last\n"
            "  -U               accepted for compatibility (luna-img takes no image locks)\n");

@@ -29,7 +29,7 @@ static void map_usage(void)
            "        [--max-length=LEN] [--output=ofmt] [-U] filename\n\n"
            "Show where the image's data is: which layer of the backing chain, data or zeroes, at which\n"
            "offset of which file.\n"
-           "  -f fmt              the image format (raw or qcow2); probed when omitted\n"
+           "  -f fmt              the image format (raw, qcow2, vmdk, vdi, vpc); probed when omitted\n"
            "  --start-offset=OFF  start at this guest offset\n"
            "  --max-length=LEN    describe at most this many bytes\n"
            "  --output=ofmt       human (default: data ranges with their file offsets) or json (every range)\n"

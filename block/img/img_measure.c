@@ -51,7 +51,7 @@ static void measure_usage(void)
            "  -O output_fmt   raw (default) or qcow2\n"
            "  -o options      the new image's options, as for create (cluster_size, refcount_bits, ...)\n"
            "  --size N        measure an empty image of N bytes\n"
-           "  -f fmt          the source's format (raw or qcow2); probed when omitted\n"
+           "  -f fmt          the source's format (raw, qcow2, vmdk, vdi, vpc); probed when omitted\n"
            "  -l snapshot     the source's internal snapshot (luna-img: only checked to exist)\n"
            "  --output=ofmt   human (default) or json\n"
            "  -U              force share: take no image lock\n");

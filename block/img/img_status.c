@@ -15,38 +15,6 @@
 
 #define REFTABLE_OFFSET_MASK 0xfffffffffffffe00ull
 
-static int open_top(const char *path, const char *format, bool force_share, enum bdev_cache_mode cache,
-                    struct bdev **out)
-{
-    /* The file itself first: qemu-img names it twice when it cannot be opened at all. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int error = errno;
-        img_error("Could not open '%s': Could not open '%s': %s", path, path, strerror(error));
-        return -error;
-    }
-    close(fd);
-    if (!format)
-        format = qcow2_probe(path) ? "qcow2" : "raw";
-    else if (!strcmp(format, "qcow2") && !qcow2_probe(path)) {
-        img_error("Could not open '%s': Image is not in qcow2 format", path);
-        return -EINVAL;
-    }
-    struct bdev_options options;
-    bdev_options_init(&options);
-    options.path = path;
-    options.readonly = true;
-    options.force_share = force_share;
-    options.cache = cache;
-    options.format = !strcmp(format, "qcow2") ? BDEV_FORMAT_QCOW2 : BDEV_FORMAT_RAW;
-    char *reason = NULL;
-    int rc = bdev_open(&options, out, &reason);
-    if (rc < 0)
-        img_open_error(path, rc, reason);
-    free(reason);
-    return rc;
-}
-
 static int layer_init(struct img_layer *layer, struct bdev *bdev)
 {
     *layer = (struct img_layer){.bdev = bdev, .fd = -1};
@@ -89,7 +57,7 @@ int img_chain_open(const char *path, const char *format, bool force_share, enum 
 {
     *chain = (struct img_chain){0};
     struct bdev *top;
-    int rc = open_top(path, format, force_share, cache, &top);
+    int rc = img_open_image(path, format, true, force_share, cache, &top);
     if (rc < 0)
         return rc;
     for (struct bdev *bdev = top; bdev; bdev = qcow2_image_is(bdev) ? qcow2_image_backing(bdev) : NULL) {
@@ -413,13 +381,11 @@ int img_status_above(struct img_chain *chain, uint64_t offset, uint64_t bytes, s
 
 /* ---- the filename argument ---- */
 
-static bool format_known(const char *format) { return !strcmp(format, "raw") || !strcmp(format, "qcow2"); }
-
 int img_chain_open_spec(const char *spec, bool image_opts, const char *format, bool force_share,
                         enum bdev_cache_mode cache, struct img_chain *chain)
 {
     if (!image_opts) {
-        if (format && !format_known(format)) {
+        if (format && !img_input_format_known(format)) {
             img_error("Could not open '%s': Unknown driver '%s'", spec, format);
             return -EINVAL;
         }
@@ -455,7 +421,7 @@ int img_chain_open_spec(const char *spec, bool image_opts, const char *format, b
         img_error("Invalid parameter '%s'", unused);
     else if (!path)
         img_error("A block device must be specified for \"file\"");
-    else if (driver && !format_known(driver))
+    else if (driver && !img_input_format_known(driver))
         img_error("Could not open '%s': Unknown driver '%s'", path, driver);
     else
         rc = img_chain_open(path, driver, force_share, cache, chain);

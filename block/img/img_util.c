@@ -240,20 +240,6 @@ int img_option_error(int c, char **argv, int optind)
     return img_help_hint();
 }
 
-int img_one_image(const char *format, int argc, char **argv, int optind, const char **filename)
-{
-    if (format && strcmp(format, "raw") && strcmp(format, "qcow2")) {
-        img_error("Unknown file format '%s' (luna-img reads raw and qcow2)", format);
-        return 1;
-    }
-    if (optind != argc - 1) {
-        img_error(optind >= argc ? "Expecting one image file name" : "Unexpected argument: %s", argv[argc - 1]);
-        return img_help_hint();
-    }
-    *filename = argv[optind];
-    return 0;
-}
-
 int img_parse_output(const char *text, bool *json)
 {
     if (strcmp(text, "json") && strcmp(text, "human")) {

@@ -54,7 +54,7 @@ static void usage(void)
         printf("  %s\n", verbs[i].synopsis);
     printf("\nCommand parameters:\n"
            "  'filename' is a disk image filename\n"
-           "  'fmt' is the disk image format (raw or qcow2); it is guessed when omitted\n"
+           "  'fmt' is the disk image format (raw, qcow2; vmdk, vdi, vpc read only); guessed when omitted\n"
            "  'size' is the disk image size in bytes; optional suffixes k or K (kilobyte,\n"
            "    1024), M (megabyte), G (gigabyte), T (terabyte), P (petabyte) and E (exabyte)\n"
            "  'options' is a comma separated list of format specific options in a\n"

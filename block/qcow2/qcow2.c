@@ -18,6 +18,8 @@
 #include "block/aio_internal.h"
 #include "block/closing.h"
 #include "block/file_io.h"
+#include "block/image_probe.h"
+#include "block/iov.h"
 #include "block/qcow2/qcow2_check.h"
 #include "block/qcow2/qcow2_internal.h"
 #include "block/qcow2/qcow2_lock.h"
@@ -279,7 +281,7 @@ static int submit_segments(struct qcow2 *q, struct qcow2_request *req, const str
     struct iovec *slice = (struct iovec *)(split->children + count);
     int children = 0;
     for (int i = 0; i < count; i++) {
-        int n = qcow2_iov_slice(io->iov, io->iovcnt, skip, segments[i].length, slice);
+        int n = iov_slice(io->iov, io->iovcnt, skip, segments[i].length, slice);
         if (segments[i].target) {
             struct bdev_io *child = &split->children[children++];
             *child = (struct bdev_io){
@@ -443,19 +445,15 @@ static int open_backing(struct qcow2 *q, const struct bdev_options *options, cha
     }
     int rc = 0;
     if (format_name) {
-        if (strcmp(format_name, "qcow2") == 0)
-            format = BDEV_FORMAT_QCOW2;
-        else if (strcmp(format_name, "raw") == 0 || strcmp(format_name, "file") == 0)
+        if (strcmp(format_name, "file") == 0)
             format = BDEV_FORMAT_RAW;
-        else if (strcmp(format_name, "host_device") == 0)
-            format = BDEV_FORMAT_HOST_DEVICE;
-        else {
+        else if (bdev_format_parse(format_name, &format) < 0 || format == BDEV_FORMAT_AUTO) {
             error_message_set(error_message, 0, "%s: unsupported backing file format '%s'", q->bdev->filename,
                               format_name);
             rc = -ENOTSUP;
         }
     } else {
-        format = qcow2_probe(path) ? BDEV_FORMAT_QCOW2 : BDEV_FORMAT_AUTO;
+        format = image_probe(path);
     }
     if (rc == 0) {
         struct bdev_options backing_options = *options;
@@ -730,15 +728,14 @@ static void set_bdev_properties(struct qcow2 *q, const struct bdev_options *opti
     };
 }
 
+bool qcow2_probe_bytes(const uint8_t *start, size_t length)
+{
+    return length >= 4 && qcow2_be32(start) == QCOW2_MAGIC;
+}
+
 bool qcow2_probe(const char *path)
 {
-    FILE *file = fopen(path, "rb");
-    if (!file)
-        return false;
-    uint8_t magic[4];
-    bool is_qcow2 = fread(magic, 1, sizeof(magic), file) == sizeof(magic) && qcow2_be32(magic) == QCOW2_MAGIC;
-    fclose(file);
-    return is_qcow2;
+    return image_probe(path) == BDEV_FORMAT_QCOW2;
 }
 
 int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **error_message)

@@ -7,6 +7,8 @@
 #define LUNA_BLOCK_QCOW2_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "block/bdev.h"
 
@@ -15,5 +17,8 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
 
 /* True when the file at path starts with the qcow2 magic. */
 bool qcow2_probe(const char *path);
+
+/* True when a file starting with these bytes is a qcow2 image (for image_probe). */
+bool qcow2_probe_bytes(const uint8_t *start, size_t length);
 
 #endif

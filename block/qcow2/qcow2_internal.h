@@ -279,9 +279,6 @@ static inline void qcow2_extent_add(struct bdev_io *io, uint32_t *count, uint64_
 
 int qcow2_blocking(struct bdev *bdev, struct bdev_io *io);
 
-/* out[] = the bytes [skip, skip + length) of iov; returns the segment count (out needs iovcnt room). */
-int qcow2_iov_slice(const struct iovec *iov, int iovcnt, uint64_t skip, uint64_t length, struct iovec *out);
-
 /* ---- compressed clusters (qcow2_compress.c) ---- */
 
 /* Inflate input into exactly cluster_size bytes of output. */

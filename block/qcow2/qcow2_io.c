@@ -8,33 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/iov.h"
 #include "block/qcow2/qcow2_internal.h"
-
-/* ---- iovec slices ---- */
-
-int qcow2_iov_slice(const struct iovec *iov, int iovcnt, uint64_t skip, uint64_t length, struct iovec *out)
-{
-    int count = 0;
-    for (int i = 0; i < iovcnt && length > 0; i++) {
-        if (skip >= iov[i].iov_len) {
-            skip -= iov[i].iov_len;
-            continue;
-        }
-        uint64_t take = iov[i].iov_len - skip;
-        if (take > length)
-            take = length;
-        out[count++] = (struct iovec){(char *)iov[i].iov_base + skip, take};
-        length -= take;
-        skip = 0;
-    }
-    return count;
-}
-
-static void iov_fill_zero(const struct iovec *iov, int iovcnt)
-{
-    for (int i = 0; i < iovcnt; i++)
-        memset(iov[i].iov_base, 0, iov[i].iov_len);
-}
 
 static int child_transfer(struct bdev *child, enum bdev_op op, uint64_t offset, struct iovec *iov, int iovcnt,
                           uint64_t length, uint32_t flags)
@@ -55,7 +30,7 @@ static int read_backing(struct qcow2 *q, uint64_t offset, struct iovec *iov, int
         struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
         if (!part)
             return -ENOMEM;
-        int count = qcow2_iov_slice(iov, iovcnt, 0, covered, part);
+        int count = iov_slice(iov, iovcnt, 0, covered, part);
         int rc = child_transfer(q->backing, BDEV_OP_READ, offset, part, count, covered, 0);
         free(part);
         if (rc < 0)
@@ -65,8 +40,8 @@ static int read_backing(struct qcow2 *q, uint64_t offset, struct iovec *iov, int
         struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
         if (!part)
             return -ENOMEM;
-        int count = qcow2_iov_slice(iov, iovcnt, covered, length - covered, part);
-        iov_fill_zero(part, count);
+        int count = iov_slice(iov, iovcnt, covered, length - covered, part);
+        iov_zero(part, count);
         free(part);
     }
     return 0;
@@ -119,7 +94,7 @@ static int read_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov,
         unsigned epoch = uses_file ? qcow2_data_io_begin(q) : 0;
         pthread_mutex_unlock(&q->lock);
 
-        int count = qcow2_iov_slice(iov, iovcnt, done, m.length, part);
+        int count = iov_slice(iov, iovcnt, done, m.length, part);
         switch (m.kind) {
         case QCOW2_CLUSTER_NORMAL:
             rc = child_transfer(q->data, BDEV_OP_READ, m.host_offset, part, count, m.length, 0);
@@ -140,7 +115,7 @@ static int read_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov,
             break;
         case QCOW2_CLUSTER_ZERO_PLAIN:
         case QCOW2_CLUSTER_ZERO_ALLOC:
-            iov_fill_zero(part, count);
+            iov_zero(part, count);
             break;
         case QCOW2_CLUSTER_UNALLOCATED:
             rc = read_backing(q, offset + done, part, count, m.length);
@@ -342,7 +317,7 @@ static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov
         struct iovec *part = malloc(sizeof(*part) * (size_t)iovcnt);
         int rc = part ? 0 : -ENOMEM;
         for (uint64_t done = 0; rc == 0 && done < length; done += q->cluster_size) {
-            int count = qcow2_iov_slice(iov, iovcnt, done, q->cluster_size, part);
+            int count = iov_slice(iov, iovcnt, done, q->cluster_size, part);
             rc = write_compressed_cluster(q, offset + done, part, count);
         }
         free(part);
@@ -370,7 +345,7 @@ static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov
             /* Already this image's data: write in place, as many clusters as are contiguous. */
             unsigned epoch = qcow2_data_io_begin(q);
             pthread_mutex_unlock(&q->lock);
-            int count = qcow2_iov_slice(iov, iovcnt, done, m.length, part);
+            int count = iov_slice(iov, iovcnt, done, m.length, part);
             rc = child_transfer(q->data, BDEV_OP_WRITE, m.host_offset, part, count, m.length, 0);
             qcow2_data_io_end(q, epoch);
             done += m.length;
@@ -382,7 +357,7 @@ static int write_guest(struct qcow2 *q, uint64_t offset, const struct iovec *iov
         pthread_mutex_unlock(&q->lock);
         if (rc < 0)
             break;
-        int count = qcow2_iov_slice(iov, iovcnt, done, chunk, part);
+        int count = iov_slice(iov, iovcnt, done, chunk, part);
         rc = write_cluster_slow(q, position, part, count, chunk);
         pthread_mutex_lock(&q->lock);
         qcow2_busy_release(q, 1, &mark);

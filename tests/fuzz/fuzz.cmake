@@ -24,16 +24,24 @@ if(LUNA_FUZZ)
   add_library(luna_fuzz_checkers OBJECT
     ${luna_fuzz_dir}/nbd_reply_audit.c ${luna_fuzz_dir}/shadow_disk.c)
   target_compile_options(luna_fuzz_checkers PRIVATE ${luna_fuzz_sanitizers})
+  add_library(luna_fuzz_bdev_contract OBJECT ${luna_fuzz_dir}/bdev_contract.c)
+  target_compile_options(luna_fuzz_bdev_contract PRIVATE ${luna_fuzz_sanitizers})
 endif()
 
-# luna_fuzz_target(NAME LIBRARY [CHECKERS]): tests/fuzz/NAME.c replayed by ctest over
-# corpus/NAME-without-fuzz_ and regressions/..., and the libFuzzer binary with LUNA_FUZZ.
-# CHECKERS links the NBD reply audit and shadow disk.
+# luna_fuzz_target(NAME LIBRARY [CHECKERS | BDEV_CONTRACT]): tests/fuzz/NAME.c replayed by
+# ctest over corpus/NAME-without-fuzz_ and regressions/..., and the libFuzzer binary with
+# LUNA_FUZZ.  CHECKERS links the NBD reply audit and shadow disk, BDEV_CONTRACT the checked
+# bdev calls of the image-driver targets.
 function(luna_fuzz_target name library)
   string(REGEX REPLACE "^fuzz_" "" inputs ${name})
   set(checkers)
+  set(checker_objects)
   if(ARGN STREQUAL "CHECKERS")
     set(checkers ${luna_fuzz_dir}/nbd_reply_audit.c ${luna_fuzz_dir}/shadow_disk.c)
+    set(checker_objects luna_fuzz_checkers)
+  elseif(ARGN STREQUAL "BDEV_CONTRACT")
+    set(checkers ${luna_fuzz_dir}/bdev_contract.c)
+    set(checker_objects luna_fuzz_bdev_contract)
   endif()
   add_executable(${name}_replay ${luna_fuzz_dir}/${name}.c ${checkers} ${luna_fuzz_dir}/replay_main.c)
   target_link_libraries(${name}_replay PRIVATE ${library})
@@ -44,8 +52,8 @@ function(luna_fuzz_target name library)
 
   if(LUNA_FUZZ)
     set(objects)
-    if(checkers)
-      set(objects $<TARGET_OBJECTS:luna_fuzz_checkers>)
+    if(checker_objects)
+      set(objects $<TARGET_OBJECTS:${checker_objects}>)
     endif()
     add_executable(${name} ${luna_fuzz_dir}/${name}.c ${objects})
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer ${luna_fuzz_sanitizers})
@@ -56,4 +64,5 @@ function(luna_fuzz_target name library)
 endfunction()
 
 luna_fuzz_target(fuzz_nbd_session luna_nbd CHECKERS)
-luna_fuzz_target(fuzz_qcow2_open luna_block)
+luna_fuzz_target(fuzz_qcow2_open luna_block BDEV_CONTRACT)
+luna_fuzz_target(fuzz_foreign_open luna_block BDEV_CONTRACT)

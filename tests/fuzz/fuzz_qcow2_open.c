@@ -42,7 +42,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +49,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bdev_contract.h"
 #include "block/bdev.h"
 #include "block/qcow2/qcow2_format.h"
 #include "block/threadpool.h"
@@ -60,7 +60,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 enum {
     READ_LENGTH = 8192,               /* per read */
     MAX_STATUS_CALLS = 64,            /* block_status calls per window */
-    MAX_EXTENTS = 16,                 /* extents per call */
     BACKING_SIZE = 96 * 1024 + 100,   /* unaligned: reads past its end are zeroes */
     MAX_INPUT = 4 << 20,              /* larger inputs are not images worth writing out */
 };
@@ -84,53 +83,26 @@ static void cleanup(void)
     rmdir(directory);
 }
 
-static void fail(const char *format, ...) __attribute__((noreturn, format(printf, 1, 2)));
-static void fail(const char *format, ...)
-{
-    va_list args;
-    va_start(args, format);
-    fputs("fuzz_qcow2_open: ", stderr);
-    vfprintf(stderr, format, args);
-    fputc('\n', stderr);
-    va_end(args);
-    cleanup(); /* the image stays in the input; leave no directory behind */
-    abort();
-}
-
 static uint8_t backing_byte(uint64_t offset) { return (uint8_t)(offset * 7 + offset / 512 + 1); }
-
-
-static void write_file(const char *path, const uint8_t *data, size_t size)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        fail("open %s: %s", path, strerror(errno));
-    for (size_t done = 0; done < size;) {
-        ssize_t n = write(fd, data + done, size - done);
-        if (n <= 0)
-            fail("write %s: %s", path, n < 0 ? strerror(errno) : "short write");
-        done += (size_t)n;
-    }
-    close(fd);
-}
 
 static void setup(void)
 {
     verbose = getenv("LUNA_FUZZ_VERBOSE") != NULL;
     log_set_level(verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
     write_oracles = getenv("LUNA_FUZZ_QCOW2_NO_WRITE_ORACLES") == NULL;
+    bdev_contract_setup("fuzz_qcow2_open", verbose, cleanup);
     const char *tmp = getenv("TMPDIR");
     snprintf(directory, sizeof(directory), "%s/luna-fuzz-qcow2-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(directory))
-        fail("mkdtemp %s: %s", directory, strerror(errno));
+        bdev_contract_fail("mkdtemp %s: %s", directory, strerror(errno));
     snprintf(image_path, sizeof(image_path), "%s/image.qcow2", directory);
     snprintf(backing_path, sizeof(backing_path), "%s/b", directory);
     uint8_t *backing = malloc(BACKING_SIZE);
     if (!backing)
-        fail("out of memory");
+        bdev_contract_fail("out of memory");
     for (size_t i = 0; i < BACKING_SIZE; i++)
         backing[i] = backing_byte(i);
-    write_file(backing_path, backing, BACKING_SIZE);
+    bdev_contract_write_file(backing_path, backing, BACKING_SIZE);
     free(backing);
     atexit(cleanup);
     ready = true;
@@ -156,7 +128,7 @@ static bool sanitize_backing(uint8_t *image, size_t size)
     /* The rewrite must leave a header the driver reads as naming "b", or this target is wrong. */
     if (qcow2_image_header_decode(image, size, size, &decoded, NULL) < 0 || !decoded.backing_file ||
         strcmp(decoded.backing_file, "b") != 0)
-        fail("rewriting the backing file name did not give \"b\"");
+        bdev_contract_fail("rewriting the backing file name did not give \"b\"");
     qcow2_image_header_clear(&decoded);
     return true;
 }
@@ -202,7 +174,7 @@ static bool sanitize_data_file(uint8_t *image, size_t size)
         data_path[(size_t)prefix + length] = '\0';
         int fd = open(data_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0 || ftruncate(fd, 1 << 20) < 0)
-            fail("create %s: %s", data_path, strerror(errno));
+            bdev_contract_fail("create %s: %s", data_path, strerror(errno));
         close(fd);
     }
     return true;
@@ -222,58 +194,9 @@ static int open_image(bool readonly, struct bdev **bdev)
     if (rc < 0 && verbose)
         fprintf(stderr, "fuzz_qcow2_open: open (%s): %s\n", readonly ? "ro" : "rw", message ? message : "?");
     if (rc >= 0 && (*bdev)->size > INT64_MAX)
-        fail("bdev size %llu above INT64_MAX", (unsigned long long)(*bdev)->size);
+        bdev_contract_fail("bdev size %llu above INT64_MAX", (unsigned long long)(*bdev)->size);
     free(message);
     return rc;
-}
-
-static void check_errno(const char *what, int rc)
-{
-    if (rc > 0 || rc < -4095)
-        fail("%s returned %d: not 0 or -errno", what, rc);
-    if (rc < 0 && verbose)
-        fprintf(stderr, "fuzz_qcow2_open: %s: %s\n", what, strerror(-rc));
-}
-
-/* Read [offset, offset + length) clipped to the disk; returns 0 or -errno. */
-static int read_range(struct bdev *bdev, uint8_t *buffer, uint64_t offset, uint64_t length)
-{
-    if (offset >= bdev->size)
-        return 0;
-    if (length > bdev->size - offset)
-        length = bdev->size - offset;
-    int rc = bdev_pread(bdev, buffer, length, offset);
-    check_errno("read", rc);
-    return rc;
-}
-
-/* block_status over [offset, offset + length): a bounded walk, every answer checked. */
-static void status_walk(struct bdev *bdev, uint64_t offset, uint64_t length)
-{
-    struct bdev_extent extents[MAX_EXTENTS];
-    for (unsigned call = 0; call < MAX_STATUS_CALLS && length > 0; call++) {
-        memset(extents, 0xa5, sizeof(extents));
-        struct bdev_io io = {.op = BDEV_OP_BLOCK_STATUS, .offset = offset, .length = length,
-                             .extents = extents, .max_extents = MAX_EXTENTS};
-        int rc = bdev_blocking(bdev, &io);
-        check_errno("block_status", rc);
-        if (rc < 0)
-            return;
-        if (io.nr_extents == 0 || io.nr_extents > MAX_EXTENTS)
-            fail("block_status at %llu: %u extents", (unsigned long long)offset, io.nr_extents);
-        uint64_t covered = 0;
-        for (uint32_t i = 0; i < io.nr_extents; i++) {
-            if (extents[i].length == 0 || extents[i].length > length - covered)
-                fail("block_status at %llu+%llu: extent %u of length %llu (covered %llu)",
-                     (unsigned long long)offset, (unsigned long long)length, i,
-                     (unsigned long long)extents[i].length, (unsigned long long)covered);
-            if (extents[i].flags & ~(uint32_t)(BDEV_EXTENT_HOLE | BDEV_EXTENT_ZERO))
-                fail("block_status: unknown extent flags %#x", extents[i].flags);
-            covered += extents[i].length;
-        }
-        offset += covered;
-        length -= covered;
-    }
 }
 
 static void read_only_pass(void)
@@ -288,22 +211,22 @@ static void read_only_pass(void)
     uint64_t cluster = bdev->limits.optimal_io_size ? bdev->limits.optimal_io_size : 512;
     uint8_t *buffer = malloc(READ_LENGTH);
     if (!buffer)
-        fail("out of memory");
+        bdev_contract_fail("out of memory");
     if (size > 0) {
         uint64_t middle = size / 2;
-        read_range(bdev, buffer, 0, READ_LENGTH);
-        read_range(bdev, buffer, middle, READ_LENGTH);
+        bdev_contract_read(bdev, buffer, 0, READ_LENGTH);
+        bdev_contract_read(bdev, buffer, middle, READ_LENGTH);
         /* Across the first cluster boundary at or after the middle. */
         uint64_t boundary = (middle / cluster + 1) * cluster;
         if (boundary < size)
-            read_range(bdev, buffer, boundary - 100 < boundary ? boundary - 100 : 0, 200);
-        read_range(bdev, buffer, size > READ_LENGTH ? size - READ_LENGTH : 0, READ_LENGTH);
-        read_range(bdev, buffer, size - 1, 1);
+            bdev_contract_read(bdev, buffer, boundary - 100 < boundary ? boundary - 100 : 0, 200);
+        bdev_contract_read(bdev, buffer, size > READ_LENGTH ? size - READ_LENGTH : 0, READ_LENGTH);
+        bdev_contract_read(bdev, buffer, size - 1, 1);
         /* Where the backing file (if any) ends: part data, part zeroes. */
-        read_range(bdev, buffer, BACKING_SIZE - 50, 100);
-        status_walk(bdev, 0, size < STATUS_WINDOW ? size : STATUS_WINDOW);
+        bdev_contract_read(bdev, buffer, BACKING_SIZE - 50, 100);
+        bdev_contract_status_walk(bdev, 0, size < STATUS_WINDOW ? size : STATUS_WINDOW, MAX_STATUS_CALLS);
         if (size > STATUS_WINDOW)
-            status_walk(bdev, size - (1 << 20), 1 << 20);
+            bdev_contract_status_walk(bdev, size - (1 << 20), 1 << 20, MAX_STATUS_CALLS);
     }
     free(buffer);
     bdev_close(bdev);
@@ -321,13 +244,13 @@ static void write_and_check(struct bdev *bdev, uint8_t *buffer, uint8_t *check, 
     for (uint64_t i = 0; i < length; i++)
         buffer[i] = (uint8_t)(seed + i * 31);
     int rc = bdev_pwrite(bdev, buffer, length, offset, 0);
-    check_errno("write", rc);
+    bdev_contract_check_errno("write", rc);
     if (rc < 0)
         return;
     rc = bdev_pread(bdev, check, length, offset);
-    check_errno("read after write", rc);
+    bdev_contract_check_errno("read after write", rc);
     if (rc == 0 && write_oracles && memcmp(buffer, check, length) != 0)
-        fail("read after write at %llu+%llu returned other bytes", (unsigned long long)offset,
+        bdev_contract_fail("read after write at %llu+%llu returned other bytes", (unsigned long long)offset,
              (unsigned long long)length);
 }
 
@@ -338,7 +261,7 @@ static void zero_or_discard(struct bdev *bdev, enum bdev_op op, uint32_t flags, 
     if (length > bdev->size - offset)
         length = bdev->size - offset;
     struct bdev_io io = {.op = op, .flags = flags, .offset = offset, .length = length};
-    check_errno(op == BDEV_OP_DISCARD ? "discard" : "write_zeroes", bdev_blocking(bdev, &io));
+    bdev_contract_check_errno(op == BDEV_OP_DISCARD ? "discard" : "write_zeroes", bdev_blocking(bdev, &io));
 }
 
 /* Returns whether the image opened. */
@@ -353,7 +276,7 @@ static bool read_write_pass(void)
     uint64_t cluster = bdev->limits.optimal_io_size ? bdev->limits.optimal_io_size : 512;
     uint8_t *buffer = malloc(READ_LENGTH), *check = malloc(READ_LENGTH);
     if (!buffer || !check)
-        fail("out of memory");
+        bdev_contract_fail("out of memory");
     if (size > 0) {
         uint64_t middle = size / 2 / cluster * cluster;
         /* Partial clusters (copy-on-write of the rest), then a whole one. */
@@ -368,16 +291,15 @@ static bool read_write_pass(void)
         uint64_t boundary = middle + cluster;
         if (boundary < size && boundary >= 512) {
             memset(buffer, 0x5a, 1024);
-            check_errno("write", bdev_pwrite(bdev, buffer, 1024 < size - (boundary - 512) ? 1024
-                                                                                          : size - (boundary - 512),
-                                             boundary - 512, 0));
+            uint64_t length = 1024 < size - (boundary - 512) ? 1024 : size - (boundary - 512);
+            bdev_contract_check_errno("write", bdev_pwrite(bdev, buffer, length, boundary - 512, 0));
         }
         zero_or_discard(bdev, BDEV_OP_WRITE_ZEROES, BDEV_MAY_UNMAP, 0, 3 * cluster);
         zero_or_discard(bdev, BDEV_OP_WRITE_ZEROES, BDEV_FAST_ONLY, middle, 2 * cluster);
         zero_or_discard(bdev, BDEV_OP_DISCARD, 0, middle + cluster / 2, 2 * cluster);
-        check_errno("flush", bdev_flush_blocking(bdev));
-        read_range(bdev, buffer, 0, READ_LENGTH);
-        status_walk(bdev, 0, size < STATUS_WINDOW ? size : STATUS_WINDOW);
+        bdev_contract_check_errno("flush", bdev_flush_blocking(bdev));
+        bdev_contract_read(bdev, buffer, 0, READ_LENGTH);
+        bdev_contract_status_walk(bdev, 0, size < STATUS_WINDOW ? size : STATUS_WINDOW, MAX_STATUS_CALLS);
     }
     free(buffer);
     free(check);
@@ -398,13 +320,14 @@ static void check_header_kept(const uint8_t *image, size_t size)
     uint8_t now[32];
     int fd = open(image_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        fail("open %s: %s", image_path, strerror(errno));
+        bdev_contract_fail("open %s: %s", image_path, strerror(errno));
     ssize_t n = pread(fd, now, sizeof(now), 0);
     close(fd);
     if (n != (ssize_t)sizeof(now))
-        fail("the image file lost its header (%zd bytes left)", n);
+        bdev_contract_fail("the image file lost its header (%zd bytes left)", n);
     if (memcmp(now, image, 8) != 0 || memcmp(now + 20, image + 20, 12) != 0)
-        fail("the read-write pass overwrote the header (magic, version, cluster_bits or size changed)");
+        bdev_contract_fail("the read-write pass overwrote the header "
+                           "(magic, version, cluster_bits or size changed)");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -415,7 +338,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t *image = malloc(size ? size : 1);
     if (!image)
-        fail("out of memory");
+        bdev_contract_fail("out of memory");
     memcpy(image, data, size);
     /* Inputs whose header fails to decode still go to the driver: its error paths are under test too. */
     sanitize_backing(image, size);
@@ -424,10 +347,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    write_file(image_path, image, size);
+    bdev_contract_write_file(image_path, image, size);
     read_only_pass();
     /* A fresh copy: the read-write pass must not see what the read-only one did (nothing, it should be). */
-    write_file(image_path, image, size);
+    bdev_contract_write_file(image_path, image, size);
     if (read_write_pass())
         check_header_kept(image, size);
     unlink(image_path);

@@ -323,7 +323,9 @@ Test(aio, option_names_round_trip)
     cr_assert_eq(bdev_format_parse("raw", &format), 0);
     cr_assert_eq(format, BDEV_FORMAT_RAW);
     cr_assert_str_eq(bdev_format_name(BDEV_FORMAT_AUTO), "auto");
-    cr_assert_eq(bdev_format_parse("vmdk", &format), -EINVAL);
+    cr_assert_eq(bdev_format_parse("vmdk", &format), 0);
+    cr_assert_eq(format, BDEV_FORMAT_VMDK);
+    cr_assert_eq(bdev_format_parse("qed", &format), -EINVAL);
 
     struct bdev_options options;
     bdev_options_init(&options);

@@ -279,7 +279,7 @@ Test(cli, bad_export_flags)
     expect_failure(PARSE("--export", "a=x,cache=none,cache=none"), "--export a: cache: given twice");
     expect_failure(PARSE("--export", "a=x,path=y"), "--export a: path: given twice");
     expect_failure(PARSE("--export", "a=x,create-size=lots"), "--export a: create-size: invalid size");
-    expect_failure(PARSE("--export", "a=x,format=vmdk"), "--export a: format: unknown value 'vmdk'");
+    expect_failure(PARSE("--export", "a=x,format=qed"), "--export a: format: unknown value 'qed'");
     expect_failure(PARSE("--export", "a=x,aio=posix"), "--export a: aio: unknown value 'posix'");
     expect_failure(PARSE("--export", "a=x,discard=yes"), "--export a: discard: unknown value 'yes'");
 }
