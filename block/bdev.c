@@ -9,6 +9,7 @@
 #include "block/aio_internal.h"
 #include "block/file_io.h"
 #include "block/foreign/foreign.h"
+#include "block/lvm/lvm.h"
 #include "block/qcow2/qcow2.h"
 
 void bdev_options_init(struct bdev_options *options)
@@ -25,6 +26,7 @@ void bdev_options_init(struct bdev_options *options)
         .l2_cache_size = 0,
         .backing = NULL,
         .force_share = false,
+        .lvm_devices = NULL,
     };
 }
 
@@ -74,6 +76,9 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
         break;
     case BDEV_FORMAT_VPC:
         rc = vpc_open(bdev, options, error_message);
+        break;
+    case BDEV_FORMAT_LVM:
+        rc = lvm_open(bdev, options, error_message);
         break;
     default:
         error_message_set(error_message, 0, "%s: unknown format", options->path);
@@ -254,6 +259,7 @@ static const char *const format_names[] = {
     [BDEV_FORMAT_VMDK] = "vmdk",
     [BDEV_FORMAT_VDI] = "vdi",
     [BDEV_FORMAT_VPC] = "vpc",
+    [BDEV_FORMAT_LVM] = "lvm",
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))

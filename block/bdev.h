@@ -153,6 +153,7 @@ enum bdev_format {
     BDEV_FORMAT_VMDK,        /* read-only: block/foreign */
     BDEV_FORMAT_VDI,
     BDEV_FORMAT_VPC,
+    BDEV_FORMAT_LVM,         /* path "VG/LV": block/lvm */
 };
 
 enum bdev_cache_mode {
@@ -190,6 +191,11 @@ struct bdev_options {
      * qemu-img -U does.  Only with readonly; what is read may be inconsistent.
      */
     bool force_share;
+    /*
+     * lvm: the PVs to read the VG from, as a ':'-separated list of files or
+     * block devices; NULL to use the LV device-mapper has active.
+     */
+    const char *lvm_devices;
 };
 
 void bdev_options_init(struct bdev_options *options);

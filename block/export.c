@@ -19,7 +19,8 @@ bool export_config_equal(const struct export_config *a, const struct export_conf
            x->cache == y->cache && x->aio == y->aio && x->discard == y->discard &&
            x->create_size_set == y->create_size_set &&
            (!x->create_size_set || x->create_size == y->create_size) && x->l2_cache_size == y->l2_cache_size &&
-           a->overlay == b->overlay && strings_equal(a->overlay_dir, b->overlay_dir);
+           a->overlay == b->overlay && strings_equal(a->overlay_dir, b->overlay_dir) &&
+           strings_equal(x->lvm_devices, y->lvm_devices);
 }
 
 void export_config_clear(struct export_config *config)
@@ -28,6 +29,8 @@ void export_config_clear(struct export_config *config)
     free(config->description);
     free((char *)config->bdev.path);
     free(config->overlay_dir);
+    free((char *)config->bdev.lvm_devices);
+    config->bdev.lvm_devices = NULL;
     config->name = NULL;
     config->description = NULL;
     config->bdev.path = NULL;
@@ -41,8 +44,10 @@ int export_config_copy(struct export_config *dst, const struct export_config *sr
     copy.description = src->description ? strdup(src->description) : NULL;
     copy.bdev.path = src->bdev.path ? strdup(src->bdev.path) : NULL;
     copy.overlay_dir = src->overlay_dir ? strdup(src->overlay_dir) : NULL;
+    copy.bdev.lvm_devices = src->bdev.lvm_devices ? strdup(src->bdev.lvm_devices) : NULL;
     if ((src->name && !copy.name) || (src->description && !copy.description) ||
-        (src->bdev.path && !copy.bdev.path) || (src->overlay_dir && !copy.overlay_dir)) {
+        (src->bdev.path && !copy.bdev.path) || (src->overlay_dir && !copy.overlay_dir) ||
+        (src->bdev.lvm_devices && !copy.bdev.lvm_devices)) {
         export_config_clear(&copy);
         return -ENOMEM;
     }

@@ -401,3 +401,8 @@ void file_release(struct file_bdev *file)
     if (threadpool_submit(&file->release_job) < 0)
         release_now(file); /* no pool thread: better to block than to leak */
 }
+
+struct file_bdev *file_bdev_get(const struct bdev *bdev)
+{
+    return bdev->ops->submit == file_submit ? bdev->driver : NULL;
+}

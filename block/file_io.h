@@ -112,5 +112,12 @@ static inline bool file_writes_are_stable(const struct file_bdev *file)
 int raw_open(struct bdev *bdev, const struct bdev_options *options, char **error_message);
 int host_device_open(struct bdev *bdev, const struct bdev_options *options, char **error_message);
 
+/*
+ * The file under bdev when it is a raw file or host device, else NULL (an
+ * LV read in user space, a foreign image): for layers above that lock the
+ * file or look at its inode.
+ */
+struct file_bdev *file_bdev_get(const struct bdev *bdev);
+
 
 #endif

@@ -20,6 +20,7 @@ static const char *const option_names[EXPORT_OPTION_COUNT] = {
     [EXPORT_OPTION_CREATE_SIZE] = "create_size",
     [EXPORT_OPTION_L2_CACHE_SIZE] = "l2_cache_size",
     [EXPORT_OPTION_OVERLAY] = "overlay",
+    [EXPORT_OPTION_LVM_DEVICES] = "lvm_devices",
 };
 
 /* NBD limits export names to 4096 bytes. */
@@ -204,6 +205,12 @@ int export_option_set(struct export_config *export, enum export_option option, c
         return config_parse_size(value, &bdev->l2_cache_size, reason);
     case EXPORT_OPTION_OVERLAY:
         return parse_overlay(value, export, reason);
+    case EXPORT_OPTION_LVM_DEVICES: {
+        char *devices = (char *)bdev->lvm_devices;
+        int ret = replace_string(&devices, value);
+        bdev->lvm_devices = devices;
+        return ret;
+    }
     case EXPORT_OPTION_COUNT:
         break;
     }
@@ -220,8 +227,8 @@ int export_config_check(const struct export_config *export, enum export_option *
         *reason = config_printf("missing (every export needs a path)");
         return -EINVAL;
     }
-    if (export->bdev.create_size_set &&
-        (export->bdev.format == BDEV_FORMAT_HOST_DEVICE || export->bdev.format == BDEV_FORMAT_QCOW2)) {
+    if (export->bdev.create_size_set && export->bdev.format != BDEV_FORMAT_RAW &&
+        export->bdev.format != BDEV_FORMAT_AUTO) {
         *culprit = EXPORT_OPTION_CREATE_SIZE;
         *reason = config_printf("only raw image files can be created (format is %s)",
                                 bdev_format_name(export->bdev.format));
@@ -230,6 +237,14 @@ int export_config_check(const struct export_config *export, enum export_option *
     if (export->overlay != EXPORT_OVERLAY_NONE && export->bdev.readonly) {
         *culprit = EXPORT_OPTION_OVERLAY;
         *reason = config_printf("clients write to their overlays: readonly=on contradicts it");
+        return -EINVAL;
+    }
+    if (export->bdev.lvm_devices && export->bdev.format != BDEV_FORMAT_LVM &&
+        export->bdev.format != BDEV_FORMAT_QCOW2) {
+        *culprit = EXPORT_OPTION_LVM_DEVICES;
+        *reason = config_printf("only LVM volumes (format lvm, or qcow2 inside one) are read from lvm_devices "
+                                "(format is %s)",
+                                bdev_format_name(export->bdev.format));
         return -EINVAL;
     }
     if (export->bdev.l2_cache_size && export->bdev.format != BDEV_FORMAT_QCOW2) {

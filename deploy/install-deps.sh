@@ -17,6 +17,7 @@ test_packages=(
   qemu-utils            # qemu-img, qemu-io, qemu-nbd (interop tests and benchmark peer)
   nbdkit                # benchmark peer
   fio                   # ioengine=nbd verify runs and benchmarks
+  lvm2                  # LVM tests build volume groups with lvm's own tools
   util-linux procps iproute2 psmisc
 )
 

@@ -12,7 +12,8 @@
 bool img_input_format_known(const char *format)
 {
     enum bdev_format parsed;
-    return bdev_format_parse(format, &parsed) == 0 && parsed != BDEV_FORMAT_AUTO && parsed != BDEV_FORMAT_HOST_DEVICE;
+    return bdev_format_parse(format, &parsed) == 0 && parsed != BDEV_FORMAT_AUTO && parsed != BDEV_FORMAT_HOST_DEVICE &&
+           parsed != BDEV_FORMAT_LVM;
 }
 
 int img_open_image(const char *path, const char *format, bool readonly, bool force_share, enum bdev_cache_mode cache,

@@ -388,17 +388,19 @@ static void close_now(struct qcow2 *q)
 {
     /* An unlinked image (an ephemeral overlay) has nobody left to read what a flush would keep. */
     struct stat st;
-    bool linked = fstat(((struct file_bdev *)q->file->driver)->fd, &st) < 0 || st.st_nlink > 0;
+    const struct file_bdev *file = file_bdev_get(q->file);
+    bool linked = !file || fstat(file->fd, &st) < 0 || st.st_nlink > 0;
     if (!q->readonly && linked) {
         pthread_mutex_lock(&q->lock);
         qcow2_flush_metadata(q); /* nobody is left to hear of a failure: an unflushed cache only leaks */
         pthread_mutex_unlock(&q->lock);
     }
-    const struct file_bdev *file = q->file->driver;
-    dev_t dev = file->dev;
-    ino_t ino = file->ino;
+    bool registered = file != NULL;
+    dev_t dev = file ? file->dev : 0;
+    ino_t ino = file ? file->ino : 0;
     image_free(q); /* the file's own close is registered from here on */
-    closing_end(dev, ino);
+    if (registered)
+        closing_end(dev, ino);
 }
 
 static void close_job_run(struct threadpool_job *job)
@@ -411,8 +413,9 @@ static void close_job_run(struct threadpool_job *job)
 static void qcow2_close(struct bdev *bdev)
 {
     struct qcow2 *q = bdev->driver;
-    const struct file_bdev *file = q->file->driver;
-    closing_begin(file->dev, file->ino);
+    const struct file_bdev *file = file_bdev_get(q->file);
+    if (file)
+        closing_begin(file->dev, file->ino);
     /* Writing the caches back is disk I/O: the last reference may drop on a loop thread. */
     struct close_job *close = calloc(1, sizeof(*close));
     if (close) {
@@ -562,7 +565,9 @@ static int read_header(struct qcow2 *q, char **error_message)
  */
 static int lock_image(struct qcow2 *q, char **error_message)
 {
-    const struct file_bdev *file = q->file->driver;
+    const struct file_bdev *file = file_bdev_get(q->file);
+    if (!file)
+        return 0; /* an LV read in user space: lvm's own rules keep other writers off it */
     struct qcow2_lock_failure failure;
     int rc;
     do
@@ -596,7 +601,8 @@ static int repair_dirty(struct qcow2 *q, char **error_message)
     if (rc < 0 || result.corruptions || result.check_errors)
         return 0;
     struct stat st;
-    if (fstat(((struct file_bdev *)q->file->driver)->fd, &st) < 0)
+    const struct file_bdev *file = file_bdev_get(q->file);
+    if (!file || fstat(file->fd, &st) < 0)
         return 0;
     q->file->size = (uint64_t)st.st_size; /* a rebuild may have grown the file */
     qcow2_image_header_clear(&q->image);
@@ -760,7 +766,8 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
 
     struct bdev_options file_options = *options;
     file_options.backing = NULL;
-    file_options.format = BDEV_FORMAT_AUTO;
+    /* An image inside an LVM volume read from its PVs (as oVirt's block storage keeps them). */
+    file_options.format = options->lvm_devices ? BDEV_FORMAT_LVM : BDEV_FORMAT_AUTO;
     file_options.create_size_set = false;
     int rc = bdev_open(&file_options, &q->file, error_message);
     if (rc == 0 && !(options->force_share && options->readonly))
