@@ -107,6 +107,10 @@ bool img_input_format_known(const char *format);
 int img_open_image(const char *path, const char *format, bool readonly, bool force_share, enum bdev_cache_mode cache,
                    struct bdev **out);
 
+/* qemu-img's "Snapshot list:" table (info and snapshot -l print it). */
+struct qcow2_snapshot;
+void img_print_snapshots(const struct qcow2_snapshot *entries, uint32_t count);
+
 /* The verbs: argc/argv start at the verb; return the process exit code. */
 int img_check_main(int argc, char **argv);
 int img_create_main(int argc, char **argv);
@@ -117,6 +121,7 @@ int img_compare_main(int argc, char **argv);
 int img_measure_main(int argc, char **argv);
 int img_commit_main(int argc, char **argv);
 int img_rebase_main(int argc, char **argv);
+int img_snapshot_main(int argc, char **argv);
 
 /* create's "-o help" text for raw or qcow2 (convert -o help prints it too). */
 void img_create_options_help(const char *format);

@@ -243,12 +243,12 @@ static void print_json(const json_object *o, int depth)
 
 /* ---- human ---------------------------------------------------------------- */
 
-static void print_snapshots(const struct image_info *info)
+void img_print_snapshots(const struct qcow2_snapshot *entries, uint32_t count)
 {
     printf("Snapshot list:\n");
     printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
-    for (uint32_t i = 0; i < info->snapshots.count; i++) {
-        const struct qcow2_snapshot *s = &info->snapshots.entries[i];
+    for (uint32_t i = 0; i < count; i++) {
+        const struct qcow2_snapshot *s = &entries[i];
         char date[128] = "", clock[128], size[32], icount[32] = "";
         time_t when = s->date_sec;
         struct tm tm;
@@ -287,7 +287,7 @@ static void print_human(const struct image_info *info)
             printf("backing file format: %s\n", info->image.backing_format);
     }
     if (info->snapshots.count)
-        print_snapshots(info);
+        img_print_snapshots(info->snapshots.entries, info->snapshots.count);
     printf("Format specific information:\n    compat: %s\n    compression type: %s\n",
            h->version >= 3 ? "1.1" : "0.10", compression_name(h->compression_type));
     if (h->version >= 3)

@@ -188,6 +188,17 @@ void qcow2_cache_discard(struct qcow2_cache *cache, uint64_t key)
     entry->dirty = false;
 }
 
+void qcow2_cache_drop_all(struct qcow2_cache *cache)
+{
+    for (uint32_t i = 0; i < cache->count; i++) {
+        struct qcow2_cache_entry *entry = &cache->entries[i];
+        if (entry->offset)
+            cache->slot_of_key[entry->key] = -1;
+        entry->offset = 0;
+        entry->dirty = false;
+    }
+}
+
 int qcow2_cache_set_dependency(struct qcow2_cache *cache, struct qcow2_cache *dependency)
 {
     int rc;

@@ -565,10 +565,13 @@ int qcow2_snapshot_decode(const uint8_t *buffer, size_t length, struct qcow2_sna
         .vm_clock_nsec = qcow2_be64(buffer + 24),
         .vm_state_size = qcow2_be32(buffer + 32),
         .icount = UINT64_MAX,
+        .disk_size = UINT64_MAX,
         .extra_data_size = qcow2_be32(buffer + 36),
     };
     if (out->extra_data_size >= 8)
         out->vm_state_size = qcow2_be64(extra);
+    if (out->extra_data_size >= 16)
+        out->disk_size = qcow2_be64(extra + 8);
     if (out->extra_data_size >= 24)
         out->icount = qcow2_be64(extra + 16);
     out->id = strndup((const char *)extra + out->extra_data_size, id_length);

@@ -186,6 +186,7 @@ struct qcow2_snapshot {
     uint64_t vm_clock_nsec;
     uint64_t vm_state_size; /* the 64-bit size from the extra data when present */
     uint64_t icount;        /* UINT64_MAX when the entry does not record it */
+    uint64_t disk_size;     /* the virtual size when taken; UINT64_MAX when the entry does not record it */
     uint32_t extra_data_size;
     char *id;
     char *name;

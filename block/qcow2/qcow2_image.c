@@ -153,8 +153,7 @@ int qcow2_image_make_empty(struct bdev *bdev)
 
 /* ---- growing ---- */
 
-/* Move the L1 table to new clusters holding entries slots (the old ones zero-extended). */
-static int grow_l1_table(struct qcow2 *q, uint32_t entries, uint64_t size)
+int qcow2_l1_grow(struct qcow2 *q, uint32_t entries, uint64_t size)
 {
     uint64_t bytes = ((uint64_t)entries * 8 + q->cluster_size - 1) & ~(q->cluster_size - 1);
     uint64_t *table = calloc(bytes / 8, sizeof(*table));
@@ -218,7 +217,7 @@ int qcow2_image_grow(struct bdev *bdev, uint64_t size)
     } else if (entries * 8 > QCOW2_MAX_L1_BYTES) {
         rc = -EFBIG;
     } else if (entries > q->l1_size) {
-        rc = grow_l1_table(q, (uint32_t)entries, size);
+        rc = qcow2_l1_grow(q, (uint32_t)entries, size);
     } else {
         uint64_t old_size = h->size;
         h->size = size;

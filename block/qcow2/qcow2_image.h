@@ -13,6 +13,7 @@
 
 #include "block/bdev.h"
 #include "block/qcow2/qcow2_format.h"
+#include "block/qcow2/qcow2_snapshots.h"
 
 /* True when bdev is an open qcow2 image (the functions below need one). */
 bool qcow2_image_is(const struct bdev *bdev);
@@ -73,5 +74,23 @@ int qcow2_image_zero_unallocated(struct bdev *bdev, uint64_t offset, uint64_t le
  * QEMU's L1 limit, -EROFS when read-only).
  */
 int qcow2_image_grow(struct bdev *bdev, uint64_t size);
+
+/*
+ * Internal snapshots (qcow2_snapshot.c), as QEMU makes them.  No guest
+ * I/O meanwhile.  0 or -errno: -EROFS read-only, -ENOENT no such snapshot,
+ * -EINVAL a refcount would overflow (refcount_bits too small), -ENOTSUP
+ * an image with an external data file, -EIO a corrupt image.
+ *
+ * list: the snapshot table as the image holds it now (free it with
+ * qcow2_snapshot_table_clear).  create: a snapshot of the active image
+ * named name (names need not be unique), with the next numeric id and the
+ * date given.  apply: make the active image what the snapshot holds
+ * (its virtual size too).  delete: drop the snapshot.  apply and delete
+ * find it by id first, then by name, as QEMU does.
+ */
+int qcow2_image_snapshot_list(struct bdev *bdev, struct qcow2_snapshot_table *table);
+int qcow2_image_snapshot_create(struct bdev *bdev, const char *name, uint32_t date_sec, uint32_t date_nsec);
+int qcow2_image_snapshot_apply(struct bdev *bdev, const char *id_or_name);
+int qcow2_image_snapshot_delete(struct bdev *bdev, const char *id_or_name);
 
 #endif

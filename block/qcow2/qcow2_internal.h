@@ -80,6 +80,8 @@ int qcow2_cache_get(struct qcow2_cache *cache, uint64_t key, uint64_t offset, bo
 void qcow2_cache_mark_dirty(struct qcow2_cache *cache, uint64_t key);
 /* Forget key's table without writing it (its cluster is being freed). */
 void qcow2_cache_discard(struct qcow2_cache *cache, uint64_t key);
+/* Forget every table without writing it (after a write-back, before tables change on disk behind it). */
+void qcow2_cache_drop_all(struct qcow2_cache *cache);
 /* Record that cache must not be written before dependency is written and flushed. */
 int qcow2_cache_set_dependency(struct qcow2_cache *cache, struct qcow2_cache *dependency);
 /* Write every dirty table (dependencies first).  Does not flush the file afterwards. */
@@ -185,6 +187,13 @@ bool qcow2_overlaps_metadata(const struct qcow2 *q, uint64_t offset, uint64_t le
 
 /* Write back caches in order and flush the file: what FLUSH does.  Lock held. */
 int qcow2_flush_metadata(struct qcow2 *q);
+
+/*
+ * Move the active L1 table to new clusters holding entries slots (the old
+ * entries kept, the rest zero) and set the virtual size to size, header
+ * last; the old table is freed.  Lock held, no guest I/O.
+ */
+int qcow2_l1_grow(struct qcow2 *q, uint32_t entries, uint64_t size);
 
 /* ---- refcounts and allocation (qcow2_refcount.c), lock held ---- */
 

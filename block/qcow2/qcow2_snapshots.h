@@ -19,6 +19,13 @@ struct qcow2_snapshot_table {
     uint32_t count;
     uint64_t size;      /* bytes the table occupies */
     uint32_t bad_entry; /* on failure: the entry that failed */
+    /*
+     * With qcow2_snapshot_table_read_raw: the table's bytes and where each
+     * entry starts in them (count + 1 offsets, the last = size), so entries
+     * can be written back unchanged, extra data luna does not know included.
+     */
+    uint8_t *raw;
+    uint64_t *starts;
 };
 
 /*
@@ -30,6 +37,10 @@ struct qcow2_snapshot_table {
  */
 int qcow2_snapshot_table_read(int fd, const struct qcow2_header *h, uint64_t file_size,
                               struct qcow2_snapshot_table *table);
+
+/* The same through any reader, keeping the raw bytes (raw and starts) too. */
+int qcow2_snapshot_table_read_raw(qcow2_read_fn *read, void *opaque, const struct qcow2_header *h,
+                                  uint64_t file_size, struct qcow2_snapshot_table *table);
 void qcow2_snapshot_table_clear(struct qcow2_snapshot_table *table);
 
 #endif
