@@ -39,6 +39,9 @@ static const struct verb verbs[] = {
     {"rebase", "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
                "-b backing_file [-F backing_fmt] filename",
      img_rebase_main},
+    {"resize", "resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] "
+               "filename [+ | -]size",
+     img_resize_main},
     {"snapshot", "snapshot [--object objectdef] [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] "
                  "filename",
      img_snapshot_main},

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "block/bdev.h"
+#include "block/qcow2/qcow2_create.h"
 #include "block/qcow2/qcow2_format.h"
 #include "block/qcow2/qcow2_snapshots.h"
 
@@ -92,5 +93,21 @@ int qcow2_image_snapshot_list(struct bdev *bdev, struct qcow2_snapshot_table *ta
 int qcow2_image_snapshot_create(struct bdev *bdev, const char *name, uint32_t date_sec, uint32_t date_nsec);
 int qcow2_image_snapshot_apply(struct bdev *bdev, const char *id_or_name);
 int qcow2_image_snapshot_delete(struct bdev *bdev, const char *id_or_name);
+
+/*
+ * Resizing beyond qcow2_image_grow (qcow2_resize.c), as qemu-img resize
+ * does.  No guest I/O meanwhile; 0 or -errno (-EROFS read-only).
+ *
+ * shrink: every cluster past the new end unmapped and freed, L2 tables
+ * wholly past it dropped (the L1 keeps its size, as QEMU's), the file cut
+ * after its last used cluster (a data file: to the new size).
+ * preallocate: guest bytes [from, to) (a grown range) mapped to host
+ * clusters that read as zeroes: metadata leaves them sparse, falloc
+ * fallocate()s them, full writes zeroes (enum qcow2_preallocation).
+ * data_file_resize: an external data file follows the virtual size.
+ */
+int qcow2_image_shrink(struct bdev *bdev, uint64_t size);
+int qcow2_image_preallocate(struct bdev *bdev, uint64_t from, uint64_t to, enum qcow2_preallocation mode);
+int qcow2_image_data_file_resize(struct bdev *bdev, uint64_t size);
 
 #endif

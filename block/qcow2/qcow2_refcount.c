@@ -204,9 +204,6 @@ int qcow2_alloc_clusters(struct qcow2 *q, uint64_t count, uint64_t *offset)
         return rc;
     if ((rc = ensure_blocks(q, first, count)) < 0)
         return rc;
-    /* Free by the refcounts, yet holding metadata: the refcounts lie. */
-    if (qcow2_overlaps_metadata(q, first * q->cluster_size, count * q->cluster_size))
-        return qcow2_signal_corruption(q, "a cluster counted as free holds metadata", first * q->cluster_size);
     /* Making blocks may have taken clusters of the run: search again from there. */
     for (uint64_t i = first; i < first + count; i++) {
         uint64_t refcount;
@@ -215,6 +212,9 @@ int qcow2_alloc_clusters(struct qcow2 *q, uint64_t count, uint64_t *offset)
         if (refcount)
             return qcow2_alloc_clusters(q, count, offset);
     }
+    /* Free by the refcounts, yet holding metadata: the refcounts lie. */
+    if (qcow2_overlaps_metadata(q, first * q->cluster_size, count * q->cluster_size))
+        return qcow2_signal_corruption(q, "a cluster counted as free holds metadata", first * q->cluster_size);
     if ((rc = qcow2_refcount_update(q, first * q->cluster_size, count, 1)) < 0)
         return rc;
     if (first == q->free_cluster_hint)
