@@ -123,6 +123,7 @@ int img_commit_main(int argc, char **argv);
 int img_rebase_main(int argc, char **argv);
 int img_snapshot_main(int argc, char **argv);
 int img_resize_main(int argc, char **argv);
+int img_amend_main(int argc, char **argv);
 
 /* create's "-o help" text for raw or qcow2 (convert -o help prints it too). */
 void img_create_options_help(const char *format);

@@ -16,6 +16,8 @@ struct verb {
 };
 
 static const struct verb verbs[] = {
+    {"amend", "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename",
+     img_amend_main},
     {"check", "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename", img_check_main},
     {"commit", "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] "
                "[-p] filename",

@@ -110,4 +110,17 @@ int qcow2_image_shrink(struct bdev *bdev, uint64_t size);
 int qcow2_image_preallocate(struct bdev *bdev, uint64_t from, uint64_t to, enum qcow2_preallocation mode);
 int qcow2_image_data_file_resize(struct bdev *bdev, uint64_t size);
 
+/*
+ * Amending (qcow2_amend.c), as qemu-img amend does.  No guest I/O
+ * meanwhile; 0 or -errno.  set_version: 3 upgrades (header only); 2
+ * downgrades, expanding zero clusters first (-ENOTSUP unless refcounts
+ * are 16 bits and no incompatible feature but the dirty bit is set: the
+ * caller says which, as qemu-img does).  set_lazy_refcounts: the
+ * compatible bit (v3 only, else -ENOTSUP).  report (may be NULL) hears of
+ * progress in QEMU's steps.
+ */
+typedef void qcow2_progress_fn(void *opaque, uint64_t done, uint64_t total);
+int qcow2_image_set_version(struct bdev *bdev, uint32_t version, qcow2_progress_fn *report, void *opaque);
+int qcow2_image_set_lazy_refcounts(struct bdev *bdev, bool enabled);
+
 #endif

@@ -162,6 +162,13 @@ static inline void qcow2_host_end_grow(struct qcow2 *q, uint64_t end)
         q->file->size = end;
 }
 
+/*
+ * Make the file under a bdev (image or data file) at least end bytes long
+ * when it is a regular file: clusters allocated but never written (zeroed,
+ * preallocated) must lie inside it.  0 or -errno.
+ */
+int qcow2_file_cover(struct bdev *file, uint64_t end);
+
 /* Metadata file I/O (blocking, lock held). */
 int qcow2_file_read(struct qcow2 *q, uint64_t offset, void *buffer, uint64_t length);
 int qcow2_file_write(struct qcow2 *q, uint64_t offset, const void *buffer, uint64_t length);
@@ -258,6 +265,27 @@ void qcow2_data_io_end(struct qcow2 *q, unsigned epoch);
  * need the lock to end.
  */
 void qcow2_quiesce_data_io(struct qcow2 *q);
+
+/*
+ * ---- whole-image table walks (qcow2_snapshot.c): snapshots, amend ----
+ *
+ * begin: take the lock, write back the caches and empty the L2 cache, so
+ * tables can be read and changed in the file directly (-EROFS, -EIO when
+ * corrupt); end: write back, flush, unlock, returning rc or the flush's
+ * failure.  In between, lock held, no guest I/O:
+ */
+int qcow2_tables_begin(struct qcow2 *q);
+int qcow2_tables_end(struct qcow2 *q, int rc);
+/* The L2 table an L1 entry names, into table (a cluster); *offset 0 when none. */
+int qcow2_l2_table_read(struct qcow2 *q, uint64_t l1_entry, uint64_t *offset, uint8_t *table);
+/* Write l1_size entries (of slots, the rest zero) at offset. */
+int qcow2_l1_write(struct qcow2 *q, uint64_t offset, const uint64_t *l1, uint32_t l1_size, uint32_t slots);
+/* Set the COPIED flags of the active L1 and its L2 entries from the refcounts, on disk. */
+int qcow2_copied_flags_fix(struct qcow2 *q);
+/* The snapshot table (raw bytes kept), and a snapshot's L1 table checked to lie in the file. */
+struct qcow2_snapshot_table;
+int qcow2_snapshots_load(struct qcow2 *q, struct qcow2_snapshot_table *table);
+int qcow2_snapshot_l1_read(struct qcow2 *q, const struct qcow2_snapshot *snapshot, uint64_t **out);
 
 /* ---- guest I/O, blocking (qcow2_io.c); pool threads and tools ---- */
 

@@ -46,6 +46,11 @@ static int file_truncate(struct bdev *bdev, uint64_t size, bool shrink)
     return 0;
 }
 
+int qcow2_file_cover(struct bdev *file, uint64_t end)
+{
+    return file_truncate(file, end, false);
+}
+
 /* ---- shrinking ---- */
 
 /* Unmap every guest cluster from first on (L2 entries cleared before their clusters are freed). */
@@ -243,7 +248,7 @@ int qcow2_image_preallocate(struct bdev *bdev, uint64_t from, uint64_t to, enum 
     struct bdev *target = q->data_external ? q->data : q->file;
     uint64_t needed = q->data_external ? (end << q->cluster_bits) : q->host_end;
     if (rc == 0)
-        rc = file_truncate(target, needed, false);
+        rc = qcow2_file_cover(target, needed);
     pthread_mutex_unlock(&q->lock);
     free(zeroes);
     return rc;

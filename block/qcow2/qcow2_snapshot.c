@@ -35,7 +35,7 @@ static uint64_t clusters_for(const struct qcow2 *q, uint64_t bytes)
 
 /* ---- walking an L1 table ---- */
 
-static int l2_table_read(struct qcow2 *q, uint64_t l1_entry, uint64_t *offset, uint8_t *table)
+int qcow2_l2_table_read(struct qcow2 *q, uint64_t l1_entry, uint64_t *offset, uint8_t *table)
 {
     *offset = l1_entry & QCOW2_OFFSET_MASK;
     if (!*offset)
@@ -54,7 +54,7 @@ static int references_change(struct qcow2 *q, const uint64_t *l1, uint32_t l1_si
     int rc = 0;
     for (uint32_t i = 0; rc == 0 && i < l1_size; i++) {
         uint64_t l2_offset;
-        if ((rc = l2_table_read(q, l1[i], &l2_offset, table)) < 0 || !l2_offset)
+        if ((rc = qcow2_l2_table_read(q, l1[i], &l2_offset, table)) < 0 || !l2_offset)
             continue;
         for (uint32_t e = 0; rc == 0 && e < q->l2_entries; e++) {
             uint64_t entry = qcow2_be64(table + (uint64_t)e * q->l2_entry_size);
@@ -85,7 +85,7 @@ static int references_check_room(struct qcow2 *q, const uint64_t *l1, uint32_t l
     uint64_t refcount;
     for (uint32_t i = 0; rc == 0 && i < l1_size; i++) {
         uint64_t l2_offset;
-        if ((rc = l2_table_read(q, l1[i], &l2_offset, table)) < 0 || !l2_offset)
+        if ((rc = qcow2_l2_table_read(q, l1[i], &l2_offset, table)) < 0 || !l2_offset)
             continue;
         if ((rc = qcow2_refcount_get(q, l2_offset >> q->cluster_bits, &refcount)) == 0 && refcount >= q->refcount_max)
             rc = -EINVAL;
@@ -106,7 +106,7 @@ static int references_check_room(struct qcow2 *q, const uint64_t *l1, uint32_t l
     return rc;
 }
 
-static int l1_write(struct qcow2 *q, uint64_t offset, const uint64_t *l1, uint32_t l1_size, uint32_t slots)
+int qcow2_l1_write(struct qcow2 *q, uint64_t offset, const uint64_t *l1, uint32_t l1_size, uint32_t slots)
 {
     uint64_t bytes = (uint64_t)slots * 8;
     uint8_t *encoded = calloc(1, bytes ? bytes : 1);
@@ -123,7 +123,7 @@ static int l1_write(struct qcow2 *q, uint64_t offset, const uint64_t *l1, uint32
  * Set the COPIED flag of the active image's L1 and L2 entries exactly
  * where the cluster they point to has one reference, written to disk.
  */
-static int copied_flags_fix(struct qcow2 *q)
+int qcow2_copied_flags_fix(struct qcow2 *q)
 {
     uint8_t *table = malloc(q->cluster_size);
     if (!table)
@@ -133,7 +133,7 @@ static int copied_flags_fix(struct qcow2 *q)
     uint64_t refcount;
     for (uint32_t i = 0; rc == 0 && i < q->l1_size; i++) {
         uint64_t l2_offset;
-        if ((rc = l2_table_read(q, q->l1_table[i], &l2_offset, table)) < 0 || !l2_offset)
+        if ((rc = qcow2_l2_table_read(q, q->l1_table[i], &l2_offset, table)) < 0 || !l2_offset)
             continue;
         bool changed = false;
         for (uint32_t e = 0; rc == 0 && e < q->l2_entries; e++) {
@@ -160,7 +160,7 @@ static int copied_flags_fix(struct qcow2 *q)
     }
     free(table);
     if (rc == 0 && l1_changed)
-        rc = l1_write(q, q->image.header.l1_table_offset, q->l1_table, q->l1_size, q->l1_size);
+        rc = qcow2_l1_write(q, q->image.header.l1_table_offset, q->l1_table, q->l1_size, q->l1_size);
     return rc == 0 ? qcow2_file_flush(q) : rc;
 }
 
@@ -178,7 +178,7 @@ static int read_from_image(void *opaque, void *buffer, size_t length, uint64_t o
     return qcow2_file_read(opaque, offset, buffer, length);
 }
 
-static int table_load(struct qcow2 *q, struct qcow2_snapshot_table *table)
+int qcow2_snapshots_load(struct qcow2 *q, struct qcow2_snapshot_table *table)
 {
     int rc = qcow2_snapshot_table_read_raw(read_from_image, q, &q->image.header, q->file->size, table);
     if (rc == -EINVAL || rc == -EFBIG)
@@ -232,7 +232,7 @@ static int table_find(const struct qcow2_snapshot_table *table, const char *id_o
 }
 
 /* A snapshot's L1 table, checked to lie inside the file. */
-static int snapshot_l1_read(struct qcow2 *q, const struct qcow2_snapshot *snapshot, uint64_t **out)
+int qcow2_snapshot_l1_read(struct qcow2 *q, const struct qcow2_snapshot *snapshot, uint64_t **out)
 {
     uint64_t bytes = (uint64_t)snapshot->l1_size * 8;
     if (bytes > QCOW2_MAX_L1_BYTES || (snapshot->l1_table_offset & (q->cluster_size - 1)) ||
@@ -292,7 +292,7 @@ static size_t entry_encode(uint8_t *out, size_t room, uint64_t l1_offset, uint32
 }
 
 /* Lock, write back and empty the L2 cache: these operations read L2 tables from the file. */
-static int operation_begin(struct qcow2 *q)
+int qcow2_tables_begin(struct qcow2 *q)
 {
     if (q->readonly)
         return -EROFS;
@@ -310,7 +310,7 @@ static int operation_begin(struct qcow2 *q)
     return 0;
 }
 
-static int operation_end(struct qcow2 *q, int rc)
+int qcow2_tables_end(struct qcow2 *q, int rc)
 {
     int flushed = qcow2_flush_metadata(q);
     pthread_mutex_unlock(&q->lock);
@@ -323,7 +323,7 @@ int qcow2_image_snapshot_list(struct bdev *bdev, struct qcow2_snapshot_table *ta
 {
     struct qcow2 *q = bdev->driver;
     pthread_mutex_lock(&q->lock);
-    int rc = table_load(q, table);
+    int rc = qcow2_snapshots_load(q, table);
     pthread_mutex_unlock(&q->lock);
     return rc;
 }
@@ -331,7 +331,7 @@ int qcow2_image_snapshot_list(struct bdev *bdev, struct qcow2_snapshot_table *ta
 static int create_locked(struct qcow2 *q, const char *name, uint32_t date_sec, uint32_t date_nsec)
 {
     struct qcow2_snapshot_table table;
-    int rc = table_load(q, &table);
+    int rc = qcow2_snapshots_load(q, &table);
     if (rc < 0)
         return rc;
     char id[32];
@@ -346,7 +346,7 @@ static int create_locked(struct qcow2 *q, const char *name, uint32_t date_sec, u
         if ((rc = qcow2_alloc_clusters(q, clusters_for(q, l1_bytes), &l1_offset)) == 0) {
             qcow2_host_end_grow(q, l1_offset + clusters_for(q, l1_bytes) * q->cluster_size);
             if ((rc = refcounts_settle(q)) == 0 &&
-                (rc = l1_write(q, l1_offset, q->l1_table, q->l1_size, q->l1_size)) == 0)
+                (rc = qcow2_l1_write(q, l1_offset, q->l1_table, q->l1_size, q->l1_size)) == 0)
                 rc = qcow2_file_flush(q);
         }
     }
@@ -365,7 +365,7 @@ static int create_locked(struct qcow2 *q, const char *name, uint32_t date_sec, u
     if (rc < 0 && l1_offset)
         qcow2_free_clusters(q, l1_offset, clusters_for(q, l1_bytes)); /* the references (if any) stay: leaks */
     if (rc == 0)
-        rc = copied_flags_fix(q);
+        rc = qcow2_copied_flags_fix(q);
     free(bytes);
     qcow2_snapshot_table_clear(&table);
     return rc;
@@ -377,22 +377,22 @@ int qcow2_image_snapshot_create(struct bdev *bdev, const char *name, uint32_t da
     /* Clusters in an external data file have no refcounts to share them (QEMU refuses too). */
     if (q->data_external)
         return -ENOTSUP;
-    int rc = operation_begin(q);
+    int rc = qcow2_tables_begin(q);
     if (rc < 0)
         return rc;
-    return operation_end(q, create_locked(q, name, date_sec, date_nsec));
+    return qcow2_tables_end(q, create_locked(q, name, date_sec, date_nsec));
 }
 
 static int apply_locked(struct bdev *bdev, struct qcow2 *q, const char *id_or_name)
 {
     struct qcow2_snapshot_table table;
-    int rc = table_load(q, &table);
+    int rc = qcow2_snapshots_load(q, &table);
     if (rc < 0)
         return rc;
     int index = table_find(&table, id_or_name);
     uint64_t *snapshot_l1 = NULL;
     const struct qcow2_snapshot *snapshot = index >= 0 ? &table.entries[index] : NULL;
-    rc = snapshot ? snapshot_l1_read(q, snapshot, &snapshot_l1) : -ENOENT;
+    rc = snapshot ? qcow2_snapshot_l1_read(q, snapshot, &snapshot_l1) : -ENOENT;
     struct qcow2_header *h = &q->image.header;
     uint64_t size = snapshot && snapshot->disk_size != UINT64_MAX ? snapshot->disk_size : h->size;
     if (rc == 0 && snapshot->l1_size > q->l1_size)
@@ -405,7 +405,7 @@ static int apply_locked(struct bdev *bdev, struct qcow2 *q, const char *id_or_na
         rc = -ENOMEM;
     if (rc == 0) {
         memcpy(active, snapshot_l1, (size_t)snapshot->l1_size * sizeof(*active));
-        if ((rc = l1_write(q, h->l1_table_offset, active, q->l1_size, q->l1_size)) == 0)
+        if ((rc = qcow2_l1_write(q, h->l1_table_offset, active, q->l1_size, q->l1_size)) == 0)
             rc = qcow2_file_flush(q);
     }
     /* ...and the old active clusters lose theirs once nothing on disk points at them. */
@@ -416,7 +416,7 @@ static int apply_locked(struct bdev *bdev, struct qcow2 *q, const char *id_or_na
         rc = references_change(q, old, q->l1_size, -1);
         free(old);
         if (rc == 0 && (rc = refcounts_settle(q)) == 0)
-            rc = copied_flags_fix(q);
+            rc = qcow2_copied_flags_fix(q);
     }
     if (rc == 0 && size != h->size) {
         uint64_t old_size = h->size;
@@ -435,22 +435,22 @@ static int apply_locked(struct bdev *bdev, struct qcow2 *q, const char *id_or_na
 int qcow2_image_snapshot_apply(struct bdev *bdev, const char *id_or_name)
 {
     struct qcow2 *q = bdev->driver;
-    int rc = operation_begin(q);
+    int rc = qcow2_tables_begin(q);
     if (rc < 0)
         return rc;
-    return operation_end(q, apply_locked(bdev, q, id_or_name));
+    return qcow2_tables_end(q, apply_locked(bdev, q, id_or_name));
 }
 
 static int delete_locked(struct qcow2 *q, const char *id_or_name)
 {
     struct qcow2_snapshot_table table;
-    int rc = table_load(q, &table);
+    int rc = qcow2_snapshots_load(q, &table);
     if (rc < 0)
         return rc;
     int index = table_find(&table, id_or_name);
     uint64_t *snapshot_l1 = NULL;
     const struct qcow2_snapshot *snapshot = index >= 0 ? &table.entries[index] : NULL;
-    rc = snapshot ? snapshot_l1_read(q, snapshot, &snapshot_l1) : -ENOENT;
+    rc = snapshot ? qcow2_snapshot_l1_read(q, snapshot, &snapshot_l1) : -ENOENT;
     uint8_t *bytes = rc == 0 ? malloc(table.size ? table.size : 1) : NULL;
     if (rc == 0 && !bytes)
         rc = -ENOMEM;
@@ -464,7 +464,7 @@ static int delete_locked(struct qcow2 *q, const char *id_or_name)
     if (rc == 0 && (rc = references_change(q, snapshot_l1, snapshot->l1_size, -1)) == 0 && snapshot->l1_size)
         rc = qcow2_free_clusters(q, snapshot->l1_table_offset, clusters_for(q, (uint64_t)snapshot->l1_size * 8));
     if (rc == 0 && (rc = refcounts_settle(q)) == 0)
-        rc = copied_flags_fix(q);
+        rc = qcow2_copied_flags_fix(q);
     free(bytes);
     free(snapshot_l1);
     qcow2_snapshot_table_clear(&table);
@@ -474,8 +474,8 @@ static int delete_locked(struct qcow2 *q, const char *id_or_name)
 int qcow2_image_snapshot_delete(struct bdev *bdev, const char *id_or_name)
 {
     struct qcow2 *q = bdev->driver;
-    int rc = operation_begin(q);
+    int rc = qcow2_tables_begin(q);
     if (rc < 0)
         return rc;
-    return operation_end(q, delete_locked(q, id_or_name));
+    return qcow2_tables_end(q, delete_locked(q, id_or_name));
 }
