@@ -27,6 +27,9 @@ void bdev_options_init(struct bdev_options *options)
         .backing = NULL,
         .force_share = false,
         .lvm_devices = NULL,
+        .snapshot_id = NULL,
+        .snapshot_name = NULL,
+        .snapshot_any = NULL,
     };
 }
 

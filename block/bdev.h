@@ -196,6 +196,14 @@ struct bdev_options {
      * block devices; NULL to use the LV device-mapper has active.
      */
     const char *lvm_devices;
+    /*
+     * qcow2, read-only: read this internal snapshot instead of the active
+     * image, as qemu-img's -l does (the virtual size stays the image's).
+     * snapshot_id and snapshot_name must both match those given;
+     * snapshot_any names an id or, failing that, a name.  All NULL: the
+     * active image.  No such snapshot: -ENOENT.
+     */
+    const char *snapshot_id, *snapshot_name, *snapshot_any;
 };
 
 void bdev_options_init(struct bdev_options *options);

@@ -107,6 +107,24 @@ bool img_input_format_known(const char *format);
 int img_open_image(const char *path, const char *format, bool readonly, bool force_share, enum bdev_cache_mode cache,
                    struct bdev **out);
 
+/* -l snapshot_param: "snapshot.id=ID,snapshot.name=NAME" (either or both), or an id or name. */
+struct img_snapshot_choice {
+    const char *id, *name, *any;
+    struct img_options storage; /* what id and name point into */
+};
+/* 0, or 1 (the exit code) after qemu-img's message. */
+int img_snapshot_param_parse(const char *text, struct img_snapshot_choice *choice);
+void img_snapshot_choice_free(struct img_snapshot_choice *choice);
+
+/*
+ * img_open_image, read-only, of the internal snapshot choice names (NULL:
+ * the active image), with qemu-img's messages ("Failed to load snapshot:
+ * Can't find snapshot", and for a raw image: "... does not support
+ * temporarily loading internal snapshots").
+ */
+int img_open_snapshot(const char *path, const char *format, bool force_share, enum bdev_cache_mode cache,
+                      const struct img_snapshot_choice *choice, struct bdev **out);
+
 /* qemu-img's "Snapshot list:" table (info and snapshot -l print it). */
 struct qcow2_snapshot;
 void img_print_snapshots(const struct qcow2_snapshot *entries, uint32_t count);

@@ -205,7 +205,13 @@ static int plan_options(struct img_options *options, struct bdev *bdev, struct a
             img_error("Cannot downgrade an image with a data file");
             return -ENOTSUP;
         }
-        uint64_t incompatible = h->incompatible_features & ~QCOW2_INCOMPAT_DIRTY;
+        uint64_t incompatible = h->incompatible_features & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION);
+        bool compressed = false;
+        if ((h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) &&
+            qcow2_image_compressed_clusters(bdev, &compressed) == 0 && compressed && !incompatible) {
+            img_error("Cannot downgrade an image with zstd compression type and existing compressed clusters");
+            return -ENOTSUP;
+        }
         if (incompatible) {
             img_error("Cannot downgrade an image with incompatible features %#llx set", (unsigned long long)incompatible);
             return -ENOTSUP;

@@ -272,9 +272,9 @@ int img_compare_main(int argc, char **argv)
     enum bdev_cache_mode cache;
     if (bdev_cache_mode_parse(cache_name, &cache) < 0) {
         img_error("Invalid source cache option: %s", cache_name);
-    } else if (img_chain_open_spec(c.images[0].filename, image_opts, formats[0], force_share, cache,
+    } else if (img_chain_open_spec(c.images[0].filename, image_opts, formats[0], force_share, cache, NULL,
                                    &c.images[0].chain) == 0) {
-        if (img_chain_open_spec(c.images[1].filename, image_opts, formats[1], force_share, cache,
+        if (img_chain_open_spec(c.images[1].filename, image_opts, formats[1], force_share, cache, NULL,
                                 &c.images[1].chain) == 0) {
             c.buffers[0] = malloc(CHUNK_BYTES);
             c.buffers[1] = malloc(CHUNK_BYTES);

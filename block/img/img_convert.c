@@ -39,6 +39,7 @@ struct convert_request {
     enum bdev_cache_mode cache;        /* -t */
     enum bdev_cache_mode source_cache; /* -T */
     struct img_options options;
+    struct img_snapshot_choice snapshot; /* -l */
 };
 
 static void convert_usage(void)
@@ -48,6 +49,7 @@ static void convert_usage(void)
            "        [-U] filename [filename2 [...]] output_filename\n\n"
            "Convert (and concatenate) images to output_filename.  Formats: raw, qcow2.\n"
            "  -f fmt          the input format (raw, qcow2, vmdk, vdi, vpc); probed when omitted\n"
+           "  -l snapshot     read the input's internal snapshot (id or name, or snapshot.id=,snapshot.name=)\n"
            "  -O output_fmt   the output format (raw by default)\n"
            "  -o options      output format options, as for create; -o help lists them\n"
            "  -B backing_file qcow2: make the output an overlay of backing_file, holding only what differs\n"
@@ -100,7 +102,8 @@ static int convert(struct convert_request *r, char **inputs, int input_count, co
     }
     uint64_t total = 0;
     for (int i = 0; i < input_count; i++) {
-        if (img_open_image(inputs[i], r->source_format, true, r->force_share, r->source_cache, &sources[i]) < 0)
+        if (img_open_snapshot(inputs[i], r->source_format, r->force_share, r->source_cache, &r->snapshot,
+                              &sources[i]) < 0)
             goto out;
         total += sources[i]->size;
     }
@@ -184,7 +187,7 @@ int img_convert_main(int argc, char **argv)
     };
     int status = 1;
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, ":hf:O:o:B:F:S:m:t:T:npqWUc", long_options, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, ":hf:O:o:B:F:S:m:t:T:l:npqWUc", long_options, NULL)) != -1;) {
         char *end;
         switch (c) {
         case 'h':
@@ -194,6 +197,11 @@ int img_convert_main(int argc, char **argv)
         case 'f': r.source_format = optarg; break;
         case 'O': r.output_format = optarg; break;
         case 'B': r.backing_file = optarg; break;
+        case 'l':
+            img_snapshot_choice_free(&r.snapshot);
+            if (img_snapshot_param_parse(optarg, &r.snapshot))
+                goto out;
+            break;
         case 'F': r.backing_format = optarg; break;
         case 'n': r.skip_create = true; break;
         case 'p': r.progress = true; break;
@@ -312,8 +320,13 @@ int img_convert_main(int argc, char **argv)
         r.backing_file = NULL;
         r.backing_format = NULL;
     }
+    if ((r.snapshot.id || r.snapshot.name || r.snapshot.any) && input_count > 1) {
+        img_error("No support for concatenating multiple snapshot");
+        goto out;
+    }
     status = convert(&r, argv + optind, input_count, output);
 out:
     img_options_free(&r.options);
+    img_snapshot_choice_free(&r.snapshot);
     return status;
 }

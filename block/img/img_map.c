@@ -209,7 +209,7 @@ int img_map_main(int argc, char **argv)
         return img_help_hint();
     }
     struct img_chain chain;
-    if (img_chain_open_spec(argv[optind], image_opts, format, force_share, BDEV_CACHE_WRITEBACK, &chain) < 0)
+    if (img_chain_open_spec(argv[optind], image_opts, format, force_share, BDEV_CACHE_WRITEBACK, NULL, &chain) < 0)
         return 1;
     int rc = map_chain(&chain, json, start, max_length, max_given);
     img_chain_close(&chain);

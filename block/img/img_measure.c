@@ -23,7 +23,6 @@
 #include "block/qcow2/qcow2_create.h"
 #include "block/qcow2/qcow2_format.h"
 #include "block/qcow2/qcow2_image.h"
-#include "block/qcow2/qcow2_snapshots.h"
 
 #define SECTOR 512u
 #define ROUND_UP(n, d) (((n) + (d) - 1) / (d) * (d))
@@ -52,7 +51,7 @@ static void measure_usage(void)
            "  -o options      the new image's options, as for create (cluster_size, refcount_bits, ...)\n"
            "  --size N        measure an empty image of N bytes\n"
            "  -f fmt          the source's format (raw, qcow2, vmdk, vdi, vpc); probed when omitted\n"
-           "  -l snapshot     the source's internal snapshot (luna-img: only checked to exist)\n"
+           "  -l snapshot     measure the source's internal snapshot (id or name, or snapshot.id=,snapshot.name=)\n"
            "  --output=ofmt   human (default) or json\n"
            "  -U              force share: take no image lock\n");
 }
@@ -256,35 +255,6 @@ static int bitmaps_size(struct bdev *source, int fd, uint64_t file_size, uint64_
     return rc;
 }
 
-/* -l: qemu loads the snapshot; luna-img finds it (by id, then by name) but measures the current state. */
-static int find_snapshot(struct bdev *source, int fd, uint64_t file_size, const char *id, const char *name)
-{
-    if (!qcow2_image_is(source)) {
-        img_error("Failed to load snapshot: Block format 'raw' used by device '' does not support feature "
-                  "'internal snapshots'");
-        return 1;
-    }
-    struct qcow2_snapshot_table table;
-    int rc = qcow2_snapshot_table_read(fd, &qcow2_image_header(source)->header, file_size, &table);
-    bool found = false;
-    for (uint32_t i = 0; rc == 0 && i < table.count && !found; i++)
-        found = (!id || !strcmp(table.entries[i].id, id)) && (!name || !strcmp(table.entries[i].name, name));
-    if (rc == 0 && !found && id && !name)
-        for (uint32_t i = 0; i < table.count && !found; i++)
-            found = !strcmp(table.entries[i].name, id);
-    qcow2_snapshot_table_clear(&table);
-    if (rc < 0) {
-        img_error("Failed to load snapshot: %s", strerror(-rc));
-        return 1;
-    }
-    if (!found) {
-        img_error("Failed to load snapshot: Can't find snapshot");
-        return 1;
-    }
-    img_error("Failed to load snapshot: measuring a snapshot is not supported by luna-img yet");
-    return 1;
-}
-
 static int measure_qcow2(struct img_options *options, uint64_t size, struct img_chain *source,
                          struct measure_info *info)
 {
@@ -372,11 +342,11 @@ static void print_info(const struct measure_info *info, bool json)
 }
 
 struct measure_request {
-    const char *filename, *format, *output_format, *snapshot_id, *snapshot_name;
+    const char *filename, *format, *output_format;
     bool json, force_share, image_opts, size_given;
     uint64_t size;
     struct img_options options;
-    struct img_options snapshot_options; /* -l snapshot.id=...: the ids above point into it */
+    struct img_snapshot_choice snapshot; /* -l */
 };
 
 static int measure_run(struct measure_request *r)
@@ -385,16 +355,11 @@ static int measure_run(struct measure_request *r)
     bool have_source = false;
     if (r->filename) {
         if (img_chain_open_spec(r->filename, r->image_opts, r->format, r->force_share, BDEV_CACHE_WRITEBACK,
-                                &chain) < 0)
+                                &r->snapshot, &chain) < 0)
             return 1;
         have_source = true;
     }
     int status = 1;
-    if (have_source && (r->snapshot_id || r->snapshot_name)) {
-        if (find_snapshot(img_chain_top(&chain), chain.layers[0].fd, chain.layers[0].file_size, r->snapshot_id,
-                          r->snapshot_name))
-            goto out;
-    }
     bool qcow2 = !strcmp(r->output_format, "qcow2"), raw = !strcmp(r->output_format, "raw");
     if (!qcow2 && !raw && !format_without_measure(r->output_format)) {
         img_error("Unknown file format '%s'", r->output_format);
@@ -430,30 +395,6 @@ out:
     return status;
 }
 
-/* -l: "snapshot.id=ID,snapshot.name=NAME", or an id or name. */
-static int parse_snapshot(const char *text, struct measure_request *r)
-{
-    if (strncmp(text, "snapshot.", 9)) {
-        r->snapshot_id = text;
-        return 0;
-    }
-    struct img_options *parsed = &r->snapshot_options;
-    char *message = NULL;
-    if (img_options_parse(parsed, text, &message) < 0 || parsed->help) {
-        free(message);
-        img_error("Failed in parsing snapshot param '%s'", text);
-        return 1;
-    }
-    r->snapshot_id = img_options_take(parsed, "snapshot.id");
-    r->snapshot_name = img_options_take(parsed, "snapshot.name");
-    if (img_options_unused(parsed)) {
-        img_error("Invalid parameter '%s'", img_options_unused(parsed));
-        img_error("Failed in parsing snapshot param '%s'", text);
-        return 1;
-    }
-    return 0;
-}
-
 int img_measure_main(int argc, char **argv)
 {
     enum { OPTION_OUTPUT = 256, OPTION_OBJECT, OPTION_IMAGE_OPTS, OPTION_SIZE };
@@ -483,7 +424,8 @@ int img_measure_main(int argc, char **argv)
                 goto out;
             break;
         case 'l':
-            if (parse_snapshot(optarg, &r))
+            img_snapshot_choice_free(&r.snapshot);
+            if (img_snapshot_param_parse(optarg, &r.snapshot))
                 goto out;
             break;
         case 'U': r.force_share = true; break;
@@ -507,7 +449,7 @@ int img_measure_main(int argc, char **argv)
     }
     if (argc - optind == 1)
         r.filename = argv[optind];
-    if (!r.filename && (r.image_opts || r.format || r.snapshot_id || r.snapshot_name)) {
+    if (!r.filename && (r.image_opts || r.format || r.snapshot.id || r.snapshot.name || r.snapshot.any)) {
         img_error("--image-opts, -f, and -l require a filename argument.");
         goto out;
     }
@@ -522,6 +464,6 @@ int img_measure_main(int argc, char **argv)
     status = measure_run(&r);
 out:
     img_options_free(&r.options);
-    img_options_free(&r.snapshot_options);
+    img_snapshot_choice_free(&r.snapshot);
     return status;
 }

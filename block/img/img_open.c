@@ -16,8 +16,13 @@ bool img_input_format_known(const char *format)
            parsed != BDEV_FORMAT_LVM;
 }
 
-int img_open_image(const char *path, const char *format, bool readonly, bool force_share, enum bdev_cache_mode cache,
-                   struct bdev **out)
+static bool choice_given(const struct img_snapshot_choice *choice)
+{
+    return choice && (choice->id || choice->name || choice->any);
+}
+
+static int open_image(const char *path, const char *format, bool readonly, bool force_share,
+                      enum bdev_cache_mode cache, const struct img_snapshot_choice *choice, struct bdev **out)
 {
     /* The file itself first: qemu-img names it twice when it cannot be opened at all. */
     int fd = open(path, readonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CLOEXEC);
@@ -43,13 +48,63 @@ int img_open_image(const char *path, const char *format, bool readonly, bool for
     }
     if (options.format == BDEV_FORMAT_AUTO)
         options.format = BDEV_FORMAT_RAW; /* raw on a block device is still the device */
+    if (choice_given(choice)) {
+        if (options.format != BDEV_FORMAT_QCOW2) {
+            img_error("Failed to load snapshot: Block format '%s' used by device '' does not support temporarily "
+                      "loading internal snapshots",
+                      bdev_format_name(options.format));
+            return -ENOTSUP;
+        }
+        options.snapshot_id = choice->id;
+        options.snapshot_name = choice->name;
+        options.snapshot_any = choice->any;
+    }
     char *reason = NULL;
     int rc = bdev_open(&options, out, &reason);
-    if (rc < 0)
+    if (rc == -ENOENT && choice_given(choice))
+        img_error("Failed to load snapshot: Can't find snapshot");
+    else if (rc < 0)
         img_open_error(path, rc, reason);
     free(reason);
     return rc;
 }
+
+int img_open_image(const char *path, const char *format, bool readonly, bool force_share, enum bdev_cache_mode cache,
+                   struct bdev **out)
+{
+    return open_image(path, format, readonly, force_share, cache, NULL, out);
+}
+
+int img_open_snapshot(const char *path, const char *format, bool force_share, enum bdev_cache_mode cache,
+                      const struct img_snapshot_choice *choice, struct bdev **out)
+{
+    return open_image(path, format, true, force_share, cache, choice, out);
+}
+
+int img_snapshot_param_parse(const char *text, struct img_snapshot_choice *choice)
+{
+    *choice = (struct img_snapshot_choice){0};
+    if (strncmp(text, "snapshot.", 9)) {
+        choice->any = text;
+        return 0;
+    }
+    char *message = NULL;
+    if (img_options_parse(&choice->storage, text, &message) < 0 || choice->storage.help) {
+        free(message);
+        img_error("Failed in parsing snapshot param '%s'", text);
+        return 1;
+    }
+    choice->id = img_options_take(&choice->storage, "snapshot.id");
+    choice->name = img_options_take(&choice->storage, "snapshot.name");
+    if (img_options_unused(&choice->storage)) {
+        img_error("Invalid parameter '%s'", img_options_unused(&choice->storage));
+        img_error("Failed in parsing snapshot param '%s'", text);
+        return 1;
+    }
+    return 0;
+}
+
+void img_snapshot_choice_free(struct img_snapshot_choice *choice) { img_options_free(&choice->storage); }
 
 int img_one_image(const char *format, int argc, char **argv, int optind, const char **filename)
 {

@@ -39,7 +39,6 @@ static void layer_clear(struct img_layer *layer)
     if (layer->fd >= 0)
         close(layer->fd);
     free(layer->data_filename);
-    free(layer->l2_table);
 }
 
 void img_chain_close(struct img_chain *chain)
@@ -53,11 +52,11 @@ void img_chain_close(struct img_chain *chain)
 }
 
 int img_chain_open(const char *path, const char *format, bool force_share, enum bdev_cache_mode cache,
-                   struct img_chain *chain)
+                   const struct img_snapshot_choice *snapshot, struct img_chain *chain)
 {
     *chain = (struct img_chain){0};
     struct bdev *top;
-    int rc = img_open_image(path, format, true, force_share, cache, &top);
+    int rc = img_open_snapshot(path, format, force_share, cache, snapshot, &top);
     if (rc < 0)
         return rc;
     for (struct bdev *bdev = top; bdev; bdev = qcow2_image_is(bdev) ? qcow2_image_backing(bdev) : NULL) {
@@ -149,43 +148,6 @@ static int detect_metadata_preallocation(struct img_layer *layer)
     return rc;
 }
 
-/*
- * Extended L2: the host cluster of guest cluster (0: none), read from the
- * L2 table in the file, since an unallocated subcluster of an allocated
- * cluster keeps its host offset in QEMU's status.
- */
-static int subcluster_host(struct img_layer *layer, uint64_t guest_cluster, uint64_t *host)
-{
-    const struct qcow2_header *h = &qcow2_image_header(layer->bdev)->header;
-    uint64_t cluster_size = qcow2_cluster_size(h);
-    uint64_t entries = cluster_size / 16;
-    uint64_t l1_index = guest_cluster / entries;
-    *host = 0;
-    if (l1_index >= h->l1_size)
-        return 0;
-    uint8_t raw[8];
-    int rc = read_exact(layer->fd, raw, 8, h->l1_table_offset + l1_index * 8);
-    if (rc < 0)
-        return rc;
-    uint64_t table = qcow2_be64(raw) & QCOW2_OFFSET_MASK;
-    if (!table)
-        return 0;
-    if (table % cluster_size || table + cluster_size > layer->file_size)
-        return -EIO;
-    if (!layer->l2_table || layer->l2_table_offset != table) {
-        if (!layer->l2_table && !(layer->l2_table = malloc(cluster_size)))
-            return -ENOMEM;
-        layer->l2_table_offset = 0;
-        if ((rc = read_exact(layer->fd, layer->l2_table, cluster_size, table)) < 0)
-            return rc;
-        layer->l2_table_offset = table;
-    }
-    uint64_t entry = qcow2_be64(layer->l2_table + (guest_cluster % entries) * 16);
-    if (!(entry & QCOW2_OFLAG_COMPRESSED) && qcow2_l2_entry_has_host(h, entry))
-        *host = entry & QCOW2_OFFSET_MASK;
-    return 0;
-}
-
 /* file-posix's status of the image file at offset: is it a hole, and how far does that go. */
 static void file_status(int fd, uint64_t file_size, uint64_t offset, uint64_t bytes, bool *zero, uint64_t *length,
                         bool *eof)
@@ -245,7 +207,7 @@ static int unallocated_subclusters(struct img_layer *layer, uint64_t offset, str
 {
     uint64_t cluster_size = qcow2_cluster_size(&qcow2_image_header(layer->bdev)->header);
     uint64_t cluster = offset / cluster_size, host;
-    int rc = subcluster_host(layer, cluster, &host);
+    int rc = qcow2_image_cluster_host(layer->bdev, cluster, &host);
     if (rc < 0)
         return rc;
     uint64_t cluster_end = (cluster + 1) * cluster_size;
@@ -258,7 +220,7 @@ static int unallocated_subclusters(struct img_layer *layer, uint64_t offset, str
         return 0;
     }
     for (uint64_t position = cluster_end; position < offset + out->length; position += cluster_size) {
-        if ((rc = subcluster_host(layer, position / cluster_size, &host)) < 0)
+        if ((rc = qcow2_image_cluster_host(layer->bdev, position / cluster_size, &host)) < 0)
             return rc;
         if (host) {
             out->length = position - offset;
@@ -382,14 +344,15 @@ int img_status_above(struct img_chain *chain, uint64_t offset, uint64_t bytes, s
 /* ---- the filename argument ---- */
 
 int img_chain_open_spec(const char *spec, bool image_opts, const char *format, bool force_share,
-                        enum bdev_cache_mode cache, struct img_chain *chain)
+                        enum bdev_cache_mode cache, const struct img_snapshot_choice *snapshot,
+                        struct img_chain *chain)
 {
     if (!image_opts) {
         if (format && !img_input_format_known(format)) {
             img_error("Could not open '%s': Unknown driver '%s'", spec, format);
             return -EINVAL;
         }
-        return img_chain_open(spec, format, force_share, cache, chain);
+        return img_chain_open(spec, format, force_share, cache, snapshot, chain);
     }
     if (format) {
         img_error("--image-opts and --format are mutually exclusive");
@@ -424,7 +387,7 @@ int img_chain_open_spec(const char *spec, bool image_opts, const char *format, b
     else if (driver && !img_input_format_known(driver))
         img_error("Could not open '%s': Unknown driver '%s'", path, driver);
     else
-        rc = img_chain_open(path, driver, force_share, cache, chain);
+        rc = img_chain_open(path, driver, force_share, cache, snapshot, chain);
     img_options_free(&options);
     return rc;
 }

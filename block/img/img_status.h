@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "block/bdev.h"
+#include "block/img/img.h"
 
 /* QEMU's BDRV_BLOCK_* bits (same values, so statuses compare as qemu-img compares them). */
 #define IMG_STATUS_DATA 0x01u
@@ -33,13 +34,11 @@
 struct img_layer {
     struct bdev *bdev;          /* the top one is the chain's; the others its backing files */
     bool qcow2;
-    int fd;                     /* qcow2: the image file, read for refcounts, L2 entries and holes; else -1 */
+    int fd;                     /* qcow2: the image file, read for refcounts and holes; else -1 */
     uint64_t file_size;
     bool preallocation_checked;
     bool metadata_preallocation; /* QEMU's heuristic: data clusters may be holes in the file */
     char *data_filename;         /* qcow2 with an external data file: its path; else NULL */
-    uint8_t *l2_table;           /* extended L2: the last L2 table read, for subcluster host offsets */
-    uint64_t l2_table_offset;
 };
 
 struct img_chain {
@@ -57,11 +56,12 @@ struct img_status {
 
 /*
  * Open path (format "raw", "qcow2" or NULL to probe) read-only with its
- * backing chain.  Errors are printed as qemu-img prints them ("Could not
+ * backing chain; with snapshot (may be NULL), that internal snapshot of
+ * the top image.  Errors are printed as qemu-img prints them ("Could not
  * open 'path': ..."); returns 0 or -errno.
  */
 int img_chain_open(const char *path, const char *format, bool force_share, enum bdev_cache_mode cache,
-                   struct img_chain *chain);
+                   const struct img_snapshot_choice *snapshot, struct img_chain *chain);
 /*
  * img_chain_open for a verb's filename argument: with image_opts it is
  * qemu's --image-opts string ("driver=qcow2,file.filename=PATH"; driver
@@ -69,7 +69,8 @@ int img_chain_open(const char *path, const char *format, bool force_share, enum 
  * luna-img does not read is refused as qemu-img refuses it.
  */
 int img_chain_open_spec(const char *spec, bool image_opts, const char *format, bool force_share,
-                        enum bdev_cache_mode cache, struct img_chain *chain);
+                        enum bdev_cache_mode cache, const struct img_snapshot_choice *snapshot,
+                        struct img_chain *chain);
 void img_chain_close(struct img_chain *chain);
 
 /* The top image. */

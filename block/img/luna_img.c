@@ -22,7 +22,7 @@ static const struct verb verbs[] = {
     {"commit", "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] "
                "[-p] filename",
      img_commit_main},
-    {"convert", "convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
+    {"convert", "convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-l snapshot_param] "
                 "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] [-U] "
                 "filename [filename2 [...]] output_filename",
      img_convert_main},

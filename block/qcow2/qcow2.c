@@ -461,6 +461,7 @@ static int open_backing(struct qcow2 *q, const struct bdev_options *options, cha
     if (rc == 0) {
         struct bdev_options backing_options = *options;
         backing_options.backing = NULL;
+        backing_options.snapshot_id = backing_options.snapshot_name = backing_options.snapshot_any = NULL;
         backing_options.path = path;
         backing_options.format = format;
         backing_options.readonly = true;
@@ -500,6 +501,7 @@ static int open_data_file(struct qcow2 *q, const struct bdev_options *options, c
     }
     struct bdev_options data_options = *options;
     data_options.backing = NULL;
+    data_options.snapshot_id = data_options.snapshot_name = data_options.snapshot_any = NULL;
     data_options.path = path;
     data_options.format = BDEV_FORMAT_AUTO;
     data_options.readonly = q->readonly;
@@ -744,6 +746,20 @@ bool qcow2_probe(const char *path)
     return image_probe(path) == BDEV_FORMAT_QCOW2;
 }
 
+/* The snapshot bdev_options names, read-only, in place of the active image. */
+static int open_snapshot(struct qcow2 *q, const struct bdev_options *options, char **error_message)
+{
+    if (!q->readonly)
+        return error_message_set(error_message, -EINVAL, "%s: a snapshot can only be opened read-only",
+                                 q->bdev->filename);
+    int rc = qcow2_snapshot_view_load(q, options->snapshot_id, options->snapshot_name, options->snapshot_any);
+    if (rc == -ENOENT)
+        error_message_set(error_message, rc, "%s: Can't find snapshot", q->bdev->filename);
+    else if (rc < 0)
+        error_message_set(error_message, rc, "%s: cannot read the snapshot table", q->bdev->filename);
+    return rc;
+}
+
 int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **error_message)
 {
     if (open_depth >= MAX_BACKING_DEPTH) {
@@ -778,6 +794,8 @@ int qcow2_open(struct bdev *bdev, const struct bdev_options *options, char **err
         rc = check_features(q, error_message);
     if (rc == 0)
         rc = setup_geometry_and_tables(q, options->l2_cache_size, error_message);
+    if (rc == 0 && (options->snapshot_id || options->snapshot_name || options->snapshot_any))
+        rc = open_snapshot(q, options, error_message);
     q->data = q->file;
     if (rc == 0 && (q->image.header.incompatible_features & QCOW2_INCOMPAT_DATA_FILE))
         rc = open_data_file(q, options, error_message);

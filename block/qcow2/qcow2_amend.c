@@ -105,6 +105,38 @@ static int expand_zero_clusters(struct qcow2 *q, struct amend_progress *progress
     return rc == 0 ? qcow2_file_flush(q) : rc;
 }
 
+/* Whether any L2 table of the active image or a snapshot maps a compressed cluster. */
+static int any_compressed(struct qcow2 *q, bool *found)
+{
+    *found = false;
+    uint8_t *table = malloc(q->cluster_size);
+    if (!table)
+        return -ENOMEM;
+    struct qcow2_snapshot_table snapshots = {0};
+    int rc = qcow2_snapshots_load(q, &snapshots);
+    for (int32_t s = -1; rc == 0 && !*found && s < (int32_t)snapshots.count; s++) {
+        uint64_t *l1 = q->l1_table;
+        uint32_t l1_size = q->l1_size;
+        if (s >= 0) {
+            if ((rc = qcow2_snapshot_l1_read(q, &snapshots.entries[s], &l1)) < 0)
+                break;
+            l1_size = snapshots.entries[s].l1_size;
+        }
+        for (uint32_t i = 0; rc == 0 && !*found && i < l1_size; i++) {
+            uint64_t l2_offset;
+            if ((rc = qcow2_l2_table_read(q, l1[i], &l2_offset, table)) < 0 || !l2_offset)
+                continue;
+            for (uint32_t e = 0; e < q->l2_entries && !*found; e++)
+                *found = (qcow2_be64(table + (uint64_t)e * q->l2_entry_size) & QCOW2_OFLAG_COMPRESSED) != 0;
+        }
+        if (s >= 0)
+            free(l1);
+    }
+    qcow2_snapshot_table_clear(&snapshots);
+    free(table);
+    return rc;
+}
+
 static int set_version_locked(struct qcow2 *q, uint32_t version, struct amend_progress *progress)
 {
     struct qcow2_image_header *image = &q->image;
@@ -124,13 +156,19 @@ static int set_version_locked(struct qcow2 *q, uint32_t version, struct amend_pr
             rc = qcow2_image_header_set_default_feature_names(image);
     } else {
         /* Only what v2 can say: the caller checked refcount_order and the incompatible bits. */
-        if (h->refcount_order != 4 || (h->incompatible_features & ~QCOW2_INCOMPAT_DIRTY))
+        if (h->refcount_order != 4 || (h->incompatible_features & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION)))
             return -ENOTSUP;
+        /* zstd can go when nothing was compressed with it (v2 knows zlib only), as QEMU allows. */
+        bool compressed = false;
+        if ((h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) &&
+            ((rc = any_compressed(q, &compressed)) < 0 || compressed))
+            return rc < 0 ? rc : -ENOTSUP;
         rc = expand_zero_clusters(q, progress);
         if (rc == 0) {
             h->version = 2;
             h->header_length = QCOW2_V2_HEADER_LENGTH;
             h->incompatible_features = h->compatible_features = h->autoclear_features = 0;
+            h->compression_type = 0;
             free(image->feature_names);
             image->feature_names = NULL;
             image->feature_name_count = 0;
@@ -155,6 +193,15 @@ int qcow2_image_set_version(struct bdev *bdev, uint32_t version, qcow2_progress_
         return rc;
     struct amend_progress progress = {.report = report, .opaque = opaque};
     return qcow2_tables_end(q, set_version_locked(q, version, &progress));
+}
+
+int qcow2_image_compressed_clusters(struct bdev *bdev, bool *found)
+{
+    struct qcow2 *q = bdev->driver;
+    pthread_mutex_lock(&q->lock);
+    int rc = any_compressed(q, found);
+    pthread_mutex_unlock(&q->lock);
+    return rc;
 }
 
 int qcow2_image_set_lazy_refcounts(struct bdev *bdev, bool enabled)

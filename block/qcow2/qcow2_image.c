@@ -257,3 +257,20 @@ int qcow2_image_zero_unallocated(struct bdev *bdev, uint64_t offset, uint64_t le
     pthread_mutex_unlock(&q->lock);
     return rc;
 }
+
+/* ---- one cluster's host ---- */
+
+int qcow2_image_cluster_host(struct bdev *bdev, uint64_t guest_cluster, uint64_t *host)
+{
+    struct qcow2 *q = bdev->driver;
+    *host = 0;
+    if (guest_cluster >= (uint64_t)q->l1_size * q->l2_entries)
+        return 0;
+    pthread_mutex_lock(&q->lock);
+    uint64_t entry, bitmap;
+    int rc = qcow2_l2_entry_get(q, guest_cluster, false, &entry, &bitmap);
+    if (rc == 0 && !(entry & QCOW2_OFLAG_COMPRESSED) && qcow2_l2_entry_has_host(&q->image.header, entry))
+        *host = entry & QCOW2_OFFSET_MASK;
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}

@@ -34,6 +34,13 @@ struct qcow2_layer_extent {
  */
 int qcow2_layer_status(struct bdev *bdev, uint64_t offset, uint64_t length, struct qcow2_layer_extent *out);
 
+/*
+ * The host cluster a guest cluster's L2 entry names (0: none, or
+ * compressed), whatever its subcluster bitmap says: QEMU's status keeps
+ * the host offset of an unallocated subcluster of an allocated cluster.
+ */
+int qcow2_image_cluster_host(struct bdev *bdev, uint64_t guest_cluster, uint64_t *host);
+
 /* The image's decoded header, extensions and backing name (read-only view, valid while open). */
 const struct qcow2_image_header *qcow2_image_header(const struct bdev *bdev);
 
@@ -114,13 +121,16 @@ int qcow2_image_data_file_resize(struct bdev *bdev, uint64_t size);
  * Amending (qcow2_amend.c), as qemu-img amend does.  No guest I/O
  * meanwhile; 0 or -errno.  set_version: 3 upgrades (header only); 2
  * downgrades, expanding zero clusters first (-ENOTSUP unless refcounts
- * are 16 bits and no incompatible feature but the dirty bit is set: the
- * caller says which, as qemu-img does).  set_lazy_refcounts: the
+ * are 16 bits and no incompatible feature but the dirty bit and zstd
+ * without compressed clusters is set: the caller says which, as qemu-img
+ * does).  set_lazy_refcounts: the
  * compatible bit (v3 only, else -ENOTSUP).  report (may be NULL) hears of
  * progress in QEMU's steps.
  */
 typedef void qcow2_progress_fn(void *opaque, uint64_t done, uint64_t total);
 int qcow2_image_set_version(struct bdev *bdev, uint32_t version, qcow2_progress_fn *report, void *opaque);
 int qcow2_image_set_lazy_refcounts(struct bdev *bdev, bool enabled);
+/* Whether the active image or a snapshot maps a compressed cluster (a zstd image can go v2 only without). */
+int qcow2_image_compressed_clusters(struct bdev *bdev, bool *found);
 
 #endif

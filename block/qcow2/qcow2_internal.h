@@ -286,6 +286,11 @@ int qcow2_copied_flags_fix(struct qcow2 *q);
 struct qcow2_snapshot_table;
 int qcow2_snapshots_load(struct qcow2 *q, struct qcow2_snapshot_table *table);
 int qcow2_snapshot_l1_read(struct qcow2 *q, const struct qcow2_snapshot *snapshot, uint64_t **out);
+/*
+ * A read-only open of a snapshot (bdev_options.snapshot_*): the active L1
+ * in memory becomes the snapshot's.  -ENOENT when there is none such.
+ */
+int qcow2_snapshot_view_load(struct qcow2 *q, const char *id, const char *name, const char *id_or_name);
 
 /* ---- guest I/O, blocking (qcow2_io.c); pool threads and tools ---- */
 

@@ -317,6 +317,44 @@ int qcow2_tables_end(struct qcow2 *q, int rc)
     return rc < 0 ? rc : flushed;
 }
 
+/* ---- reading a snapshot ---- */
+
+int qcow2_snapshot_view_load(struct qcow2 *q, const char *id, const char *name, const char *id_or_name)
+{
+    struct qcow2_snapshot_table table;
+    int rc = qcow2_snapshots_load(q, &table);
+    if (rc < 0)
+        return rc;
+    int index = -ENOENT;
+    if (id_or_name) {
+        index = table_find(&table, id_or_name);
+    } else {
+        for (uint32_t i = 0; i < table.count && index < 0; i++)
+            if ((!id || !strcmp(table.entries[i].id, id)) && (!name || !strcmp(table.entries[i].name, name)))
+                index = (int)i;
+    }
+    uint64_t *snapshot_l1 = NULL;
+    rc = index >= 0 ? qcow2_snapshot_l1_read(q, &table.entries[index], &snapshot_l1) : -ENOENT;
+    if (rc == 0) {
+        /* The image's size stays: past the snapshot's own L1 everything reads as unallocated. */
+        uint32_t l1_size = table.entries[index].l1_size;
+        uint32_t slots = l1_size > q->l1_size ? l1_size : q->l1_size;
+        uint64_t *l1 = calloc(slots ? slots : 1, sizeof(*l1));
+        rc = l1 ? qcow2_cache_resize_keys(&q->l2_cache, slots) : -ENOMEM;
+        if (rc == 0) {
+            memcpy(l1, snapshot_l1, (size_t)l1_size * sizeof(*l1));
+            free(q->l1_table);
+            q->l1_table = l1;
+            q->l1_size = slots;
+        } else {
+            free(l1);
+        }
+    }
+    free(snapshot_l1);
+    qcow2_snapshot_table_clear(&table);
+    return rc;
+}
+
 /* ---- the operations ---- */
 
 int qcow2_image_snapshot_list(struct bdev *bdev, struct qcow2_snapshot_table *table)

@@ -190,3 +190,40 @@ qemu-io -c 'write 0 64k' r1.qcow2 >/dev/null
 "$LUNA_IMG" snapshot -c s r1.qcow2 2>/dev/null && fail "a snapshot of a refcount_bits=1 image was created"
 clean "after a refused create" r1.qcow2
 pass "a refused create (refcount_bits=1) leaves the image clean, with no leak"
+
+# Reading a snapshot: convert -l and measure -l, as qemu-img (the virtual size stays the image's).
+rm -f v.qcow2
+qemu-img create -q -f qcow2 v.qcow2 4M
+qemu-io -c 'write -P 1 0 1M' -c 'write -z 2M 64k' v.qcow2 >/dev/null
+"$LUNA_IMG" snapshot -c one v.qcow2
+qemu-io -c 'write -P 2 0 2M' v.qcow2 >/dev/null
+"$LUNA_IMG" resize -q v.qcow2 8M
+for param in one 1 snapshot.id=1 snapshot.name=one snapshot.id=1,snapshot.name=one; do
+  rm -f l.raw q.raw
+  "$LUNA_IMG" convert -l "$param" -O raw v.qcow2 l.raw
+  qemu-img convert -l "$param" -O raw v.qcow2 q.raw
+  cmp -s l.raw q.raw || fail "convert -l $param reads differently from qemu-img"
+  diff <("$LUNA_IMG" measure -l "$param" -O qcow2 v.qcow2) <(qemu-img measure -l "$param" -O qcow2 v.qcow2) >/dev/null ||
+    fail "measure -l $param differs: $("$LUNA_IMG" measure -l "$param" -O qcow2 v.qcow2)"
+done
+"$LUNA_IMG" convert -l one -O qcow2 v.qcow2 l.qcow2
+qemu-img compare -q l.raw l.qcow2 || fail "convert -l to qcow2 reads differently"
+pass "convert -l and measure -l read the snapshot as qemu-img (5 ways of naming it)"
+same_convert_error() {
+  local label=$1; shift
+  local qs=0 ls=0
+  rm -f o.raw
+  qemu-img "$@" >q.out 2>q.err || qs=$?
+  rm -f o.raw
+  "$LUNA_IMG" "$@" >l.out 2>l.err || ls=$?
+  [ "$qs" = "$ls" ] || fail "$label: exit $ls, qemu-img $qs"
+  diff <(as_luna q.err) l.err >/dev/null || fail "$label: messages differ: $(diff <(as_luna q.err) l.err)"
+  pass "$label: exit $ls $(head -n 1 l.err)"
+}
+same_convert_error "convert -l unknown" convert -l nope -O raw v.qcow2 o.raw
+same_convert_error "convert -l id and name disagree" convert -l snapshot.id=2,snapshot.name=one -O raw v.qcow2 o.raw
+same_convert_error "convert -l bad parameter" convert -l snapshot.bogus=1 -O raw v.qcow2 o.raw
+same_convert_error "convert -l on raw" convert -f raw -l one -O raw r.raw o.raw
+same_convert_error "convert -l with two inputs" convert -l one -O raw v.qcow2 v.qcow2 o.raw
+same_convert_error "measure -l unknown" measure -l nope -O qcow2 v.qcow2
+same_convert_error "measure -l on raw" measure -f raw -l one -O qcow2 r.raw
