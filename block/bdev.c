@@ -10,6 +10,7 @@
 #include "block/file_io.h"
 #include "block/foreign/foreign.h"
 #include "block/lvm/lvm.h"
+#include "block/nbd_client.h"
 #include "block/qcow2/qcow2.h"
 
 void bdev_options_init(struct bdev_options *options)
@@ -30,6 +31,9 @@ void bdev_options_init(struct bdev_options *options)
         .snapshot_id = NULL,
         .snapshot_name = NULL,
         .snapshot_any = NULL,
+        .reconnect_timeout = 0,
+        .event = NULL,
+        .event_opaque = NULL,
     };
 }
 
@@ -44,7 +48,9 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
 
     /* raw is a data format, not a file type: raw on a block device is host_device. */
     enum bdev_format format = options->format;
-    if (format == BDEV_FORMAT_AUTO || format == BDEV_FORMAT_RAW) {
+    if ((format == BDEV_FORMAT_AUTO || format == BDEV_FORMAT_RAW) && nbd_client_is_url(options->path)) {
+        format = BDEV_FORMAT_NBD; /* raw data on a server */
+    } else if (format == BDEV_FORMAT_AUTO || format == BDEV_FORMAT_RAW) {
         struct stat st;
         bool is_block = stat(options->path, &st) == 0 && S_ISBLK(st.st_mode);
         format = is_block ? BDEV_FORMAT_HOST_DEVICE : BDEV_FORMAT_RAW;
@@ -82,6 +88,9 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
         break;
     case BDEV_FORMAT_LVM:
         rc = lvm_open(bdev, options, error_message);
+        break;
+    case BDEV_FORMAT_NBD:
+        rc = nbd_client_open(bdev, options, error_message);
         break;
     default:
         error_message_set(error_message, 0, "%s: unknown format", options->path);
@@ -263,6 +272,7 @@ static const char *const format_names[] = {
     [BDEV_FORMAT_VDI] = "vdi",
     [BDEV_FORMAT_VPC] = "vpc",
     [BDEV_FORMAT_LVM] = "lvm",
+    [BDEV_FORMAT_NBD] = "nbd",
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))

@@ -146,7 +146,7 @@ struct bdev {
 
 /* How to open: mirrors QEMU's -drive options. */
 enum bdev_format {
-    BDEV_FORMAT_AUTO,        /* host_device for block devices, raw otherwise */
+    BDEV_FORMAT_AUTO,        /* nbd for NBD URLs, host_device for block devices, raw otherwise */
     BDEV_FORMAT_RAW,
     BDEV_FORMAT_HOST_DEVICE,
     BDEV_FORMAT_QCOW2,
@@ -154,6 +154,7 @@ enum bdev_format {
     BDEV_FORMAT_VDI,
     BDEV_FORMAT_VPC,
     BDEV_FORMAT_LVM,         /* path "VG/LV": block/lvm */
+    BDEV_FORMAT_NBD,         /* path nbd://...: a disk on an NBD server (block/nbd_client.h) */
 };
 
 enum bdev_cache_mode {
@@ -204,6 +205,15 @@ struct bdev_options {
      * active image.  No such snapshot: -ENOENT.
      */
     const char *snapshot_id, *snapshot_name, *snapshot_any;
+    /* Remote disks: seconds unreachable before requests fail (0: the default, 60). */
+    uint32_t reconnect_timeout;
+    /*
+     * Things that happen to an open bdev that its user should log (block/
+     * does not): a remote disk's connection lost or regained.  Called from
+     * the driver's own thread; NULL: nobody listens.
+     */
+    void (*event)(void *opaque, const char *message);
+    void *event_opaque;
 };
 
 void bdev_options_init(struct bdev_options *options);

@@ -20,7 +20,7 @@ bool export_config_equal(const struct export_config *a, const struct export_conf
            x->create_size_set == y->create_size_set &&
            (!x->create_size_set || x->create_size == y->create_size) && x->l2_cache_size == y->l2_cache_size &&
            a->overlay == b->overlay && strings_equal(a->overlay_dir, b->overlay_dir) &&
-           strings_equal(x->lvm_devices, y->lvm_devices);
+           strings_equal(x->lvm_devices, y->lvm_devices) && x->reconnect_timeout == y->reconnect_timeout;
 }
 
 void export_config_clear(struct export_config *config)

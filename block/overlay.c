@@ -46,7 +46,9 @@ int overlay_create_file(const struct export *export, const char *path, bool temp
     options.size = export->bdev->size;
     char *backing = realpath(export->config.bdev.path, NULL);
     options.backing_file = backing ? backing : export->config.bdev.path;
-    options.backing_format = export->bdev->ops->name;
+    /* Remote disks and LVs are raw data to QEMU, which reads the overlay's header too. */
+    const char *driver = export->bdev->ops->name;
+    options.backing_format = !strcmp(driver, "nbd") || !strcmp(driver, "lvm") ? "raw" : driver;
     int rc = qcow2_create(path, &options, error_message);
     free(backing);
     return rc;

@@ -55,12 +55,14 @@ enum export_option {
     EXPORT_OPTION_L2_CACHE_SIZE,
     EXPORT_OPTION_OVERLAY,
     EXPORT_OPTION_LVM_DEVICES,
+    EXPORT_OPTION_RECONNECT_TIMEOUT,
     EXPORT_OPTION_COUNT,
 };
 
 /* "path, format, ..." for messages. */
 #define EXPORT_OPTION_LIST                                                                                    \
-    "path, format, readonly, cache, aio, discard, description, create_size, l2_cache_size, overlay, lvm_devices"
+    "path, format, readonly, cache, aio, discard, description, create_size, l2_cache_size, overlay, lvm_devices, " \
+    "reconnect_timeout"
 
 /* Index of a key ("create_size"; "create-size" too), or -1. */
 int export_option_lookup(const char *key);

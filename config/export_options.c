@@ -21,6 +21,7 @@ static const char *const option_names[EXPORT_OPTION_COUNT] = {
     [EXPORT_OPTION_L2_CACHE_SIZE] = "l2_cache_size",
     [EXPORT_OPTION_OVERLAY] = "overlay",
     [EXPORT_OPTION_LVM_DEVICES] = "lvm_devices",
+    [EXPORT_OPTION_RECONNECT_TIMEOUT] = "reconnect_timeout",
 };
 
 /* NBD limits export names to 4096 bytes. */
@@ -210,6 +211,17 @@ int export_option_set(struct export_config *export, enum export_option option, c
         int ret = replace_string(&devices, value);
         bdev->lvm_devices = devices;
         return ret;
+    }
+    case EXPORT_OPTION_RECONNECT_TIMEOUT: {
+        char *end;
+        errno = 0;
+        unsigned long seconds = strtoul(value, &end, 10);
+        if (errno || end == value || *end || seconds == 0 || seconds > 86400) {
+            *reason = config_printf("invalid value '%s' (expected seconds, 1 to 86400)", value);
+            return -EINVAL;
+        }
+        bdev->reconnect_timeout = (uint32_t)seconds;
+        return 0;
     }
     case EXPORT_OPTION_COUNT:
         break;

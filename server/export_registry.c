@@ -46,6 +46,12 @@ struct export_table *export_registry_current(struct export_registry *registry)
 }
 
 /* The export of old with exactly this configuration, if any. */
+
+static void bdev_event_log(void *opaque, const char *message)
+{
+    (void)opaque;
+    log_warn("%s", message);
+}
 static struct export *find_unchanged(const struct export_table *old, const struct export_config *config)
 {
     if (!old)
@@ -92,7 +98,9 @@ int export_registry_publish(struct export_registry *registry,
         if (export) {
             export_ref(export);
         } else {
-            ret = export_open(&configs[i], &export, error_message);
+            struct export_config config = configs[i];
+            config.bdev.event = bdev_event_log; /* a remote disk's drops and reconnections */
+            ret = export_open(&config, &export, error_message);
             if (ret < 0)
                 break;
             if (export->bdev->notice)

@@ -13,6 +13,7 @@
 #define MAX_TRANSFER (32u << 20)
 
 struct mapped_image {
+    struct bdev_ops ops; /* mapped_image_ops named after the format ("vmdk", ...) */
     struct bdev *file;
     const struct mapped_format *format;
     void *state;
@@ -208,8 +209,10 @@ int mapped_image_attach(struct bdev *bdev, struct bdev *file, const struct mappe
         bdev_close(file);
         return -ENOMEM;
     }
-    *image = (struct mapped_image){.file = file, .format = format, .state = state, .cluster_size = cluster_size};
-    bdev->ops = &mapped_image_ops;
+    *image = (struct mapped_image){.ops = mapped_image_ops, .file = file, .format = format, .state = state,
+                                   .cluster_size = cluster_size};
+    image->ops.name = format->name;
+    bdev->ops = &image->ops;
     bdev->driver = image;
     bdev->size = size;
     bdev->caps = BDEV_CAP_READ_ONLY | BDEV_CAP_BLOCK_STATUS | BDEV_CAP_ZERO_INIT;

@@ -21,6 +21,7 @@
 #include "block/img/img.h"
 #include "block/qcow2/qcow2.h"
 #include "block/image_probe.h"
+#include "block/nbd_client.h"
 #include "block/qcow2/qcow2_format.h"
 #include "block/qcow2/qcow2_snapshots.h"
 #include "common/error_message.h"
@@ -31,6 +32,7 @@ struct image_info {
     uint64_t virtual_size;
     uint64_t actual_size;
     uint64_t cluster_size; /* 0: none to show */
+    bool remote;           /* an nbd:// URL: no disk size, no dirty flag */
     bool qcow2;
     struct qcow2_image_header image;
     struct qcow2_snapshot_table snapshots;
@@ -111,6 +113,12 @@ static int image_info_read(struct image_info *info, const char *filename, const 
 {
     memset(info, 0, sizeof(*info));
     info->filename = filename;
+    if (nbd_client_is_url(filename)) {
+        /* A disk on a server: its data as raw, its disk usage unknown (as qemu-img shows it). */
+        info->remote = true;
+        info->format = "raw";
+        return read_through_bdev(info, BDEV_FORMAT_RAW, message);
+    }
     int fd = open(filename, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return error_message_set(message, -errno, "Could not open '%s': Could not open '%s': %s", filename,
@@ -180,7 +188,8 @@ static json_object *info_json(const struct image_info *info)
     if (info->cluster_size)
         json_object_object_add(o, "cluster-size", json_object_new_uint64(info->cluster_size));
     json_object_object_add(o, "format", json_object_new_string(info->format));
-    json_object_object_add(o, "actual-size", json_object_new_uint64(info->actual_size));
+    if (!info->remote)
+        json_object_object_add(o, "actual-size", json_object_new_uint64(info->actual_size));
     if (info->qcow2) {
         json_object *data = json_object_new_object();
         json_object_object_add(data, "compat", json_object_new_string(h->version >= 3 ? "1.1" : "0.10"));
@@ -209,7 +218,9 @@ static json_object *info_json(const struct image_info *info)
         json_object_object_add(o, "full-backing-filename", json_object_new_string(info->full_backing));
         json_object_object_add(o, "backing-filename", json_object_new_string(info->image.backing_file));
     }
-    json_object_object_add(o, "dirty-flag", json_object_new_boolean(h->incompatible_features & QCOW2_INCOMPAT_DIRTY));
+    if (!info->remote)
+        json_object_object_add(o, "dirty-flag",
+                               json_object_new_boolean(h->incompatible_features & QCOW2_INCOMPAT_DIRTY));
     return o;
 }
 
@@ -269,7 +280,10 @@ static void print_human(const struct image_info *info)
     const struct qcow2_header *h = &info->image.header;
     char virtual_size[32], disk_size[32];
     size_text(info->virtual_size, virtual_size, sizeof(virtual_size));
-    size_text(info->actual_size, disk_size, sizeof(disk_size));
+    if (info->remote)
+        snprintf(disk_size, sizeof(disk_size), "unavailable");
+    else
+        size_text(info->actual_size, disk_size, sizeof(disk_size));
     printf("image: %s\nfile format: %s\nvirtual size: %s (%" PRIu64 " bytes)\ndisk size: %s\n", info->filename,
            info->format, virtual_size, info->virtual_size, disk_size);
     if (info->cluster_size)

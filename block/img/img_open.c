@@ -7,13 +7,14 @@
 
 #include "block/image_probe.h"
 #include "block/img/img.h"
+#include "block/nbd_client.h"
 #include "block/qcow2/qcow2.h"
 
 bool img_input_format_known(const char *format)
 {
     enum bdev_format parsed;
     return bdev_format_parse(format, &parsed) == 0 && parsed != BDEV_FORMAT_AUTO && parsed != BDEV_FORMAT_HOST_DEVICE &&
-           parsed != BDEV_FORMAT_LVM;
+           parsed != BDEV_FORMAT_LVM && parsed != BDEV_FORMAT_NBD;
 }
 
 static bool choice_given(const struct img_snapshot_choice *choice)
@@ -25,13 +26,15 @@ static int open_image(const char *path, const char *format, bool readonly, bool 
                       enum bdev_cache_mode cache, const struct img_snapshot_choice *choice, struct bdev **out)
 {
     /* The file itself first: qemu-img names it twice when it cannot be opened at all. */
-    int fd = open(path, readonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
+    bool remote = nbd_client_is_url(path);
+    int fd = remote ? -1 : open(path, readonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CLOEXEC);
+    if (!remote && fd < 0) {
         int error = errno;
         img_error("Could not open '%s': Could not open '%s': %s", path, path, strerror(error));
         return -error;
     }
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     struct bdev_options options;
     bdev_options_init(&options);
     options.path = path;
@@ -39,15 +42,15 @@ static int open_image(const char *path, const char *format, bool readonly, bool 
     options.force_share = force_share;
     options.cache = cache;
     if (!format)
-        options.format = image_probe(path);
+        options.format = remote ? BDEV_FORMAT_AUTO : image_probe(path); /* a remote disk is taken as raw */
     else if (bdev_format_parse(format, &options.format) < 0)
         options.format = BDEV_FORMAT_RAW;
-    if (options.format == BDEV_FORMAT_QCOW2 && !qcow2_probe(path)) {
+    if (options.format == BDEV_FORMAT_QCOW2 && !remote && !qcow2_probe(path)) {
         img_error("Could not open '%s': Image is not in qcow2 format", path);
         return -EINVAL;
     }
     if (options.format == BDEV_FORMAT_AUTO)
-        options.format = BDEV_FORMAT_RAW; /* raw on a block device is still the device */
+        options.format = BDEV_FORMAT_RAW; /* raw on a block device is still the device, on a URL the remote disk */
     if (choice_given(choice)) {
         if (options.format != BDEV_FORMAT_QCOW2) {
             img_error("Failed to load snapshot: Block format '%s' used by device '' does not support temporarily "

@@ -280,6 +280,10 @@ Test(cli, bad_export_flags)
     expect_failure(PARSE("--export", "a=x,path=y"), "--export a: path: given twice");
     expect_failure(PARSE("--export", "a=x,create-size=lots"), "--export a: create-size: invalid size");
     expect_failure(PARSE("--export", "a=x,format=qed"), "--export a: format: unknown value 'qed'");
+    expect_failure(PARSE("--export", "a=nbd://h/e,reconnect-timeout=0"),
+                   "--export a: reconnect-timeout: invalid value '0' (expected seconds, 1 to 86400)");
+    expect_failure(PARSE("--export", "a=x,lvm-devices=/dev/sdb"),
+                   "--export a: lvm_devices: only LVM volumes (format lvm, or qcow2 inside one) are read from");
     expect_failure(PARSE("--export", "a=x,aio=posix"), "--export a: aio: unknown value 'posix'");
     expect_failure(PARSE("--export", "a=x,discard=yes"), "--export a: discard: unknown value 'yes'");
 }
