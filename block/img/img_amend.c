@@ -13,6 +13,7 @@
 
 #include "block/img/img.h"
 #include "block/qcow2/qcow2_image.h"
+#include "block/qcow2/qcow2_snapshots.h"
 
 /* What amend takes, in qemu-img's -o help order. */
 static const char *const amend_keys[] = {
@@ -101,15 +102,36 @@ struct amend_plan {
     uint32_t version;         /* 0: unchanged */
     int lazy_refcounts;       /* -1: unchanged */
     uint64_t size;            /* 0: unchanged */
-    const char *refcount_bits;
+    int refcount_order;       /* -1: unchanged */
 };
+
+/*
+ * v2 readers know neither a snapshot's own size nor a VM state past 4 GiB:
+ * QEMU refuses to downgrade when a snapshot has either (one that records
+ * no size has the image's size when opened).  An unreadable table counts
+ * as preventing it.
+ */
+static bool snapshots_prevent_downgrade(struct bdev *bdev, uint64_t new_size)
+{
+    struct qcow2_snapshot_table table = {0};
+    if (qcow2_image_snapshot_list(bdev, &table) < 0)
+        return true;
+    bool prevented = false;
+    for (uint32_t i = 0; i < table.count; i++) {
+        const struct qcow2_snapshot *snapshot = &table.entries[i];
+        uint64_t size = snapshot->disk_size == UINT64_MAX ? bdev->size : snapshot->disk_size;
+        prevented |= snapshot->vm_state_size > UINT32_MAX || size != new_size;
+    }
+    qcow2_snapshot_table_clear(&table);
+    return prevented;
+}
 
 /* Read the options into a plan, in qemu-img's order of checks.  0 or -errno after the message. */
 static int plan_options(struct img_options *options, struct bdev *bdev, struct amend_plan *plan)
 {
     const struct qcow2_image_header *image = qcow2_image_header(bdev);
     const struct qcow2_header *h = &image->header;
-    *plan = (struct amend_plan){.lazy_refcounts = -1};
+    *plan = (struct amend_plan){.lazy_refcounts = -1, .refcount_order = -1};
     const char *compat = img_options_take(options, "compat");
     if (compat) {
         if (!strcmp(compat, "0.10") || !strcmp(compat, "v2"))
@@ -142,16 +164,16 @@ static int plan_options(struct img_options *options, struct bdev *bdev, struct a
         }
         plan->lazy_refcounts = on;
     }
-    plan->refcount_bits = img_options_take(options, "refcount_bits");
-    if (plan->refcount_bits) {
+    const char *refcount_bits = img_options_take(options, "refcount_bits");
+    if (refcount_bits) {
         char *end;
-        unsigned long bits = strtoul(plan->refcount_bits, &end, 10);
+        unsigned long bits = strtoul(refcount_bits, &end, 10);
         if (*end || !bits || bits > 64 || (bits & (bits - 1))) {
             img_error("Refcount width must be a power of two and may not exceed 64 bits");
             return -EINVAL;
         }
-        if (bits == (1ul << h->refcount_order))
-            plan->refcount_bits = NULL; /* what it has already */
+        if (bits != (1ul << h->refcount_order))
+            plan->refcount_order = __builtin_ctzl(bits);
     }
     const char *data_file = img_options_take(options, "data_file");
     if (data_file && !image->data_file) {
@@ -187,22 +209,22 @@ static int plan_options(struct img_options *options, struct bdev *bdev, struct a
         img_error("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
         return -EINVAL;
     }
-    if (plan->refcount_bits && version < 3) {
+    if (plan->refcount_order >= 0 && plan->refcount_order != 4 && version < 3) {
         img_error("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or "
                   "greater)");
         return -EINVAL;
     }
-    if (plan->refcount_bits) {
-        img_error("Changing refcount_bits is not supported by luna-img yet");
-        return -ENOTSUP;
-    }
     if (plan->version == 2 && h->version >= 3) {
-        if (h->refcount_order != 4) {
+        if ((plan->refcount_order >= 0 ? (uint32_t)plan->refcount_order : h->refcount_order) != 4) {
             img_error("compat=0.10 requires refcount_bits=16");
             return -ENOTSUP;
         }
         if (image->data_file) {
             img_error("Cannot downgrade an image with a data file");
+            return -ENOTSUP;
+        }
+        if (snapshots_prevent_downgrade(bdev, plan->size ? plan->size : bdev->size)) {
+            img_error("Internal snapshots prevent downgrade of image");
             return -ENOTSUP;
         }
         uint64_t incompatible = h->incompatible_features & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION);
@@ -228,6 +250,16 @@ static int amend(struct bdev *bdev, const struct amend_plan *plan, struct img_pr
     int rc = 0;
     if (plan->version == 3 && old_version < 3)
         rc = qcow2_image_set_version(bdev, 3, img_progress_fraction, progress);
+    if (rc == 0 && plan->refcount_order >= 0) {
+        struct qcow2_refcount_overflow overflow;
+        rc = qcow2_image_set_refcount_order(bdev, (uint32_t)plan->refcount_order, &overflow);
+        if (rc == -ERANGE) {
+            img_error("Cannot decrease refcount entry width to %u bits: Cluster at offset %#llx has a refcount of %llu",
+                      1u << plan->refcount_order, (unsigned long long)overflow.offset,
+                      (unsigned long long)overflow.refcount);
+            return rc;
+        }
+    }
     if (rc == 0 && plan->lazy_refcounts >= 0 &&
         !!(h->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) != plan->lazy_refcounts)
         rc = qcow2_image_set_lazy_refcounts(bdev, plan->lazy_refcounts);

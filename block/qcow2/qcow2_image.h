@@ -130,6 +130,18 @@ int qcow2_image_data_file_resize(struct bdev *bdev, uint64_t size);
 typedef void qcow2_progress_fn(void *opaque, uint64_t done, uint64_t total);
 int qcow2_image_set_version(struct bdev *bdev, uint32_t version, qcow2_progress_fn *report, void *opaque);
 int qcow2_image_set_lazy_refcounts(struct bdev *bdev, bool enabled);
+
+/*
+ * The refcount width becomes 1 << order bits (qcow2_refcount_order.c):
+ * new refcount structures past the end, the header switched to them, the
+ * old ones freed.  v3 only.  -ERANGE when a refcount does not fit: which
+ * cluster, and its refcount, in *overflow.
+ */
+struct qcow2_refcount_overflow {
+    uint64_t offset;
+    uint64_t refcount;
+};
+int qcow2_image_set_refcount_order(struct bdev *bdev, uint32_t order, struct qcow2_refcount_overflow *overflow);
 /* Whether the active image or a snapshot maps a compressed cluster (a zstd image can go v2 only without). */
 int qcow2_image_compressed_clusters(struct bdev *bdev, bool *found);
 

@@ -127,6 +127,15 @@ rm -f q.qcow2 l.qcow2 q.data l.data
 qemu-img create -q -f qcow2 -o data_file=q.data q.qcow2 1M
 qemu-img create -q -f qcow2 -o data_file=l.data l.qcow2 1M
 amend_both "downgrade with a data file" -o compat=0.10
+# A snapshot of another size than the image's: refused, unless size= brings the image back to it.
+fresh compat=1.1
+qemu-img snapshot -c small q.qcow2
+qemu-img resize -q q.qcow2 8M
+cp q.qcow2 l.qcow2
+amend_both "downgrade with a snapshot of another size" -o compat=0.10
+grep -q "Internal snapshots prevent downgrade" l.err || fail "snapshot size: no message"
+amend_both "downgrade back to the snapshot's size" -o compat=0.10,size=4M
+qemu-img info l.qcow2 | grep -q 'compat: 0.10' || fail "snapshot size: size=4M did not allow the downgrade"
 pass "downgrades v2 cannot express are refused as qemu-img refuses them"
 
 # ---- lazy_refcounts ----
@@ -165,3 +174,33 @@ amend_both "progress, upgrade" -p -o compat=1.1
 amend_both "progress, downgrade" -p -o compat=0.10
 amend_both "progress, quiet" -p -q -o compat=1.1
 pass "-p prints qemu-img's progress steps (-q silences them)"
+
+# ---- refcount_bits: new refcount structures; a snapshot's shared clusters keep their counts ----
+with_snapshot() { # with_snapshot CREATE-OPTIONS: a cluster shared by a snapshot has refcount 2
+  fresh "$1" 4M
+  qemu-img snapshot -c shared q.qcow2
+  qemu-io -f qcow2 -c 'write -P 8 0 4k' q.qcow2 >/dev/null
+  cp q.qcow2 l.qcow2
+}
+for cluster in 512 65536; do
+  for bits in 2 8 64 16; do
+    with_snapshot "compat=1.1,cluster_size=$cluster"
+    amend_both "refcount_bits=$bits ($cluster)" -o refcount_bits=$bits
+    qemu-img info l.qcow2 | grep -q "refcount bits: $bits" || fail "refcount_bits=$bits ($cluster) not applied"
+    amend_both "refcount_bits back to 16 ($cluster)" -o refcount_bits=16
+    qemu-img snapshot -a shared q.qcow2
+    qemu-img snapshot -a shared l.qcow2
+    check_clean "snapshot after refcount_bits=$bits" l.qcow2
+    qemu-img compare -q q.qcow2 l.qcow2 || fail "refcount_bits=$bits ($cluster): the snapshot reads differently"
+  done
+done
+with_snapshot compat=1.1
+amend_both "refcount_bits=1 with a shared cluster" -o refcount_bits=1
+grep -q "Cannot decrease refcount entry width to 1 bits" l.err || fail "refcount_bits=1: no message"
+fresh compat=1.1,refcount_bits=8
+amend_both "refcount_bits=16 and downgrade" -o refcount_bits=16,compat=0.10
+fresh compat=0.10
+amend_both "refcount_bits=8 with upgrade" -o refcount_bits=8,compat=1.1
+amend_both "refcount_bits=4 and growth" -o refcount_bits=4,size=64M
+amend_both "refcount_bits=8 on v2" -o refcount_bits=8,compat=0.10
+pass "refcount_bits changes as qemu-img amend makes them (512 and 64k clusters, snapshots)"
