@@ -10,6 +10,8 @@ build_packages=(
   zlib1g-dev libzstd-dev # qcow2 compressed clusters
   libjson-c-dev         # luna-img info --output=json
   libnbd-bin            # nbdinfo: the quick start's connect hint works out of the box
+  libnbd-dev            # remote NBD disks (block/nbd_client)
+  libiscsi-dev          # remote iSCSI disks (block/iscsi_client)
 )
 test_packages=(
   libcriterion-dev      # unit tests
@@ -18,6 +20,7 @@ test_packages=(
   nbdkit                # benchmark peer
   fio                   # ioengine=nbd verify runs and benchmarks
   lvm2                  # LVM tests build volume groups with lvm's own tools
+  tgt libiscsi-bin      # an iSCSI target (tgtd) and libiscsi's tools for the remote-disk tests
   util-linux procps iproute2 psmisc
 )
 
