@@ -10,6 +10,7 @@
 #include "block/file_io.h"
 #include "block/foreign/foreign.h"
 #include "block/lvm/lvm.h"
+#include "block/iscsi_client.h"
 #include "block/nbd_client.h"
 #include "block/qcow2/qcow2.h"
 
@@ -50,6 +51,8 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
     enum bdev_format format = options->format;
     if ((format == BDEV_FORMAT_AUTO || format == BDEV_FORMAT_RAW) && nbd_client_is_url(options->path)) {
         format = BDEV_FORMAT_NBD; /* raw data on a server */
+    } else if ((format == BDEV_FORMAT_AUTO || format == BDEV_FORMAT_RAW) && iscsi_client_is_url(options->path)) {
+        format = BDEV_FORMAT_ISCSI;
     } else if (format == BDEV_FORMAT_AUTO || format == BDEV_FORMAT_RAW) {
         struct stat st;
         bool is_block = stat(options->path, &st) == 0 && S_ISBLK(st.st_mode);
@@ -91,6 +94,9 @@ int bdev_open(const struct bdev_options *options, struct bdev **out, char **erro
         break;
     case BDEV_FORMAT_NBD:
         rc = nbd_client_open(bdev, options, error_message);
+        break;
+    case BDEV_FORMAT_ISCSI:
+        rc = iscsi_client_open(bdev, options, error_message);
         break;
     default:
         error_message_set(error_message, 0, "%s: unknown format", options->path);
@@ -273,6 +279,7 @@ static const char *const format_names[] = {
     [BDEV_FORMAT_VPC] = "vpc",
     [BDEV_FORMAT_LVM] = "lvm",
     [BDEV_FORMAT_NBD] = "nbd",
+    [BDEV_FORMAT_ISCSI] = "iscsi",
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))

@@ -146,7 +146,7 @@ struct bdev {
 
 /* How to open: mirrors QEMU's -drive options. */
 enum bdev_format {
-    BDEV_FORMAT_AUTO,        /* nbd for NBD URLs, host_device for block devices, raw otherwise */
+    BDEV_FORMAT_AUTO,        /* nbd/iscsi for their URLs, host_device for block devices, raw otherwise */
     BDEV_FORMAT_RAW,
     BDEV_FORMAT_HOST_DEVICE,
     BDEV_FORMAT_QCOW2,
@@ -155,6 +155,7 @@ enum bdev_format {
     BDEV_FORMAT_VPC,
     BDEV_FORMAT_LVM,         /* path "VG/LV": block/lvm */
     BDEV_FORMAT_NBD,         /* path nbd://...: a disk on an NBD server (block/nbd_client.h) */
+    BDEV_FORMAT_ISCSI,       /* path iscsi://...: a LUN on an iSCSI target (block/iscsi_client.h) */
 };
 
 enum bdev_cache_mode {

@@ -3,15 +3,13 @@
 #include <errno.h>
 #include <ev.h>
 #include <libnbd.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "block/aio_internal.h"
-#include "block/iov.h"
+#include "block/remote_worker.h"
 #include "common/error_message.h"
 
 #define DEFAULT_RECONNECT_TIMEOUT 60 /* seconds */
@@ -19,36 +17,18 @@
 #define BACKOFF_MAX 5.0
 #define MAX_TRANSFER (32u << 20)
 
-struct remote_request {
-    struct remote_request *next, *prev;
-    struct nbd_remote *remote;
-    struct bdev_io *io;        /* NULL for a blocking request */
-    struct bdev_io *blocking;  /* the caller's io, waiting on remote->done */
-    uint8_t *bounce;           /* read/write data when the iovec has several pieces */
-    unsigned generation;       /* the connection it was sent on */
-    int result;
-    bool finished;
-};
-
 struct nbd_remote {
+    struct remote_worker worker; /* first: remote_submit finds it through bdev->driver */
     char *uri;
     struct bdev *bdev;
     void (*event)(void *opaque, const char *message);
     void *event_opaque;
     double timeout;           /* seconds unreachable before requests fail */
 
-    pthread_t thread;
-    struct ev_loop *loop;
-    ev_async wake;
     ev_io socket;
     ev_timer retry;
 
-    pthread_mutex_t lock;     /* incoming, stopping, blocking completions */
-    pthread_cond_t done;
-    struct remote_request *incoming;
-    bool stopping;
-
-    /* The thread's own: */
+    /* The worker thread's own: */
     struct nbd_handle *handle;
     bool ready;               /* handshake done: requests can be sent */
     bool lost;                /* a command failed for want of a connection */
@@ -83,54 +63,6 @@ bool nbd_client_is_url(const char *path)
            !strncmp(path, "nbds+unix://", 12);
 }
 
-/* ---- request lists (thread only) ---- */
-
-static void list_init(struct remote_request *head) { head->next = head->prev = head; }
-static bool list_empty(const struct remote_request *head) { return head->next == head; }
-
-static void list_remove(struct remote_request *request)
-{
-    request->prev->next = request->next;
-    request->next->prev = request->prev;
-    request->next = request->prev = request;
-}
-
-static void list_append(struct remote_request *head, struct remote_request *request)
-{
-    request->prev = head->prev;
-    request->next = head;
-    head->prev->next = request;
-    head->prev = request;
-}
-
-static struct bdev_io *request_io(const struct remote_request *request)
-{
-    return request->io ? request->io : request->blocking;
-}
-
-/* ---- finishing ---- */
-
-static void request_finish(struct remote_request *request, int result)
-{
-    list_remove(request);
-    struct bdev_io *io = request_io(request);
-    if (result == 0 && io->op == BDEV_OP_READ && request->bounce)
-        iov_copy_in(io->iov, io->iovcnt, 0, request->bounce, io->length);
-    free(request->bounce);
-    request->bounce = NULL;
-    if (request->io) {
-        aio_context_complete_from_any_thread(request->io, result);
-        free(request);
-        return;
-    }
-    struct nbd_remote *remote = request->remote;
-    pthread_mutex_lock(&remote->lock);
-    request->result = result;
-    request->finished = true;
-    pthread_cond_broadcast(&remote->done);
-    pthread_mutex_unlock(&remote->lock);
-}
-
 static bool connection_error(int error)
 {
     return error == ENOTCONN || error == ESHUTDOWN || error == ECONNRESET || error == EPIPE ||
@@ -140,17 +72,17 @@ static bool connection_error(int error)
 static int completed(void *user_data, int *error)
 {
     struct remote_request *request = user_data;
-    struct nbd_remote *remote = request->remote;
+    struct nbd_remote *remote = request->worker->driver;
     if (request->generation != remote->generation)
         return 1; /* sent on a connection since dropped: it is waiting again already */
-    if (*error && connection_error(*error) && !remote->stopping) {
+    if (*error && connection_error(*error) && !remote->worker.stopping) {
         /* Send it again once reconnected. */
-        list_remove(request);
-        list_append(&remote->waiting, request);
+        remote_list_remove(request);
+        remote_list_append(&remote->waiting, request);
         remote->lost = true;
         return 1;
     }
-    request_finish(request, *error ? -*error : 0);
+    remote_request_finish(request, *error ? -*error : 0);
     return 1;
 }
 
@@ -160,7 +92,7 @@ static int extents_received(void *user_data, const char *context, uint64_t offse
     (void)offset;
     (void)error;
     struct remote_request *request = user_data;
-    struct bdev_io *io = request_io(request);
+    struct bdev_io *io = request->io;
     if (strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) || io->nr_extents)
         return 0;
     uint64_t covered = 0;
@@ -189,24 +121,25 @@ static void watch_update(struct nbd_remote *remote)
                  ((direction & LIBNBD_AIO_DIRECTION_WRITE) ? EV_WRITE : 0);
     if (fd < 0)
         events = 0;
-    if (ev_is_active(&remote->socket) && (remote->socket.fd != fd || (remote->socket.events & (EV_READ | EV_WRITE)) != events))
-        ev_io_stop(remote->loop, &remote->socket);
+    bool changed = remote->socket.fd != fd || (remote->socket.events & (EV_READ | EV_WRITE)) != events;
+    if (ev_is_active(&remote->socket) && changed)
+        ev_io_stop(remote->worker.loop, &remote->socket);
     if (!ev_is_active(&remote->socket) && events) {
         ev_io_set(&remote->socket, fd, events);
-        ev_io_start(remote->loop, &remote->socket);
+        ev_io_start(remote->worker.loop, &remote->socket);
     }
 }
 
 /* Send a request on the live connection; false when the connection is gone (it then waits). */
 static bool request_send(struct nbd_remote *remote, struct remote_request *request)
 {
-    struct bdev_io *io = request_io(request);
+    struct bdev_io *io = request->io;
     request->generation = remote->generation;
-    list_remove(request);
-    list_append(&remote->in_flight, request);
+    remote_list_remove(request);
+    remote_list_append(&remote->in_flight, request);
     nbd_completion_callback done = {.callback = completed, .user_data = request};
     uint32_t flags = (io->flags & BDEV_FUA) && remote->can_fua ? LIBNBD_CMD_FLAG_FUA : 0;
-    void *data = io->iov && io->iovcnt == 1 ? io->iov[0].iov_base : request->bounce;
+    void *data = remote_request_data(request);
     int64_t cookie = -1;
     switch (io->op) {
     case BDEV_OP_READ:
@@ -217,14 +150,14 @@ static bool request_send(struct nbd_remote *remote, struct remote_request *reque
         break;
     case BDEV_OP_FLUSH:
         if (!remote->can_flush) {
-            request_finish(request, 0);
+            remote_request_finish(request, 0);
             return true;
         }
         cookie = nbd_aio_flush(remote->handle, done, 0);
         break;
     case BDEV_OP_DISCARD:
         if (!remote->can_trim) {
-            request_finish(request, 0);
+            remote_request_finish(request, 0);
             return true;
         }
         cookie = nbd_aio_trim(remote->handle, io->length, io->offset, done, flags);
@@ -245,18 +178,18 @@ static bool request_send(struct nbd_remote *remote, struct remote_request *reque
         return true;
     int error = nbd_get_errno();
     if (!nbd_aio_is_ready(remote->handle) || connection_error(error)) {
-        list_remove(request);
-        list_append(&remote->waiting, request);
+        remote_list_remove(request);
+        remote_list_append(&remote->waiting, request);
         remote->lost = true;
         return false;
     }
-    request_finish(request, error ? -error : -EIO);
+    remote_request_finish(request, error ? -error : -EIO);
     return true;
 }
 
 static void send_waiting(struct nbd_remote *remote)
 {
-    while (remote->ready && !remote->lost && !list_empty(&remote->waiting))
+    while (remote->ready && !remote->lost && !remote_list_empty(&remote->waiting))
         if (!request_send(remote, remote->waiting.next))
             break;
 }
@@ -265,19 +198,19 @@ static void send_waiting(struct nbd_remote *remote)
 
 static void fail_waiting(struct nbd_remote *remote, int result)
 {
-    while (!list_empty(&remote->waiting))
-        request_finish(remote->waiting.next, result);
+    while (!remote_list_empty(&remote->waiting))
+        remote_request_finish(remote->waiting.next, result);
 }
 
 static void connection_drop(struct nbd_remote *remote, const char *reason)
 {
     if (ev_is_active(&remote->socket))
-        ev_io_stop(remote->loop, &remote->socket);
+        ev_io_stop(remote->worker.loop, &remote->socket);
     /* Whatever was in flight is sent again on the next connection. */
-    while (!list_empty(&remote->in_flight)) {
+    while (!remote_list_empty(&remote->in_flight)) {
         struct remote_request *request = remote->in_flight.next;
-        list_remove(request);
-        list_append(&remote->waiting, request);
+        remote_list_remove(request);
+        remote_list_append(&remote->waiting, request);
     }
     remote->generation++;
     if (remote->handle) {
@@ -287,16 +220,16 @@ static void connection_drop(struct nbd_remote *remote, const char *reason)
     bool was_ready = remote->ready;
     remote->ready = false;
     remote->lost = false;
-    if (remote->stopping)
+    if (remote->worker.stopping)
         return;
     if (was_ready) {
         tell(remote, "remote disk %s: connection lost (%s); reconnecting", reason);
         remote->unreachable_since = now_seconds();
         remote->backoff = BACKOFF_FIRST;
     }
-    ev_timer_stop(remote->loop, &remote->retry);
+    ev_timer_stop(remote->worker.loop, &remote->retry);
     ev_timer_set(&remote->retry, remote->backoff, 0);
-    ev_timer_start(remote->loop, &remote->retry);
+    ev_timer_start(remote->worker.loop, &remote->retry);
     remote->backoff = remote->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : remote->backoff * 2;
 }
 
@@ -354,34 +287,20 @@ static void reconnect(struct ev_loop *loop, ev_timer *timer, int events)
     watch_update(remote);
 }
 
-/* Requests handed over by submitters. */
-static void incoming_take(struct ev_loop *loop, ev_async *watcher, int events)
+/* Requests handed over by submitters (the worker's take). */
+static void requests_take(struct remote_worker *worker, struct remote_request *requests, bool stopping)
 {
-    (void)events;
-    struct nbd_remote *remote = watcher->data;
-    pthread_mutex_lock(&remote->lock);
-    struct remote_request *taken = remote->incoming;
-    remote->incoming = NULL;
-    bool stopping = remote->stopping;
-    pthread_mutex_unlock(&remote->lock);
-    /* Reverse the pushed list to keep submission order. */
-    struct remote_request *ordered = NULL;
-    while (taken) {
-        struct remote_request *next = taken->next;
-        taken->next = ordered;
-        ordered = taken;
-        taken = next;
-    }
-    while (ordered) {
-        struct remote_request *request = ordered;
-        ordered = ordered->next;
+    struct nbd_remote *remote = worker->driver;
+    while (requests) {
+        struct remote_request *request = requests;
+        requests = requests->next;
         request->next = request->prev = request;
-        list_append(&remote->waiting, request);
+        remote_list_append(&remote->waiting, request);
     }
     if (stopping) {
         fail_waiting(remote, -EIO);
         connection_drop(remote, "closing");
-        ev_break(loop, EVBREAK_ALL);
+        ev_timer_stop(worker->loop, &remote->retry);
         return;
     }
     if (remote->failing)
@@ -393,86 +312,8 @@ static void incoming_take(struct ev_loop *loop, ev_async *watcher, int events)
         watch_update(remote);
 }
 
-static void *remote_thread(void *opaque)
-{
-    struct nbd_remote *remote = opaque;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the main thread's */
-    ev_run(remote->loop, 0);
-    return NULL;
-}
-
-/* ---- the bdev ---- */
-
-static struct remote_request *request_new(struct nbd_remote *remote, struct bdev_io *io)
-{
-    struct remote_request *request = calloc(1, sizeof(*request));
-    if (!request)
-        return NULL;
-    request->remote = remote;
-    request->next = request->prev = request;
-    if ((io->op == BDEV_OP_READ || io->op == BDEV_OP_WRITE) && io->iovcnt != 1) {
-        request->bounce = malloc(io->length ? io->length : 1);
-        if (!request->bounce) {
-            free(request);
-            return NULL;
-        }
-        if (io->op == BDEV_OP_WRITE) {
-            uint64_t done = 0;
-            for (int i = 0; i < io->iovcnt; i++) {
-                memcpy(request->bounce + done, io->iov[i].iov_base, io->iov[i].iov_len);
-                done += io->iov[i].iov_len;
-            }
-        }
-    }
-    return request;
-}
-
-static void request_hand_over(struct nbd_remote *remote, struct remote_request *request)
-{
-    pthread_mutex_lock(&remote->lock);
-    request->next = remote->incoming;
-    remote->incoming = request;
-    pthread_mutex_unlock(&remote->lock);
-    ev_async_send(remote->loop, &remote->wake);
-}
-
-static void remote_submit(struct bdev *bdev, struct bdev_io *io)
-{
-    struct nbd_remote *remote = bdev->driver;
-    struct remote_request *request = request_new(remote, io);
-    if (!request) {
-        aio_context_complete(io->ctx, io, -ENOMEM);
-        return;
-    }
-    request->io = io;
-    request_hand_over(remote, request);
-}
-
-static int remote_blocking(struct bdev *bdev, struct bdev_io *io)
-{
-    struct nbd_remote *remote = bdev->driver;
-    struct remote_request *request = request_new(remote, io);
-    if (!request)
-        return -ENOMEM;
-    request->blocking = io;
-    request_hand_over(remote, request);
-    pthread_mutex_lock(&remote->lock);
-    while (!request->finished)
-        pthread_cond_wait(&remote->done, &remote->lock);
-    pthread_mutex_unlock(&remote->lock);
-    int result = request->result;
-    free(request);
-    return result;
-}
-
 static void remote_free(struct nbd_remote *remote)
 {
-    if (remote->loop)
-        ev_loop_destroy(remote->loop);
-    pthread_mutex_destroy(&remote->lock);
-    pthread_cond_destroy(&remote->done);
     free(remote->uri);
     free(remote);
 }
@@ -480,11 +321,7 @@ static void remote_free(struct nbd_remote *remote)
 static void remote_close(struct bdev *bdev)
 {
     struct nbd_remote *remote = bdev->driver;
-    pthread_mutex_lock(&remote->lock);
-    remote->stopping = true;
-    pthread_mutex_unlock(&remote->lock);
-    ev_async_send(remote->loop, &remote->wake);
-    pthread_join(remote->thread, NULL);
+    remote_worker_stop(&remote->worker);
     remote_free(remote);
 }
 
@@ -538,10 +375,8 @@ int nbd_client_open(struct bdev *bdev, const struct bdev_options *options, char 
         free(remote);
         return error_message_set(error_message, -ENOMEM, "%s: out of memory", options->path);
     }
-    pthread_mutex_init(&remote->lock, NULL);
-    pthread_cond_init(&remote->done, NULL);
-    list_init(&remote->waiting);
-    list_init(&remote->in_flight);
+    remote_list_init(&remote->waiting);
+    remote_list_init(&remote->in_flight);
     remote->bdev = bdev;
     remote->event = options->event;
     remote->event_opaque = options->event_opaque;
@@ -559,27 +394,26 @@ int nbd_client_open(struct bdev *bdev, const struct bdev_options *options, char 
     int64_t size = rc == 0 ? nbd_get_size(remote->handle) : -1;
     if (rc == 0 && size < 0)
         rc = error_message_set(error_message, -EIO, "%s: %s", options->path, nbd_get_error());
-    if (rc == 0 && !(remote->loop = ev_loop_new(EVFLAG_AUTO)))
+    if (rc == 0 && remote_worker_init(&remote->worker, remote, requests_take) < 0)
         rc = error_message_set(error_message, -ENOMEM, "%s: cannot create an event loop", options->path);
     if (rc < 0) {
         if (remote->handle)
             nbd_close(remote->handle);
+        remote_worker_destroy(&remote->worker);
         remote_free(remote);
         return rc;
     }
     bdev->size = (uint64_t)size;
     caps_and_limits(bdev, remote, options->readonly);
     remote->ready = true;
-    ev_async_init(&remote->wake, incoming_take);
-    remote->wake.data = remote;
-    ev_async_start(remote->loop, &remote->wake);
     ev_init(&remote->socket, socket_ready);
     remote->socket.data = remote;
     ev_init(&remote->retry, reconnect);
     remote->retry.data = remote;
     watch_update(remote);
-    if (pthread_create(&remote->thread, NULL, remote_thread, remote) != 0) {
+    if (remote_worker_start(&remote->worker) < 0) {
         nbd_close(remote->handle);
+        remote_worker_destroy(&remote->worker);
         remote_free(remote);
         return error_message_set(error_message, -EAGAIN, "%s: cannot start the connection thread", options->path);
     }

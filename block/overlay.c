@@ -48,7 +48,8 @@ int overlay_create_file(const struct export *export, const char *path, bool temp
     options.backing_file = backing ? backing : export->config.bdev.path;
     /* Remote disks and LVs are raw data to QEMU, which reads the overlay's header too. */
     const char *driver = export->bdev->ops->name;
-    options.backing_format = !strcmp(driver, "nbd") || !strcmp(driver, "lvm") ? "raw" : driver;
+    bool raw = !strcmp(driver, "nbd") || !strcmp(driver, "iscsi") || !strcmp(driver, "lvm");
+    options.backing_format = raw ? "raw" : driver;
     int rc = qcow2_create(path, &options, error_message);
     free(backing);
     return rc;

@@ -58,7 +58,7 @@ static const char usage_text[] =
     "                           :10809 for every address); replaces the file's nbd_listen\n"
     "  --unix PATH              listen for NBD on a Unix socket (repeatable); replaces\n"
     "                           the file's unix_socket\n"
-    "  --export NAME=PATH[,format=raw|host_device|qcow2|vmdk|vdi|vpc|lvm|nbd|auto]\n"
+    "  --export NAME=PATH[,format=raw|host_device|qcow2|vmdk|vdi|vpc|lvm|nbd|iscsi|auto]\n"
     "           [,readonly=on|off]\n"
     "           [,cache=writeback|writethrough|none|directsync|unsafe]\n"
     "           [,aio=io_uring|threads|default][,discard=unmap|ignore]\n"

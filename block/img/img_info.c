@@ -21,6 +21,7 @@
 #include "block/img/img.h"
 #include "block/qcow2/qcow2.h"
 #include "block/image_probe.h"
+#include "block/iscsi_client.h"
 #include "block/nbd_client.h"
 #include "block/qcow2/qcow2_format.h"
 #include "block/qcow2/qcow2_snapshots.h"
@@ -113,7 +114,7 @@ static int image_info_read(struct image_info *info, const char *filename, const 
 {
     memset(info, 0, sizeof(*info));
     info->filename = filename;
-    if (nbd_client_is_url(filename)) {
+    if (nbd_client_is_url(filename) || iscsi_client_is_url(filename)) {
         /* A disk on a server: its data as raw, its disk usage unknown (as qemu-img shows it). */
         info->remote = true;
         info->format = "raw";

@@ -7,6 +7,7 @@
 
 #include "block/image_probe.h"
 #include "block/img/img.h"
+#include "block/iscsi_client.h"
 #include "block/nbd_client.h"
 #include "block/qcow2/qcow2.h"
 
@@ -14,7 +15,7 @@ bool img_input_format_known(const char *format)
 {
     enum bdev_format parsed;
     return bdev_format_parse(format, &parsed) == 0 && parsed != BDEV_FORMAT_AUTO && parsed != BDEV_FORMAT_HOST_DEVICE &&
-           parsed != BDEV_FORMAT_LVM && parsed != BDEV_FORMAT_NBD;
+           parsed != BDEV_FORMAT_LVM && parsed != BDEV_FORMAT_NBD && parsed != BDEV_FORMAT_ISCSI;
 }
 
 static bool choice_given(const struct img_snapshot_choice *choice)
@@ -26,7 +27,7 @@ static int open_image(const char *path, const char *format, bool readonly, bool 
                       enum bdev_cache_mode cache, const struct img_snapshot_choice *choice, struct bdev **out)
 {
     /* The file itself first: qemu-img names it twice when it cannot be opened at all. */
-    bool remote = nbd_client_is_url(path);
+    bool remote = nbd_client_is_url(path) || iscsi_client_is_url(path);
     int fd = remote ? -1 : open(path, readonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CLOEXEC);
     if (!remote && fd < 0) {
         int error = errno;

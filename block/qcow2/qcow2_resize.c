@@ -100,7 +100,8 @@ static int l2_tables_drop(struct qcow2 *q, uint64_t size)
         rc = encoded ? 0 : -ENOMEM;
         for (uint32_t i = 0; rc == 0 && i < q->l1_size; i++)
             qcow2_put_be64(encoded + (uint64_t)i * 8, q->l1_table[i]);
-        if (rc == 0 && (rc = qcow2_file_write(q, q->image.header.l1_table_offset, encoded, (uint64_t)q->l1_size * 8)) == 0)
+        uint64_t l1_offset = q->image.header.l1_table_offset;
+        if (rc == 0 && (rc = qcow2_file_write(q, l1_offset, encoded, (uint64_t)q->l1_size * 8)) == 0)
             rc = qcow2_file_flush(q);
         free(encoded);
     }

@@ -369,7 +369,7 @@ Test(config_ini, bad_values_name_line_section_key)
 {
     expect_error("[export a]\npath = a\nformat = qed\n",
                  "test.ini:3: [export a] format: unknown value 'qed' (expected auto, raw, "
-                 "host_device, qcow2, vmdk, vdi, vpc, lvm, nbd)");
+                 "host_device, qcow2, vmdk, vdi, vpc, lvm, nbd, iscsi)");
     expect_error("[export a]\npath = a\nreadonly = maybe\n",
                  "test.ini:3: [export a] readonly: unknown value 'maybe' (expected on, off, yes, "
                  "no, true, false, 1, 0)");
