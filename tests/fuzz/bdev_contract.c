@@ -94,3 +94,24 @@ void bdev_contract_status_walk(struct bdev *bdev, uint64_t offset, uint64_t leng
         length -= covered;
     }
 }
+
+void bdev_contract_read_pass(struct bdev *bdev, uint8_t *buffer, uint64_t read_length, uint64_t status_window,
+                             unsigned max_calls)
+{
+    uint64_t size = bdev->size;
+    if (size == 0)
+        return;
+    uint64_t cluster = bdev->limits.optimal_io_size ? bdev->limits.optimal_io_size : 512;
+    uint64_t middle = size / 2;
+    bdev_contract_read(bdev, buffer, 0, read_length);
+    bdev_contract_read(bdev, buffer, middle, read_length);
+    /* Across the first cluster boundary at or after the middle. */
+    uint64_t boundary = (middle / cluster + 1) * cluster;
+    if (boundary < size)
+        bdev_contract_read(bdev, buffer, boundary - 100 < boundary ? boundary - 100 : 0, 200);
+    bdev_contract_read(bdev, buffer, size > read_length ? size - read_length : 0, read_length);
+    bdev_contract_read(bdev, buffer, size - 1, 1);
+    bdev_contract_status_walk(bdev, 0, size < status_window ? size : status_window, max_calls);
+    if (size > status_window)
+        bdev_contract_status_walk(bdev, size - (1 << 20), 1 << 20, max_calls);
+}

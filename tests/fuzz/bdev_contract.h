@@ -31,4 +31,13 @@ int bdev_contract_read(struct bdev *bdev, uint8_t *buffer, uint64_t offset, uint
 /* block_status over [offset, offset + length): at most max_calls calls, every answer checked. */
 void bdev_contract_status_walk(struct bdev *bdev, uint64_t offset, uint64_t length, unsigned max_calls);
 
+/*
+ * The read-only look every image target takes: reads of read_length at the
+ * start, the middle and the end, one across the first cluster boundary
+ * after the middle, the last byte; block_status over at most the first
+ * status_window bytes (and the last MiB).  buffer holds read_length bytes.
+ */
+void bdev_contract_read_pass(struct bdev *bdev, uint8_t *buffer, uint64_t read_length, uint64_t status_window,
+                             unsigned max_calls);
+
 #endif

@@ -83,22 +83,11 @@ static void read_only_pass(enum bdev_format format)
     uint64_t size = bdev->size;
     if (size > INT64_MAX)
         bdev_contract_fail("bdev size %llu above INT64_MAX", (unsigned long long)size);
-    uint64_t cluster = bdev->limits.optimal_io_size ? bdev->limits.optimal_io_size : 512;
     uint8_t *buffer = malloc(READ_LENGTH);
     if (!buffer)
         bdev_contract_fail("out of memory");
+    bdev_contract_read_pass(bdev, buffer, READ_LENGTH, STATUS_WINDOW, MAX_STATUS_CALLS);
     if (size > 0) {
-        uint64_t middle = size / 2;
-        bdev_contract_read(bdev, buffer, 0, READ_LENGTH);
-        bdev_contract_read(bdev, buffer, middle, READ_LENGTH);
-        uint64_t boundary = (middle / cluster + 1) * cluster;
-        if (boundary < size)
-            bdev_contract_read(bdev, buffer, boundary - 100 < boundary ? boundary - 100 : 0, 200);
-        bdev_contract_read(bdev, buffer, size > READ_LENGTH ? size - READ_LENGTH : 0, READ_LENGTH);
-        bdev_contract_read(bdev, buffer, size - 1, 1);
-        bdev_contract_status_walk(bdev, 0, size < STATUS_WINDOW ? size : STATUS_WINDOW, MAX_STATUS_CALLS);
-        if (size > STATUS_WINDOW)
-            bdev_contract_status_walk(bdev, size - (1 << 20), 1 << 20, MAX_STATUS_CALLS);
         memset(buffer, 0x5a, 512);
         rc = bdev_pwrite(bdev, buffer, size < 512 ? size : 512, 0, 0);
         if (rc != -EROFS)

@@ -207,27 +207,13 @@ static void read_only_pass(void)
         threadpool_shutdown();
         return;
     }
-    uint64_t size = bdev->size;
-    uint64_t cluster = bdev->limits.optimal_io_size ? bdev->limits.optimal_io_size : 512;
     uint8_t *buffer = malloc(READ_LENGTH);
     if (!buffer)
         bdev_contract_fail("out of memory");
-    if (size > 0) {
-        uint64_t middle = size / 2;
-        bdev_contract_read(bdev, buffer, 0, READ_LENGTH);
-        bdev_contract_read(bdev, buffer, middle, READ_LENGTH);
-        /* Across the first cluster boundary at or after the middle. */
-        uint64_t boundary = (middle / cluster + 1) * cluster;
-        if (boundary < size)
-            bdev_contract_read(bdev, buffer, boundary - 100 < boundary ? boundary - 100 : 0, 200);
-        bdev_contract_read(bdev, buffer, size > READ_LENGTH ? size - READ_LENGTH : 0, READ_LENGTH);
-        bdev_contract_read(bdev, buffer, size - 1, 1);
-        /* Where the backing file (if any) ends: part data, part zeroes. */
+    bdev_contract_read_pass(bdev, buffer, READ_LENGTH, STATUS_WINDOW, MAX_STATUS_CALLS);
+    /* Where the backing file (if any) ends: part data, part zeroes. */
+    if (bdev->size > 0)
         bdev_contract_read(bdev, buffer, BACKING_SIZE - 50, 100);
-        bdev_contract_status_walk(bdev, 0, size < STATUS_WINDOW ? size : STATUS_WINDOW, MAX_STATUS_CALLS);
-        if (size > STATUS_WINDOW)
-            bdev_contract_status_walk(bdev, size - (1 << 20), 1 << 20, MAX_STATUS_CALLS);
-    }
     free(buffer);
     bdev_close(bdev);
     threadpool_shutdown();
