@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Remote NBD disks (block/nbd_client): lunad exports a disk served by qemu-nbd on 127.0.0.1
-# (and one served over a Unix socket by nbdkit's memory plugin); data written through lunad
+# (and one served over a Unix socket by nbdkit's memory plugin, which allows multi-conn: four
+# connections); data written through lunad
 # is in qemu-nbd's file, data read through lunad is the file's; a fio crc32c verify run goes
 # on while qemu-nbd is killed and started again (the run finishes without an error, lunad
 # logs the drop and the reconnection once each); an upstream gone longer than
@@ -141,10 +142,13 @@ nbdkit --unix "$WORK/nbdkit.sock" --pidfile "$WORK/nbdkit.pid" memory 64M
 for _ in $(seq 1 100); do [ -s "$WORK/nbdkit.pid" ] && break; sleep 0.05; done
 PORT=$(free_port)
 luna_start --nbd "127.0.0.1:$PORT" --export "m=nbd+unix:///?socket=$WORK/nbdkit.sock"
+# nbdkit allows multi-conn: lunad opens four connections to it.
+connections=$(ss -xp | grep -c "pid=$LUNAD_PID," || true)
+[ "$connections" -ge 4 ] || fail "lunad has $connections connections to a multi-conn server, expected 4"
 head -c 4M /dev/urandom >memory.bin
 nbdcopy memory.bin "nbd://127.0.0.1:$PORT/m"
 nbdcopy "nbd+unix:///?socket=$WORK/nbdkit.sock" memory-disk.bin
 cmp -s <(head -c 4M memory-disk.bin) memory.bin || fail "writes through lunad are not in nbdkit's memory disk"
 luna_stop
 kill "$(cat "$WORK/nbdkit.pid")"
-pass "nbd+unix:// disks (nbdkit memory plugin) are read and written through lunad"
+pass "nbd+unix:// disks (nbdkit memory plugin, multi-conn: $connections connections) read and written through lunad"
