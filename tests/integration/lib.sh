@@ -3,6 +3,8 @@
 #   luna_stop                    SIGTERM, wait, fail unless it exited 0
 #   free_port                    print a TCP port nobody listens on
 #   fail MESSAGE / pass MESSAGE
+#   need_luna_img CMD...         set LUNA_IMG, fail unless the commands exist
+#   fio_json_ok FILE             a fio JSON result without error, with verified data
 # Environment from ctest: LUNAD (path to the binary), LUNA_TEST_BUILD (build dir).
 # Each test gets its own scratch directory $WORK, removed on exit.
 set -euo pipefail
@@ -84,4 +86,17 @@ need_luna_img() {
   for command in "$@"; do
     command -v "$command" >/dev/null || fail "$command is needed"
   done
+}
+
+# fio_json_ok FILE: the single-job fio run whose --output-format=json output is FILE had no
+# error and verified data (prints what it moved).
+fio_json_ok() {
+  "$SYSTEM_PYTHON" - "$1" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+job = json.loads(text[text.index("{"):])["jobs"][0]  # fio may print notes before the JSON
+written, verified = job["write"]["io_bytes"] >> 20, job["read"]["io_bytes"] >> 20
+print(f"  fio: error {job['error']}, wrote {written} MiB, verified {verified} MiB")
+sys.exit(1 if job["error"] or not job["read"]["io_bytes"] else 0)
+PY
 }

@@ -81,16 +81,11 @@ upstream_start
 status=0
 wait "$FIO_PID" || status=$?
 [ "$status" = 0 ] || { tail -n 30 fio.out fio.json; fail "fio failed across the upstream restart (exit $status)"; }
-"$SYSTEM_PYTHON" - fio.json <<'PY' || { cat fio.out; fail "fio reported errors"; }
-import json, sys
-text = open(sys.argv[1]).read()
-job = json.loads(text[text.index("{"):])["jobs"][0]
-print(f"  fio: error {job['error']}, wrote {job['write']['io_bytes'] >> 20} MiB, verified {job['read']['io_bytes'] >> 20} MiB")
-sys.exit(1 if job["error"] or not job["read"]["io_bytes"] else 0)
-PY
+fio_json_ok fio.json || { cat fio.out; fail "fio reported errors"; }
 [ "$(grep -c "remote disk nbd://127.0.0.1:$UPSTREAM_PORT: connection lost" "$LUNAD_LOG")" -ge 1 ] ||
   fail "lunad did not log the drop"
-grep -q "remote disk nbd://127.0.0.1:$UPSTREAM_PORT: reconnected" "$LUNAD_LOG" || fail "lunad did not log the reconnection"
+grep -q "remote disk nbd://127.0.0.1:$UPSTREAM_PORT: reconnected" "$LUNAD_LOG" ||
+  fail "lunad did not log the reconnection"
 pass "fio verify survives qemu-nbd killed and restarted (no error, no mismatch; drop and reconnection logged)"
 luna_stop
 
@@ -127,7 +122,8 @@ luna_stop
 diff <(qemu-img info "nbd://127.0.0.1:$UPSTREAM_PORT") <("$LUNA_IMG" info "nbd://127.0.0.1:$UPSTREAM_PORT") ||
   fail "luna-img info nbd:// differs from qemu-img's"
 diff <(qemu-img info --output=json "nbd://127.0.0.1:$UPSTREAM_PORT") \
-  <("$LUNA_IMG" info --output=json "nbd://127.0.0.1:$UPSTREAM_PORT") || fail "luna-img info --output=json nbd:// differs"
+  <("$LUNA_IMG" info --output=json "nbd://127.0.0.1:$UPSTREAM_PORT") ||
+  fail "luna-img info --output=json nbd:// differs"
 "$LUNA_IMG" convert -O qcow2 "nbd://127.0.0.1:$UPSTREAM_PORT" copy.qcow2
 qemu-img compare -q copy.qcow2 upstream.raw || fail "convert nbd:// -> qcow2 differs"
 qemu-img create -q -f qcow2 source.qcow2 256M
