@@ -1,6 +1,7 @@
 # Shared helpers for integration tests (bash).  Source it, then:
 #   luna_start [lunad args...]   start lunad in the background, wait until it serves
 #   luna_stop                    SIGTERM, wait, fail unless it exited 0
+#   luna_crash [IMAGE...]        SIGKILL, wait, and wait until the images' locks are gone
 #   free_port                    print a TCP port nobody listens on
 #   fail MESSAGE / pass MESSAGE
 #   need_luna_img CMD...         set LUNA_IMG, fail unless the commands exist
@@ -70,6 +71,24 @@ luna_stop() {
   wait "$LUNAD_PID" || status=$?
   LUNAD_PID=
   [ $status -eq 0 ] || fail "lunad exited with status $status after SIGTERM"
+}
+
+# Kill lunad with SIGKILL, as a crash would.  The process is gone when wait
+# returns, but io_uring requests still in flight keep its files open (and their
+# OFD locks held) until the kernel tears the ring down a moment later, so wait
+# until each IMAGE can be opened by qemu-img again.
+luna_crash() {
+  kill -KILL "$LUNAD_PID"
+  wait "$LUNAD_PID" 2>/dev/null || true
+  LUNAD_PID=
+  local image
+  for image in "$@"; do
+    for _ in $(seq 1 100); do
+      qemu-img info "$image" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    qemu-img info "$image" >/dev/null || fail "$image is still locked 10 s after lunad was killed"
+  done
 }
 
 # Assert lunad is still running (after a misbehaving client, say).

@@ -259,9 +259,7 @@ crash_round() { # seed
     ls=0; "$LUNA_IMG" check -U crash.qcow2 >/dev/null 2>&1 || ls=$?
     [ "$ls" != 1 ] || fail "check -U of a served image did not complete"
   fi
-  kill -KILL "$LUNAD_PID"
-  wait "$LUNAD_PID" 2>/dev/null || true
-  LUNAD_PID=
+  luna_crash "$WORK/crash.qcow2"
   wait "$writer" || true
   cp crash.qcow2 img.qcow2
   run_both

@@ -19,9 +19,7 @@ round() { # seed qemu-img-create-options
   grep -q flowing "$WORK/writer-$seed.out" || fail "seed $seed: no flush completed"
   # A moment fixed by the seed, 50 to 450 ms after the first flush.
   sleep "0.$(( (seed * 7919) % 400 + 50 ))"
-  kill -KILL "$LUNAD_PID"
-  wait "$LUNAD_PID" 2>/dev/null || true
-  LUNAD_PID=
+  luna_crash "$image"
   wait "$writer" || { cat "$WORK/writer-$seed.out"; fail "seed $seed: the writer saw no durable write"; }
 
   local status=0
