@@ -3,12 +3,14 @@
  *
  * Flags are collected first and applied after the file is loaded, so their
  * order on the command line does not matter: a flag replaces the same
- * [server] key of the file (--nbd replaces every nbd_listen, --unix every
- * unix_socket), and --export adds an export.  Without --config, --export
- * starts from an empty configuration and listens on 127.0.0.1:10809 unless
- * --nbd or --unix says otherwise (loopback, not qemu-nbd's 0.0.0.0, so a
- * quick test never exposes a disk to the network); with neither --config
- * nor --export, the embedded default is the base.
+ * [server] key of the file (--nbd replaces every nbd_listen, --iscsi every
+ * iscsi_listen, --unix every unix_socket), and --export adds an export,
+ * --target an iSCSI target.  Without --config, --export starts from an
+ * empty configuration and listens on 127.0.0.1:10809 unless --nbd, --unix,
+ * --iscsi or --target says otherwise, and --target alone listens for iSCSI
+ * on 127.0.0.1:3260 (loopback, not 0.0.0.0, so a quick test never exposes
+ * a disk to the network); with neither --config nor --export, the embedded
+ * default is the base.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +24,8 @@ enum {
     OPTION_CONFIG = 256,
     OPTION_CHECK_CONFIG,
     OPTION_NBD,
+    OPTION_ISCSI,
+    OPTION_TARGET,
     OPTION_UNIX,
     OPTION_EXPORT,
     OPTION_WORKERS,
@@ -34,6 +38,8 @@ static const struct option long_options[] = {
     {"config", required_argument, NULL, OPTION_CONFIG},
     {"check-config", required_argument, NULL, OPTION_CHECK_CONFIG},
     {"nbd", required_argument, NULL, OPTION_NBD},
+    {"iscsi", required_argument, NULL, OPTION_ISCSI},
+    {"target", required_argument, NULL, OPTION_TARGET},
     {"unix", required_argument, NULL, OPTION_UNIX},
     {"export", required_argument, NULL, OPTION_EXPORT},
     {"workers", required_argument, NULL, OPTION_WORKERS},
@@ -47,7 +53,7 @@ static const struct option long_options[] = {
 
 static const char usage_text[] =
     "Usage: lunad [OPTION]...\n"
-    "Serve disk images over NBD.\n"
+    "Serve disk images over NBD and iSCSI.\n"
     "\n"
     "Without options, serve the embedded default: export 'demo' (var/demo.img, a 1 GiB\n"
     "sparse file created on first start) on 127.0.0.1:10809.\n"
@@ -56,6 +62,11 @@ static const char usage_text[] =
     "  --check-config FILE      load and validate FILE (and the other flags), then exit\n"
     "  --nbd ADDR:PORT          listen for NBD on ADDR:PORT (repeatable; [::1]:10809,\n"
     "                           :10809 for every address); replaces the file's nbd_listen\n"
+    "  --iscsi ADDR[:PORT]      listen for iSCSI on ADDR:PORT (repeatable; port 3260 by\n"
+    "                           default); replaces the file's iscsi_listen\n"
+    "  --target IQN=EXPORT[,EXPORT]...\n"
+    "                           an iSCSI target whose LUNs 0, 1, ... are these exports\n"
+    "                           (repeatable); without --iscsi, listens on 127.0.0.1:3260\n"
     "  --unix PATH              listen for NBD on a Unix socket (repeatable); replaces\n"
     "                           the file's unix_socket\n"
     "  --export NAME=PATH[,format=raw|host_device|qcow2|vmdk|vdi|vpc|lvm|nbd|iscsi|auto]\n"
@@ -66,7 +77,7 @@ static const char usage_text[] =
     "           [,overlay=none|ephemeral[:DIR]|persistent:DIR][,lvm-devices=PV[:PV]...]\n"
     "           [,reconnect-timeout=SECONDS]\n"
     "                           add an export (repeatable); ',,' is a literal comma.\n"
-    "                           Without --nbd/--unix, listens on 127.0.0.1:10809\n"
+    "                           Without --nbd/--unix/--iscsi, listens on 127.0.0.1:10809\n"
     "  --workers N              worker threads (0: one per CPU; at most 256)\n"
     "  --log-level LEVEL        error, warn, info (default) or debug\n"
     "  --pidfile PATH           write the process id to PATH\n"
@@ -254,6 +265,21 @@ static int parse_flag(int option, const char *value, struct cli_request *request
             listen_address_clear(&address);
         return ret;
     }
+    case OPTION_ISCSI: {
+        struct listen_address address;
+        ret = listen_address_parse_reason(value, "3260", &address, &reason);
+        if (ret < 0)
+            return flag_fail(message, flag_text, reason, ret);
+        ret = lunad_config_add_iscsi_listen(flags, &address);
+        if (ret < 0)
+            listen_address_clear(&address);
+        return ret;
+    }
+    case OPTION_TARGET:
+        ret = iscsi_target_flag_parse(flags, value, &reason);
+        if (ret < 0)
+            return flag_fail(message, flag_text, reason, ret);
+        return 0;
     case OPTION_UNIX:
         ret = config_check_unix_socket(value, &reason);
         if (ret < 0)
@@ -306,6 +332,13 @@ static void take_listeners(struct lunad_config *config, struct lunad_config *fla
         flags->nbd_listen = NULL;
         flags->nbd_listen_count = 0;
     }
+    if (flags->iscsi_listen_count) {
+        lunad_config_clear_iscsi_listen(config);
+        config->iscsi_listen = flags->iscsi_listen;
+        config->iscsi_listen_count = flags->iscsi_listen_count;
+        flags->iscsi_listen = NULL;
+        flags->iscsi_listen_count = 0;
+    }
     if (flags->unix_socket_count) {
         lunad_config_clear_unix_sockets(config);
         config->unix_sockets = flags->unix_sockets;
@@ -322,7 +355,7 @@ static int build(struct cli_request *request, struct lunad_config *result, char 
     int ret;
     if (request->config_path) {
         ret = lunad_config_load_file(request->config_path, result, message);
-    } else if (flags->export_count) {
+    } else if (flags->export_count || flags->target_count) {
         result->source = strdup("command line");
         ret = result->source ? 0 : -ENOMEM;
     } else {
@@ -357,10 +390,33 @@ static int build(struct cli_request *request, struct lunad_config *result, char 
         if (ret < 0)
             return ret;
     }
-    if (flags->export_count && result->nbd_listen_count == 0 && result->unix_socket_count == 0) {
+    for (size_t i = 0; i < flags->target_count; i++) {
+        struct iscsi_target_config *target = &flags->targets[i], *added;
+        char *reason = NULL;
+        ret = lunad_config_add_target(result, target->iqn, &added, &reason);
+        if (ret < 0) {
+            error_message_set(message, ret, "--target %s: %s", target->iqn, config_reason_text(reason));
+            free(reason);
+            return ret;
+        }
+        free(added->iqn);
+        *added = *target; /* the flag's LUNs move over */
+        *target = (struct iscsi_target_config){0};
+    }
+    /* Loopback listeners for quick use: exports without any listener serve NBD, targets iSCSI. */
+    if (flags->export_count && result->nbd_listen_count == 0 && result->unix_socket_count == 0 &&
+        result->iscsi_listen_count == 0 && flags->target_count == 0) {
         struct listen_address loopback;
         ret = listen_address_parse("127.0.0.1", NULL, &loopback);
         if (ret == 0 && (ret = lunad_config_add_nbd_listen(result, &loopback)) < 0)
+            listen_address_clear(&loopback);
+        if (ret < 0)
+            return ret;
+    }
+    if (flags->target_count && result->iscsi_listen_count == 0) {
+        struct listen_address loopback;
+        ret = listen_address_parse("127.0.0.1", "3260", &loopback);
+        if (ret == 0 && (ret = lunad_config_add_iscsi_listen(result, &loopback)) < 0)
             listen_address_clear(&loopback);
         if (ret < 0)
             return ret;

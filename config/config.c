@@ -71,7 +71,9 @@ void lunad_config_clear_unix_sockets(struct lunad_config *config)
 void lunad_config_clear(struct lunad_config *config)
 {
     lunad_config_clear_nbd_listen(config);
+    lunad_config_clear_iscsi_listen(config);
     lunad_config_clear_unix_sockets(config);
+    lunad_config_clear_targets(config);
     for (size_t i = 0; i < config->export_count; i++)
         export_config_clear(&config->exports[i]);
     free(config->exports);
@@ -155,10 +157,11 @@ int lunad_config_validate(const struct lunad_config *config, char **error_messag
                            "%s: no export (add an [export NAME] section with a path, "
                            "or --export NAME=PATH)",
                            source);
-    if (config->nbd_listen_count == 0 && config->unix_socket_count == 0 && !socket_activated())
+    if (config->nbd_listen_count == 0 && config->unix_socket_count == 0 && config->iscsi_listen_count == 0 &&
+        !socket_activated())
         return error_message_set(error_message, -EINVAL,
-                           "%s: no listener (add nbd_listen or unix_socket to [server], "
-                           "or --nbd ADDR:PORT / --unix PATH)",
+                           "%s: no listener (add nbd_listen, unix_socket or iscsi_listen to [server], "
+                           "or --nbd ADDR:PORT / --unix PATH / --iscsi ADDR:PORT)",
                            source);
     if (config->workers > LUNA_WORKERS_MAX)
         return error_message_set(error_message, -EINVAL, "%s: workers: %u is more than %d", source,
@@ -196,6 +199,9 @@ int lunad_config_validate(const struct lunad_config *config, char **error_messag
             return ret;
         }
     }
+    int ret = lunad_config_validate_targets(config, source, error_message);
+    if (ret < 0)
+        return ret;
     for (size_t i = 0; config->admin_socket && i < config->unix_socket_count; i++)
         if (strcmp(config->unix_sockets[i], config->admin_socket) == 0)
             return error_message_set(error_message, -EINVAL,

@@ -16,6 +16,7 @@
 
 #include "block/export.h"
 #include "common/log.h"
+#include "protocols/iscsi/iscsi_target.h"
 
 #define LUNA_NBD_DEFAULT_PORT 10809
 
@@ -28,6 +29,8 @@ struct lunad_config {
     /* [server] */
     struct listen_address *nbd_listen;
     size_t nbd_listen_count;
+    struct listen_address *iscsi_listen; /* iSCSI portals */
+    size_t iscsi_listen_count;
     char **unix_sockets;          /* paths */
     size_t unix_socket_count;
     unsigned workers;             /* 0 = one per CPU */
@@ -38,6 +41,10 @@ struct lunad_config {
     /* [export NAME], in file order */
     struct export_config *exports;
     size_t export_count;
+
+    /* [target IQN], in file order */
+    struct iscsi_target_config *targets;
+    size_t target_count;
 
     char *source;                 /* file name, or "command line", or "embedded default" */
 };
@@ -74,5 +81,9 @@ int lunad_config_validate(const struct lunad_config *config, char **error_messag
 /* Parse "HOST:PORT", "[V6]:PORT", "HOST" or ":PORT" (default port applies). */
 int listen_address_parse(const char *text, const char *default_port, struct listen_address *out);
 void listen_address_clear(struct listen_address *address);
+
+/* A deep copy of targets (lunad keeps one for its iSCSI sessions across reloads). */
+int iscsi_targets_copy(const struct iscsi_target_config *targets, size_t count, struct iscsi_target_config **out);
+void iscsi_targets_free(struct iscsi_target_config *targets, size_t count);
 
 #endif

@@ -24,10 +24,12 @@ enum section_kind {
     SECTION_NONE,
     SECTION_SERVER,
     SECTION_EXPORT,
+    SECTION_TARGET,
 };
 
 enum server_key {
     SERVER_NBD_LISTEN,
+    SERVER_ISCSI_LISTEN,
     SERVER_UNIX_SOCKET,
     SERVER_WORKERS,
     SERVER_LOG_LEVEL,
@@ -41,6 +43,7 @@ static const struct {
     bool repeatable;
 } server_keys[SERVER_KEY_COUNT] = {
     [SERVER_NBD_LISTEN] = {"nbd_listen", true},
+    [SERVER_ISCSI_LISTEN] = {"iscsi_listen", true},
     [SERVER_UNIX_SOCKET] = {"unix_socket", true},
     [SERVER_WORKERS] = {"workers", false},
     [SERVER_LOG_LEVEL] = {"log_level", false},
@@ -58,6 +61,7 @@ struct ini_parser {
     unsigned line;
 
     enum section_kind section;
+    struct iscsi_target_config *target; /* the [target IQN] being read */
     char *section_title;  /* "server", "export demo": as in messages */
     unsigned section_line;
     unsigned server_key_lines[SERVER_KEY_COUNT];
@@ -176,7 +180,19 @@ static void section_open(struct ini_parser *parser, const char *title)
         open_export(parser, title + keyword + strspn(title + keyword, " \t"));
         return;
     }
-    parser_fail(parser, -EINVAL, "[%s]: unknown section (expected [server] or [export NAME])", title);
+    keyword = strlen("target");
+    if (strncmp(title, "target", keyword) == 0 && (title[keyword] == ' ' || title[keyword] == '\t')) {
+        parser->section = SECTION_TARGET;
+        char *reason = NULL;
+        int ret = lunad_config_add_target(parser->config, title + keyword + strspn(title + keyword, " \t"),
+                                          &parser->target, &reason);
+        if (ret < 0)
+            parser_fail(parser, ret, "[%s]: %s", title, ret == -ENOMEM && !reason ? "out of memory" : reason);
+        free(reason);
+        return;
+    }
+    parser_fail(parser, -EINVAL, "[%s]: unknown section (expected [server], [export NAME] or [target IQN])",
+                title);
 }
 
 /* A "[...]" line, as inih reads it: the title ends at ']', a comment may follow. */
@@ -282,7 +298,8 @@ static void server_key(struct ini_parser *parser, const char *key, const char *v
             index = i;
     if (index < 0) {
         key_fail(parser, -EINVAL, key,
-                 "unknown key (expected nbd_listen, unix_socket, workers, log_level, pidfile, admin_socket)");
+                 "unknown key (expected nbd_listen, iscsi_listen, unix_socket, workers, log_level, pidfile, "
+                 "admin_socket)");
         return;
     }
     if (!server_keys[index].repeatable &&
@@ -297,6 +314,13 @@ static void server_key(struct ini_parser *parser, const char *key, const char *v
         struct listen_address address;
         ret = listen_address_parse_reason(value, NULL, &address, &reason);
         if (ret == 0 && (ret = lunad_config_add_nbd_listen(config, &address)) < 0)
+            listen_address_clear(&address);
+        break;
+    }
+    case SERVER_ISCSI_LISTEN: {
+        struct listen_address address;
+        ret = listen_address_parse_reason(value, "3260", &address, &reason);
+        if (ret == 0 && (ret = lunad_config_add_iscsi_listen(config, &address)) < 0)
             listen_address_clear(&address);
         break;
     }
@@ -366,18 +390,25 @@ static int handle_key(void *user, const char *section, const char *key, const ch
     char buffer[INI_MAX_LINE];
     const char *value = unquote(raw_value, buffer, sizeof(buffer));
     if (parser->section == SECTION_NONE) {
-        parser_fail(parser, -EINVAL, "%s: key outside a section (put it under [server] or "
-                    "[export NAME])", key);
+        parser_fail(parser, -EINVAL, "%s: key outside a section (put it under [server], "
+                    "[export NAME] or [target IQN])", key);
         return 0;
     }
     if (value[0] == '\0') {
         key_fail(parser, -EINVAL, key, "empty value");
         return 0;
     }
-    if (parser->section == SECTION_SERVER)
+    if (parser->section == SECTION_SERVER) {
         server_key(parser, key, value);
-    else
+    } else if (parser->section == SECTION_TARGET) {
+        char *reason = NULL;
+        int ret = iscsi_target_key_set(parser->target, key, value, &reason);
+        if (ret < 0)
+            key_fail(parser, ret, key, ret == -ENOMEM && !reason ? "out of memory" : reason);
+        free(reason);
+    } else {
         export_key(parser, key, value);
+    }
     return parser->error_code ? 0 : 1;
 }
 

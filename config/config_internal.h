@@ -87,6 +87,21 @@ int lunad_config_add_unix_socket(struct lunad_config *config, const char *path);
 int lunad_config_add_export(struct lunad_config *config, struct export_config *export);
 void lunad_config_clear_nbd_listen(struct lunad_config *config);
 void lunad_config_clear_unix_sockets(struct lunad_config *config);
+/* iSCSI portals and targets (iscsi_targets.c). */
+int lunad_config_add_iscsi_listen(struct lunad_config *config, struct listen_address *address);
+void lunad_config_clear_iscsi_listen(struct lunad_config *config);
+void lunad_config_clear_targets(struct lunad_config *config);
+void iscsi_target_config_clear(struct iscsi_target_config *target);
+/* A new [target IQN]; *out stays valid until the next target is added. */
+int lunad_config_add_target(struct lunad_config *config, const char *iqn, struct iscsi_target_config **out,
+                            char **reason);
+int iscsi_target_add_lun(struct iscsi_target_config *target, uint64_t number, const char *export_name,
+                         char **reason);
+/* A key of [target IQN]: alias, lun.N. */
+int iscsi_target_key_set(struct iscsi_target_config *target, const char *key, const char *value, char **reason);
+/* --target IQN=EXPORT[,EXPORT...]: LUNs 0, 1, ... in order. */
+int iscsi_target_flag_parse(struct lunad_config *config, const char *text, char **reason);
+int lunad_config_validate_targets(const struct lunad_config *config, const char *source, char **error_message);
 /* Index of the export called name, or -1. */
 long lunad_config_find_export(const struct lunad_config *config, const char *name);
 

@@ -17,6 +17,7 @@ test_packages=(
   libcriterion-dev      # unit tests
   libnbd-dev libnbd-bin python3-libnbd   # libnbd test programs, nbdinfo, nbdcopy, nbdsh
   qemu-utils            # qemu-img, qemu-io, qemu-nbd (interop tests and benchmark peer)
+  qemu-block-extra      # qemu-img/qemu-io iscsi:// (interop with the iSCSI target)
   nbdkit                # benchmark peer
   fio                   # ioengine=nbd verify runs and benchmarks
   lvm2                  # LVM tests build volume groups with lvm's own tools

@@ -19,6 +19,8 @@
 
 #include "common/error_message.h"
 #include "common/log.h"
+#include "protocols/iscsi/iscsi_target.h"
+#include "protocols/nbd/nbd_session.h"
 #include "server/worker.h"
 
 enum { ACCEPTS_PER_EVENT = 64, MAX_LISTENERS = 64 };
@@ -29,6 +31,8 @@ struct listener {
     int fd;
     bool is_unix;
     char *unix_path;     /* ours to unlink on close; NULL for inherited sockets */
+    const struct session_protocol *protocol;
+    const void *settings;
     struct listener_set *set;
 };
 
@@ -130,17 +134,22 @@ static void accept_cb(struct ev_loop *loop, ev_io *watcher, int revents)
             if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
                 log_debug("TCP_NODELAY: %s", strerror(errno));
         }
-        char peer[64];
-        format_peer(&address, length, peer, sizeof(peer));
-        if (worker_adopt(least_loaded(set), fd, peer) < 0) {
-            log_warn("%s: out of memory accepting the connection", peer);
+        struct connection_request request = {.fd = fd, .protocol = listener->protocol,
+                                              .settings = listener->settings};
+        format_peer(&address, length, request.peer, sizeof(request.peer));
+        struct sockaddr_storage local;
+        socklen_t local_length = sizeof(local);
+        if (!listener->is_unix && getsockname(fd, (struct sockaddr *)&local, &local_length) == 0)
+            format_peer(&local, local_length, request.local, sizeof(request.local));
+        if (worker_adopt(least_loaded(set), &request) < 0) {
+            log_warn("%s: out of memory accepting the connection", request.peer);
             close(fd);
         }
     }
 }
 
 static int add_listener(struct listener_set *set, int fd, bool is_unix, char *unix_path,
-                        char **error_message)
+                        const struct session_protocol *protocol, const void *settings, char **error_message)
 {
     if (set->count == MAX_LISTENERS) {
         close(fd);
@@ -151,6 +160,8 @@ static int add_listener(struct listener_set *set, int fd, bool is_unix, char *un
     listener->fd = fd;
     listener->is_unix = is_unix;
     listener->unix_path = unix_path;
+    listener->protocol = protocol;
+    listener->settings = settings;
     listener->set = set;
     ev_io_init(&listener->watcher, accept_cb, fd, EV_READ);
     listener->watcher.data = listener;
@@ -158,8 +169,10 @@ static int add_listener(struct listener_set *set, int fd, bool is_unix, char *un
     return 0;
 }
 
-static int open_tcp(struct listener_set *set, const struct listen_address *address, char **error_message)
+static int open_tcp(struct listener_set *set, const struct listen_address *address,
+                    const struct session_protocol *protocol, const void *settings, char **error_message)
 {
+    const char *key = protocol == &nbd_session_protocol ? "nbd_listen" : "iscsi_listen";
     const char *host = address->host;
     if (host[0] == '\0' || strcmp(host, "*") == 0)
         host = NULL;
@@ -171,7 +184,7 @@ static int open_tcp(struct listener_set *set, const struct listen_address *addre
     struct addrinfo *results = NULL;
     int gai = getaddrinfo(host, address->port, &hints, &results);
     if (gai != 0)
-        return error_message_set(error_message, -EINVAL, "nbd_listen %s:%s: %s", address->host,
+        return error_message_set(error_message, -EINVAL, "%s %s:%s: %s", key, address->host,
                          address->port, gai_strerror(gai));
 
     int ret = 0, bound = 0;
@@ -195,15 +208,17 @@ static int open_tcp(struct listener_set *set, const struct listen_address *addre
             close(fd);
             break;
         }
-        ret = add_listener(set, fd, false, NULL, error_message);
+        ret = add_listener(set, fd, false, NULL, protocol, settings, error_message);
         if (ret == 0) {
-            describe(set, name);
+            char described[sizeof(name) + 16];
+            snprintf(described, sizeof(described), "%s (%s)", name, protocol->name);
+            describe(set, protocol == &nbd_session_protocol ? name : described);
             bound++;
         }
     }
     freeaddrinfo(results);
     if (ret == 0 && bound == 0)
-        ret = error_message_set(error_message, -EADDRNOTAVAIL, "nbd_listen %s:%s: no usable address",
+        ret = error_message_set(error_message, -EADDRNOTAVAIL, "%s %s:%s: no usable address", key,
                         address->host, address->port);
     return ret;
 }
@@ -247,7 +262,7 @@ static int open_unix(struct listener_set *set, const char *path, char **error_me
         unlink(path);
         return error_message_set(error_message, -ENOMEM, "out of memory");
     }
-    int ret = add_listener(set, fd, true, owned, error_message);
+    int ret = add_listener(set, fd, true, owned, &nbd_session_protocol, NULL, error_message);
     if (ret == 0)
         describe(set, path);
     return ret;
@@ -266,7 +281,7 @@ static int adopt_systemd_sockets(struct listener_set *set, int count, char **err
         if (!is_unix && sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0)
             return error_message_set(error_message, -EINVAL,
                              "socket activation fd %d is not a listening stream socket", fd);
-        int ret = add_listener(set, fd, is_unix, NULL, error_message);
+        int ret = add_listener(set, fd, is_unix, NULL, &nbd_session_protocol, NULL, error_message);
         if (ret < 0)
             return ret;
         char name[32];
@@ -276,8 +291,8 @@ static int adopt_systemd_sockets(struct listener_set *set, int count, char **err
     return 0;
 }
 
-int listener_set_open(const struct lunad_config *config, struct ev_loop *loop,
-                      struct worker **workers, size_t worker_count,
+int listener_set_open(const struct lunad_config *config, const struct iscsi_settings *iscsi,
+                      struct ev_loop *loop, struct worker **workers, size_t worker_count,
                       struct listener_set **out, char **error_message)
 {
     struct listener_set *set = calloc(1, sizeof(*set));
@@ -299,12 +314,15 @@ int listener_set_open(const struct lunad_config *config, struct ev_loop *loop,
         ret = adopt_systemd_sockets(set, activated, error_message);
     } else {
         for (size_t i = 0; i < config->nbd_listen_count && ret == 0; i++)
-            ret = open_tcp(set, &config->nbd_listen[i], error_message);
+            ret = open_tcp(set, &config->nbd_listen[i], &nbd_session_protocol, NULL, error_message);
         for (size_t i = 0; i < config->unix_socket_count && ret == 0; i++)
             ret = open_unix(set, config->unix_sockets[i], error_message);
-        if (ret == 0 && set->count == 0)
-            ret = error_message_set(error_message, -EINVAL, "nothing to listen on");
     }
+    /* systemd passes NBD sockets; iSCSI portals are opened here either way. */
+    for (size_t i = 0; i < config->iscsi_listen_count && ret == 0; i++)
+        ret = open_tcp(set, &config->iscsi_listen[i], &iscsi_session_protocol, iscsi, error_message);
+    if (ret == 0 && set->count == 0)
+        ret = error_message_set(error_message, -EINVAL, "nothing to listen on");
     if (ret < 0) {
         listener_set_close(set);
         return ret;

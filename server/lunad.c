@@ -27,6 +27,7 @@
 #include "server/export_registry.h"
 #include "server/listener.h"
 #include "server/pidfile.h"
+#include "server/iscsi_settings.h"
 #include "server/worker.h"
 
 /* How long SIGTERM waits for clients to finish their requests. */
@@ -41,6 +42,7 @@ struct lunad {
     struct worker *workers[MAX_WORKERS];
     unsigned worker_count;
     struct listener_set *listeners;
+    struct iscsi_settings *iscsi; /* the targets and portals, fixed at start-up */
     struct admin *admin; /* NULL without admin_socket */
     struct ev_loop *loop;
     ev_signal sigterm, sigint, sighup;
@@ -228,7 +230,13 @@ static int serve(struct lunad *lunad)
     ret = start_workers(lunad);
     if (ret < 0)
         return ret;
-    ret = listener_set_open(&lunad->config, lunad->loop, lunad->workers, lunad->worker_count,
+    ret = iscsi_settings_build(&lunad->config, &lunad->iscsi);
+    if (ret < 0) {
+        log_error("out of memory at start-up");
+        stop_workers(lunad);
+        return ret;
+    }
+    ret = listener_set_open(&lunad->config, lunad->iscsi, lunad->loop, lunad->workers, lunad->worker_count,
                             &lunad->listeners, &message);
     if (ret < 0) {
         log_error("%s", message ? message : strerror(-ret));
@@ -322,6 +330,7 @@ int main(int argc, char **argv)
     }
     int ret = serve(&lunad);
     export_registry_free(lunad.registry);
+    iscsi_settings_free(lunad.iscsi);
     threadpool_shutdown();
     lunad_config_clear(&lunad.config);
     ev_loop_destroy(lunad.loop);

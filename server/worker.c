@@ -11,13 +11,12 @@
 
 #include "block/aio.h"
 #include "common/log.h"
-#include "server/nbd_connection.h"
+#include "server/connection.h"
 
 /* A socket waiting to be adopted by the worker's thread. */
 struct pending_socket {
     struct pending_socket *next;
-    int fd;
-    char peer[64];
+    struct connection_request request;
 };
 
 struct worker {
@@ -120,11 +119,11 @@ static void adopt_pending(struct worker *worker, struct pending_socket *pending)
     while (pending) {
         struct pending_socket *next = pending->next;
         int ret = worker->stopping ? -ESHUTDOWN
-                                   : nbd_connection_start(worker, pending->fd, pending->peer);
+                                   : connection_start(worker, &pending->request);
         if (ret < 0) {
             if (ret != -ESHUTDOWN)
-                log_warn("%s: dropping connection: %s", pending->peer, strerror(-ret));
-            close(pending->fd);
+                log_warn("%s: dropping connection: %s", pending->request.peer, strerror(-ret));
+            close(pending->request.fd);
             worker->connection_count--;
         }
         free(pending);
@@ -276,13 +275,12 @@ int worker_start(unsigned index, struct export_registry *registry, struct worker
     return 0;
 }
 
-int worker_adopt(struct worker *worker, int fd, const char *peer)
+int worker_adopt(struct worker *worker, const struct connection_request *request)
 {
     struct pending_socket *pending = malloc(sizeof(*pending));
     if (!pending)
         return -ENOMEM;
-    pending->fd = fd;
-    snprintf(pending->peer, sizeof(pending->peer), "%s", peer);
+    pending->request = *request;
     pthread_mutex_lock(&worker->lock);
     pending->next = worker->pending;
     worker->pending = pending;
@@ -310,7 +308,7 @@ void worker_join(struct worker *worker)
     pthread_join(worker->thread, NULL);
     for (struct pending_socket *pending = worker->pending, *next; pending; pending = next) {
         next = pending->next;
-        close(pending->fd);
+        close(pending->request.fd);
         free(pending);
     }
     pthread_mutex_destroy(&worker->lock);

@@ -19,15 +19,25 @@ struct worker;
 struct ev_loop;
 struct aio_context;
 struct export_registry;
+struct session_protocol;
 
 /* Start a worker thread.  Returns -errno on failure. */
 int worker_start(unsigned index, struct export_registry *registry, struct worker **out);
 
+/* A connected socket and what to serve on it. */
+struct connection_request {
+    int fd;
+    char peer[64];                            /* printable addresses, for logs */
+    char local[64];                           /* our end ("" for Unix sockets) */
+    const struct session_protocol *protocol;  /* NBD or iSCSI */
+    const void *settings;                     /* the protocol's own; outlives the connection */
+};
+
 /*
- * Give a connected socket to the worker (any thread).  peer is a printable
- * address for logs.  Returns -ENOMEM (the caller closes fd) or 0.
+ * Give a connected socket to the worker (any thread); the request is
+ * copied.  Returns -ENOMEM (the caller closes the socket) or 0.
  */
-int worker_adopt(struct worker *worker, int fd, const char *peer);
+int worker_adopt(struct worker *worker, const struct connection_request *request);
 
 /*
  * Ask the worker to finish (any thread): every connection stops taking

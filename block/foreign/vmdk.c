@@ -15,7 +15,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "block/byte_order.h"
+#include "common/byte_order.h"
 #include "block/foreign/foreign.h"
 #include "block/foreign/mapped_image.h"
 #include "common/error_message.h"

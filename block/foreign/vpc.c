@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/byte_order.h"
+#include "common/byte_order.h"
 #include "block/foreign/foreign.h"
 #include "block/foreign/mapped_image.h"
 #include "common/error_message.h"

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "block/byte_order.h"
+#include "common/byte_order.h"
 #include "common/error_message.h"
 
 #define SECTOR 512u

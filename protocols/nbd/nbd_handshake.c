@@ -17,9 +17,9 @@
 int nbd_handshake_greet(struct nbd_session *session)
 {
     uint8_t greeting[NBD_GREETING_SIZE];
-    nbd_put64(greeting, NBD_MAGIC);
-    nbd_put64(greeting + 8, NBD_IHAVEOPT);
-    nbd_put16(greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    store_be64(greeting, NBD_MAGIC);
+    store_be64(greeting + 8, NBD_IHAVEOPT);
+    store_be16(greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
     return send_queue_copy(session->out, greeting, sizeof(greeting));
 }
 
@@ -75,8 +75,8 @@ static struct export *find_export(const struct nbd_session *session, const uint8
 static int export_name_reply(struct nbd_session *session, struct export *export)
 {
     uint8_t reply[NBD_EXPORT_NAME_REPLY_SIZE + NBD_EXPORT_NAME_ZEROES] = {0};
-    nbd_put64(reply, export->bdev->size);
-    nbd_put16(reply + 8, nbd_export_transmission_flags(export, nbd_session_chunks(session)));
+    store_be64(reply, export->bdev->size);
+    store_be16(reply + 8, nbd_export_transmission_flags(export, nbd_session_chunks(session)));
     size_t size = NBD_EXPORT_NAME_REPLY_SIZE + (session->no_zeroes ? 0 : NBD_EXPORT_NAME_ZEROES);
     return send_queue_copy(session->out, reply, size);
 }
@@ -108,7 +108,7 @@ static void overlay_attached(void *opaque, int result, struct export *view, char
                                result == -EINVAL && error_message ? error_message : "the export's overlay cannot be opened");
             session->input = NBD_INPUT_OPTION_HEADER;
         } else {
-            session->status = NBD_SESSION_CLOSED; /* EXPORT_NAME has no way to refuse */
+            session->status = SESSION_CLOSED; /* EXPORT_NAME has no way to refuse */
             session->input = NBD_INPUT_STOPPED;
         }
     } else {
@@ -139,7 +139,7 @@ static int attach_overlay(struct nbd_session *session, struct export *export, co
     if (!session->attaching) {
         if (session->option.option == NBD_OPT_GO)
             return option_error(session, NBD_REP_ERR_SHUTDOWN, "the server cannot open overlays now");
-        session->status = NBD_SESSION_CLOSED;
+        session->status = SESSION_CLOSED;
         session->input = NBD_INPUT_STOPPED;
         return 0;
     }
@@ -161,7 +161,7 @@ static int option_export_name(struct nbd_session *session)
     if (!export) {
         log_info("nbd %s: NBD_OPT_EXPORT_NAME '%.*s': no such export, disconnecting",
                  session->peer, (int)length, (const char *)name);
-        session->status = NBD_SESSION_CLOSED;
+        session->status = SESSION_CLOSED;
         session->input = NBD_INPUT_STOPPED;
         return 0;
     }
@@ -187,7 +187,7 @@ static int option_list(struct nbd_session *session)
         uint8_t header[NBD_OPTION_REPLY_HEADER_SIZE + 4];
         nbd_option_reply_encode(header, NBD_OPT_LIST, NBD_REP_SERVER,
                                 (uint32_t)(4 + name_length + description_length));
-        nbd_put32(header + NBD_OPTION_REPLY_HEADER_SIZE, (uint32_t)name_length);
+        store_be32(header + NBD_OPTION_REPLY_HEADER_SIZE, (uint32_t)name_length);
         int ret = send_queue_copy(session->out, header, sizeof(header));
         if (ret == 0)
             ret = send_queue_copy(session->out, config->name, name_length);
@@ -206,7 +206,7 @@ static int info_string(struct nbd_session *session, uint16_t type, const char *t
         return 0; /* optional information: omit rather than send an invalid string */
     uint8_t header[NBD_OPTION_REPLY_HEADER_SIZE + 2];
     nbd_option_reply_encode(header, session->option.option, NBD_REP_INFO, (uint32_t)(2 + length));
-    nbd_put16(header + NBD_OPTION_REPLY_HEADER_SIZE, type);
+    store_be16(header + NBD_OPTION_REPLY_HEADER_SIZE, type);
     int ret = send_queue_copy(session->out, header, sizeof(header));
     return ret ? ret : send_queue_copy(session->out, text, length);
 }
@@ -218,18 +218,18 @@ static int option_info(struct nbd_session *session, bool go)
     uint32_t length = session->option.length;
     if (length < 6)
         return option_error(session, NBD_REP_ERR_INVALID, "option data too short");
-    uint32_t name_length = nbd_get32(data);
+    uint32_t name_length = load_be32(data);
     if (name_length > length - 6)
         return option_error(session, NBD_REP_ERR_INVALID, "export name length exceeds the option");
     const uint8_t *name = data + 4;
-    uint16_t request_count = nbd_get16(data + 4 + name_length);
+    uint16_t request_count = load_be16(data + 4 + name_length);
     if (4 + name_length + 2 + 2 * (uint64_t)request_count != length)
         return option_error(session, NBD_REP_ERR_INVALID, "information request count does not match");
     if (!valid_string(name, name_length))
         return option_error(session, NBD_REP_ERR_INVALID, "invalid export name");
     bool want_name = false, want_description = false;
     for (uint16_t i = 0; i < request_count; i++) {
-        uint16_t type = nbd_get16(data + 4 + name_length + 2 + 2 * i);
+        uint16_t type = load_be16(data + 4 + name_length + 2 + 2 * i);
         want_name |= type == NBD_INFO_NAME;
         want_description |= type == NBD_INFO_DESCRIPTION;
     }
@@ -259,17 +259,17 @@ static int info_replies(struct nbd_session *session, const struct export *export
         uint32_t sizes[3];
         nbd_export_block_sizes(export, session->config.max_payload, sizes);
         uint8_t info[14];
-        nbd_put16(info, NBD_INFO_BLOCK_SIZE);
-        nbd_put32(info + 2, sizes[0]);
-        nbd_put32(info + 6, sizes[1]);
-        nbd_put32(info + 10, sizes[2]);
+        store_be16(info, NBD_INFO_BLOCK_SIZE);
+        store_be32(info + 2, sizes[0]);
+        store_be32(info + 6, sizes[1]);
+        store_be32(info + 10, sizes[2]);
         ret = option_reply(session, NBD_REP_INFO, info, sizeof(info));
     }
     if (ret == 0) {
         uint8_t info[12];
-        nbd_put16(info, NBD_INFO_EXPORT);
-        nbd_put64(info + 2, export->bdev->size);
-        nbd_put16(info + 10, nbd_export_transmission_flags(export, nbd_session_chunks(session)));
+        store_be16(info, NBD_INFO_EXPORT);
+        store_be64(info + 2, export->bdev->size);
+        store_be16(info + 10, nbd_export_transmission_flags(export, nbd_session_chunks(session)));
         ret = option_reply(session, NBD_REP_INFO, info, sizeof(info));
     }
     if (ret == 0)
@@ -295,19 +295,19 @@ static int option_meta_context(struct nbd_session *session, bool set)
         return option_error(session, NBD_REP_ERR_INVALID, "structured replies not negotiated");
     if (length < 8)
         return option_error(session, NBD_REP_ERR_INVALID, "option data too short");
-    uint32_t name_length = nbd_get32(data);
+    uint32_t name_length = load_be32(data);
     if (name_length > length - 8)
         return option_error(session, NBD_REP_ERR_INVALID, "export name length exceeds the option");
     const uint8_t *name = data + 4;
     if (!valid_string(name, name_length))
         return option_error(session, NBD_REP_ERR_INVALID, "invalid export name");
-    uint32_t query_count = nbd_get32(data + 4 + name_length);
+    uint32_t query_count = load_be32(data + 4 + name_length);
     uint64_t position = 8 + (uint64_t)name_length;
     bool allocation = !set && query_count == 0; /* an empty LIST lists everything */
     for (uint32_t i = 0; i < query_count; i++) {
         if (position + 4 > length)
             return option_error(session, NBD_REP_ERR_INVALID, "query count exceeds the option");
-        uint32_t query_length = nbd_get32(data + position);
+        uint32_t query_length = load_be32(data + position);
         position += 4;
         if (query_length > length - position)
             return option_error(session, NBD_REP_ERR_INVALID, "query length exceeds the option");
@@ -329,7 +329,7 @@ static int option_meta_context(struct nbd_session *session, bool set)
     if (allocation) {
         uint8_t reply[4 + sizeof(NBD_META_CONTEXT_ALLOCATION) - 1];
         /* LIST replies carry id 0: the spec reserves it there. */
-        nbd_put32(reply, set ? NBD_ALLOCATION_CONTEXT_ID : 0);
+        store_be32(reply, set ? NBD_ALLOCATION_CONTEXT_ID : 0);
         memcpy(reply + 4, NBD_META_CONTEXT_ALLOCATION, sizeof(NBD_META_CONTEXT_ALLOCATION) - 1);
         ret = option_reply(session, NBD_REP_META_CONTEXT, reply, sizeof(reply));
     }
@@ -377,7 +377,7 @@ static void handle_option(struct nbd_session *session)
     case NBD_OPT_ABORT:
         /* Data with ABORT is to be ignored, not refused. */
         ret = option_reply(session, NBD_REP_ACK, NULL, 0);
-        session->status = NBD_SESSION_DRAINING;
+        session->status = SESSION_DRAINING;
         session->input = NBD_INPUT_STOPPED;
         log_debug("nbd %s: client aborted the handshake", session->peer);
         break;
@@ -462,7 +462,7 @@ size_t nbd_handshake_input(struct nbd_session *session, const uint8_t *data, siz
         message = nbd_session_gather(session, data, len, NBD_CLIENT_FLAGS_SIZE, &used);
         if (!message)
             return used;
-        uint32_t flags = nbd_get32(message);
+        uint32_t flags = load_be32(message);
         if (flags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
             nbd_session_violation(session, "unknown client flags 0x%x", flags);
             return used;

@@ -91,11 +91,11 @@ struct nbd_session {
     struct export_table *exports;  /* until an export is chosen */
     struct aio_context *ctx;
     struct send_queue *out;
-    const struct nbd_session_ops *ops;
+    const struct session_ops *ops;
     void *opaque;
 
     enum nbd_input_state input;
-    enum nbd_session_status status;
+    enum session_status status;
     bool detached; /* nbd_session_free ran; waiting for in-flight requests */
     bool shutting_down; /* server stopping: new requests get NBD_ESHUTDOWN */
 

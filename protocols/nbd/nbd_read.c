@@ -50,7 +50,7 @@ static void finish(struct nbd_request *request, bool in_completion, int ret)
 
 static bool session_gone(const struct nbd_session *session)
 {
-    return session->detached || session->status == NBD_SESSION_CLOSED;
+    return session->detached || session->status == SESSION_CLOSED;
 }
 
 static void dense_complete(struct bdev_io *io)

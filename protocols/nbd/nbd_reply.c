@@ -48,8 +48,8 @@ int nbd_reply_error(struct nbd_session *session, const struct nbd_request_header
     if (!nbd_session_chunks(session))
         return queue_simple(session, request->cookie, error);
     uint8_t payload[6];
-    nbd_put32(payload, error);
-    nbd_put16(payload + 4, 0); /* no message */
+    store_be32(payload, error);
+    store_be16(payload + 4, 0); /* no message */
     return queue_chunk_header(session, request, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
                               sizeof(payload), payload, sizeof(payload));
 }
@@ -61,7 +61,7 @@ int nbd_reply_data(struct nbd_session *session, const struct nbd_request_header 
     int ret;
     if (nbd_session_chunks(session)) {
         uint8_t data_offset[8];
-        nbd_put64(data_offset, offset);
+        store_be64(data_offset, offset);
         ret = queue_chunk_header(session, request, done ? NBD_REPLY_FLAG_DONE : 0,
                                  NBD_REPLY_TYPE_OFFSET_DATA, 8 + (uint64_t)length, data_offset,
                                  sizeof(data_offset));
@@ -81,8 +81,8 @@ int nbd_reply_hole(struct nbd_session *session, const struct nbd_request_header 
                    uint64_t offset, uint32_t length, bool done)
 {
     uint8_t payload[12];
-    nbd_put64(payload, offset);
-    nbd_put32(payload + 8, length);
+    store_be64(payload, offset);
+    store_be32(payload + 8, length);
     return queue_chunk_header(session, request, done ? NBD_REPLY_FLAG_DONE : 0,
                               NBD_REPLY_TYPE_OFFSET_HOLE, sizeof(payload), payload,
                               sizeof(payload));
@@ -95,9 +95,9 @@ int nbd_reply_block_status(struct nbd_session *session, const struct nbd_request
     size_t descriptor = wide ? 16 : 8;
     uint8_t prefix[8];
     size_t prefix_length;
-    nbd_put32(prefix, context_id);
+    store_be32(prefix, context_id);
     if (wide) {
-        nbd_put32(prefix + 4, count);
+        store_be32(prefix + 4, count);
         prefix_length = 8;
     } else {
         prefix_length = 4;
@@ -111,11 +111,11 @@ int nbd_reply_block_status(struct nbd_session *session, const struct nbd_request
     for (uint32_t i = 0; i < count && ret == 0; i++) {
         uint32_t flags = extents[i].flags & (NBD_STATE_HOLE | NBD_STATE_ZERO);
         if (wide) {
-            nbd_put64(batch + fill, extents[i].length);
-            nbd_put64(batch + fill + 8, flags);
+            store_be64(batch + fill, extents[i].length);
+            store_be64(batch + fill + 8, flags);
         } else {
-            nbd_put32(batch + fill, (uint32_t)extents[i].length);
-            nbd_put32(batch + fill + 4, flags);
+            store_be32(batch + fill, (uint32_t)extents[i].length);
+            store_be32(batch + fill + 4, flags);
         }
         fill += descriptor;
         if (fill == sizeof(batch) || i + 1 == count) {

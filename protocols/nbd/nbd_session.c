@@ -38,7 +38,7 @@ struct nbd_session *nbd_session_new(const struct nbd_session_config *config,
                                     struct export_table *exports,
                                     struct aio_context *ctx,
                                     struct send_queue *out,
-                                    const struct nbd_session_ops *ops, void *opaque)
+                                    const struct session_ops *ops, void *opaque)
 {
     struct nbd_session *session = calloc(1, sizeof(*session));
     if (!session)
@@ -61,7 +61,7 @@ struct nbd_session *nbd_session_new(const struct nbd_session_config *config,
     session->ops = ops;
     session->opaque = opaque;
     session->input = NBD_INPUT_CLIENT_FLAGS;
-    session->status = NBD_SESSION_ACTIVE;
+    session->status = SESSION_ACTIVE;
     if (nbd_handshake_greet(session) < 0) {
         session_destroy(session);
         return NULL;
@@ -78,15 +78,15 @@ void nbd_session_violation(struct nbd_session *session, const char *format, ...)
     vsnprintf(message, sizeof(message), format, args);
     va_end(args);
     log_warn("nbd %s: protocol violation: %s; disconnecting", session->peer, message);
-    session->status = NBD_SESSION_CLOSED;
+    session->status = SESSION_CLOSED;
     session->input = NBD_INPUT_STOPPED;
 }
 
 void nbd_session_out_of_memory(struct nbd_session *session)
 {
-    if (session->status != NBD_SESSION_CLOSED)
+    if (session->status != SESSION_CLOSED)
         log_error("nbd %s: out of memory queuing a reply; disconnecting", session->peer);
-    session->status = NBD_SESSION_CLOSED;
+    session->status = SESSION_CLOSED;
     session->input = NBD_INPUT_STOPPED;
 }
 
@@ -160,7 +160,7 @@ void nbd_request_done(struct nbd_request *request)
 size_t nbd_session_input(struct nbd_session *session, const uint8_t *data, size_t len)
 {
     size_t used = 0;
-    while (used < len && session->status == NBD_SESSION_ACTIVE) {
+    while (used < len && session->status == SESSION_ACTIVE) {
         size_t n;
         switch (session->input) {
         case NBD_INPUT_CLIENT_FLAGS:
@@ -188,7 +188,7 @@ size_t nbd_session_input(struct nbd_session *session, const uint8_t *data, size_
 
 bool nbd_session_payload(struct nbd_session *session, struct iovec *target)
 {
-    if (session->input != NBD_INPUT_PAYLOAD || session->status != NBD_SESSION_ACTIVE)
+    if (session->input != NBD_INPUT_PAYLOAD || session->status != SESSION_ACTIVE)
         return false;
     struct nbd_request *request = session->receiving;
     target->iov_base = request->buffer->data + session->payload_fill;
@@ -204,7 +204,7 @@ void nbd_session_payload_done(struct nbd_session *session, size_t n)
 
 bool nbd_session_wants_input(const struct nbd_session *session)
 {
-    if (session->status != NBD_SESSION_ACTIVE || session->input == NBD_INPUT_STOPPED ||
+    if (session->status != SESSION_ACTIVE || session->input == NBD_INPUT_STOPPED ||
         session->input == NBD_INPUT_ATTACHING)
         return false;
     if (session->input == NBD_INPUT_REQUEST_HEADER && session->staged == 0)
@@ -212,7 +212,7 @@ bool nbd_session_wants_input(const struct nbd_session *session)
     return true;
 }
 
-enum nbd_session_status nbd_session_status(const struct nbd_session *session)
+enum session_status nbd_session_status(const struct nbd_session *session)
 {
     return session->status;
 }
@@ -222,8 +222,8 @@ static void stop_input(struct nbd_session *session)
 {
     nbd_transmission_abandon(session);
     session->input = NBD_INPUT_STOPPED;
-    if (session->status == NBD_SESSION_ACTIVE)
-        session->status = NBD_SESSION_DRAINING;
+    if (session->status == SESSION_ACTIVE)
+        session->status = SESSION_DRAINING;
 }
 
 void nbd_session_input_closed(struct nbd_session *session)
@@ -283,3 +283,44 @@ void nbd_session_free(struct nbd_session *session)
     if (session->inflight == 0)
         session_destroy(session);
 }
+
+/* ---- as a session_protocol ---- */
+
+static void *protocol_create(const struct session_start *start)
+{
+    struct nbd_session_config config = {
+        .max_inflight = NBD_DEFAULT_MAX_INFLIGHT,
+        .max_payload = NBD_DEFAULT_MAX_PAYLOAD,
+        .peer = start->peer,
+    };
+    return nbd_session_new(&config, start->exports, start->ctx, start->out, start->ops, start->opaque);
+}
+
+static size_t protocol_input(void *session, const uint8_t *data, size_t len)
+{
+    return nbd_session_input(session, data, len);
+}
+static bool protocol_payload(void *session, struct iovec *target) { return nbd_session_payload(session, target); }
+static void protocol_payload_done(void *session, size_t n) { nbd_session_payload_done(session, n); }
+static bool protocol_wants_input(const void *session) { return nbd_session_wants_input(session); }
+static enum session_status protocol_status(const void *session) { return nbd_session_status(session); }
+static void protocol_input_closed(void *session) { nbd_session_input_closed(session); }
+static void protocol_shutdown(void *session) { nbd_session_shutdown(session); }
+static uint32_t protocol_inflight(const void *session) { return nbd_session_inflight(session); }
+static bool protocol_negotiated(const void *session) { return nbd_session_negotiated(session); }
+static void protocol_free(void *session) { nbd_session_free(session); }
+
+const struct session_protocol nbd_session_protocol = {
+    .name = "nbd",
+    .create = protocol_create,
+    .input = protocol_input,
+    .payload = protocol_payload,
+    .payload_done = protocol_payload_done,
+    .wants_input = protocol_wants_input,
+    .status = protocol_status,
+    .input_closed = protocol_input_closed,
+    .shutdown = protocol_shutdown,
+    .inflight = protocol_inflight,
+    .negotiated = protocol_negotiated,
+    .free = protocol_free,
+};

@@ -26,15 +26,12 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "protocols/session.h"
+
 struct aio_context;
 struct export_table;
 struct send_queue;
 struct nbd_session;
-
-struct nbd_session_ops {
-    /* Output was queued or the session's wants changed; called from completions only. */
-    void (*wake)(void *opaque);
-};
 
 struct nbd_session_config {
     uint32_t max_inflight;  /* requests executing at once before reading pauses (default 128) */
@@ -50,7 +47,7 @@ struct nbd_session *nbd_session_new(const struct nbd_session_config *config,
                                     struct export_table *exports,
                                     struct aio_context *ctx,
                                     struct send_queue *out,
-                                    const struct nbd_session_ops *ops, void *opaque);
+                                    const struct session_ops *ops, void *opaque);
 
 /*
  * Consume bytes read from the peer.  Returns how many were consumed: fewer
@@ -74,12 +71,7 @@ void nbd_session_payload_done(struct nbd_session *session, size_t n);
 /* False while too many requests are in flight or the session is ending. */
 bool nbd_session_wants_input(const struct nbd_session *session);
 
-enum nbd_session_status {
-    NBD_SESSION_ACTIVE,      /* keep going */
-    NBD_SESSION_DRAINING,    /* no more input; close once output is written and nothing is in flight */
-    NBD_SESSION_CLOSED,      /* close the socket now (protocol violation or hard disconnect) */
-};
-enum nbd_session_status nbd_session_status(const struct nbd_session *session);
+enum session_status nbd_session_status(const struct nbd_session *session);
 
 /* The peer's end of stream: finish what is in flight, then drain. */
 void nbd_session_input_closed(struct nbd_session *session);
@@ -98,5 +90,8 @@ uint32_t nbd_session_inflight(const struct nbd_session *session);
 bool nbd_session_negotiated(const struct nbd_session *session);
 
 void nbd_session_free(struct nbd_session *session);
+
+/* The functions above as a session_protocol, for the server's connections. */
+extern const struct session_protocol nbd_session_protocol;
 
 #endif

@@ -118,7 +118,7 @@ static void request_complete(struct bdev_io *io)
     struct nbd_request *request = io->opaque;
     struct nbd_session *session = request->session;
     const struct nbd_request_header *header = &request->header;
-    if (session->detached || session->status == NBD_SESSION_CLOSED) {
+    if (session->detached || session->status == SESSION_CLOSED) {
         nbd_request_done(request);
         return;
     }
@@ -282,7 +282,7 @@ static void handle_request(struct nbd_session *session, const struct nbd_request
     if (header->type == NBD_CMD_DISC) {
         log_debug("nbd %s: NBD_CMD_DISC", session->peer);
         session->input = NBD_INPUT_STOPPED;
-        session->status = NBD_SESSION_DRAINING;
+        session->status = SESSION_DRAINING;
         return;
     }
     uint64_t payload = 0;
@@ -378,7 +378,7 @@ size_t nbd_transmission_input(struct nbd_session *session, const uint8_t *data, 
             return used;
         struct nbd_request_header header;
         if (nbd_request_decode(message, session->extended, &header) < 0) {
-            nbd_session_violation(session, "bad request magic 0x%08x", nbd_get32(message));
+            nbd_session_violation(session, "bad request magic 0x%08x", load_be32(message));
             return used;
         }
         handle_request(session, &header);

@@ -4,70 +4,70 @@
 
 int nbd_request_decode(const uint8_t *data, bool extended, struct nbd_request_header *out)
 {
-    uint32_t magic = nbd_get32(data);
+    uint32_t magic = load_be32(data);
     if (magic != (extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
         return -EPROTO;
-    out->flags = nbd_get16(data + 4);
-    out->type = nbd_get16(data + 6);
-    out->cookie = nbd_get64(data + 8);
-    out->offset = nbd_get64(data + 16);
-    out->length = extended ? nbd_get64(data + 24) : nbd_get32(data + 24);
+    out->flags = load_be16(data + 4);
+    out->type = load_be16(data + 6);
+    out->cookie = load_be64(data + 8);
+    out->offset = load_be64(data + 16);
+    out->length = extended ? load_be64(data + 24) : load_be32(data + 24);
     return 0;
 }
 
 size_t nbd_request_encode(uint8_t *out, bool extended, const struct nbd_request_header *request)
 {
-    nbd_put32(out, extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC);
-    nbd_put16(out + 4, request->flags);
-    nbd_put16(out + 6, request->type);
-    nbd_put64(out + 8, request->cookie);
-    nbd_put64(out + 16, request->offset);
+    store_be32(out, extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC);
+    store_be16(out + 4, request->flags);
+    store_be16(out + 6, request->type);
+    store_be64(out + 8, request->cookie);
+    store_be64(out + 16, request->offset);
     if (extended) {
-        nbd_put64(out + 24, request->length);
+        store_be64(out + 24, request->length);
         return NBD_EXTENDED_REQUEST_SIZE;
     }
-    nbd_put32(out + 24, (uint32_t)request->length);
+    store_be32(out + 24, (uint32_t)request->length);
     return NBD_REQUEST_SIZE;
 }
 
 int nbd_option_header_decode(const uint8_t *data, struct nbd_option_header *out)
 {
-    if (nbd_get64(data) != NBD_IHAVEOPT)
+    if (load_be64(data) != NBD_IHAVEOPT)
         return -EPROTO;
-    out->option = nbd_get32(data + 8);
-    out->length = nbd_get32(data + 12);
+    out->option = load_be32(data + 8);
+    out->length = load_be32(data + 12);
     return 0;
 }
 
 size_t nbd_option_reply_encode(uint8_t *out, uint32_t option, uint32_t type, uint32_t length)
 {
-    nbd_put64(out, NBD_OPTION_REPLY_MAGIC);
-    nbd_put32(out + 8, option);
-    nbd_put32(out + 12, type);
-    nbd_put32(out + 16, length);
+    store_be64(out, NBD_OPTION_REPLY_MAGIC);
+    store_be32(out + 8, option);
+    store_be32(out + 12, type);
+    store_be32(out + 16, length);
     return NBD_OPTION_REPLY_HEADER_SIZE;
 }
 
 size_t nbd_simple_reply_encode(uint8_t *out, uint32_t error, uint64_t cookie)
 {
-    nbd_put32(out, NBD_SIMPLE_REPLY_MAGIC);
-    nbd_put32(out + 4, error);
-    nbd_put64(out + 8, cookie);
+    store_be32(out, NBD_SIMPLE_REPLY_MAGIC);
+    store_be32(out + 4, error);
+    store_be64(out + 8, cookie);
     return NBD_SIMPLE_REPLY_SIZE;
 }
 
 size_t nbd_chunk_header_encode(uint8_t *out, bool extended, const struct nbd_chunk_header *chunk)
 {
-    nbd_put32(out, extended ? NBD_EXTENDED_REPLY_MAGIC : NBD_STRUCTURED_REPLY_MAGIC);
-    nbd_put16(out + 4, chunk->flags);
-    nbd_put16(out + 6, chunk->type);
-    nbd_put64(out + 8, chunk->cookie);
+    store_be32(out, extended ? NBD_EXTENDED_REPLY_MAGIC : NBD_STRUCTURED_REPLY_MAGIC);
+    store_be16(out + 4, chunk->flags);
+    store_be16(out + 6, chunk->type);
+    store_be64(out + 8, chunk->cookie);
     if (extended) {
-        nbd_put64(out + 16, chunk->offset);
-        nbd_put64(out + 24, chunk->length);
+        store_be64(out + 16, chunk->offset);
+        store_be64(out + 24, chunk->length);
         return NBD_EXTENDED_REPLY_SIZE;
     }
-    nbd_put32(out + 16, (uint32_t)chunk->length);
+    store_be32(out + 16, (uint32_t)chunk->length);
     return NBD_STRUCTURED_REPLY_SIZE;
 }
 

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/byte_order.h"
+
 /* Handshake magics. */
 #define NBD_MAGIC UINT64_C(0x4e42444d41474943)          /* "NBDMAGIC" */
 #define NBD_IHAVEOPT UINT64_C(0x49484156454f5054)       /* "IHAVEOPT" */
@@ -143,38 +145,6 @@
 #define NBD_MAX_REPLY_HEADER_SIZE NBD_EXTENDED_REPLY_SIZE
 #define NBD_MAX_STRING 4096u              /* names, queries, messages */
 #define NBD_META_CONTEXT_ALLOCATION "base:allocation"
-
-static inline void nbd_put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static inline void nbd_put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static inline void nbd_put64(uint8_t *p, uint64_t v)
-{
-    nbd_put32(p, (uint32_t)(v >> 32));
-    nbd_put32(p + 4, (uint32_t)v);
-}
-
-static inline uint16_t nbd_get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-
-static inline uint32_t nbd_get32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static inline uint64_t nbd_get64(const uint8_t *p)
-{
-    return ((uint64_t)nbd_get32(p) << 32) | nbd_get32(p + 4);
-}
 
 /* A transmission request, compact or extended; length is 64-bit in both. */
 struct nbd_request_header {

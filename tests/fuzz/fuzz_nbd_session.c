@@ -207,7 +207,7 @@ static void wake(void *opaque)
         fail("wake called from inside nbd_session_input (contract: completions only)");
 }
 
-static const struct nbd_session_ops fuzz_ops = {.wake = wake};
+static const struct session_ops fuzz_ops = {.wake = wake};
 
 /* xorshift32: chunk sizes that are a pure function of the input. */
 static uint32_t next_random(uint32_t *state)
@@ -246,7 +246,7 @@ static void take_output(struct fuzz_run *run)
 static void feed(struct fuzz_run *run)
 {
     struct nbd_session *session = run->session;
-    while (nbd_session_status(session) == NBD_SESSION_ACTIVE) {
+    while (nbd_session_status(session) == SESSION_ACTIVE) {
         size_t available = run->end - run->position;
         struct iovec target;
         if (nbd_session_payload(session, &target)) {
@@ -268,7 +268,7 @@ static void feed(struct fuzz_run *run)
         if (used > available)
             fail("nbd_session_input consumed %zu of %zu bytes", used, available);
         run->position += used;
-        if (used < available && nbd_session_status(session) == NBD_SESSION_ACTIVE &&
+        if (used < available && nbd_session_status(session) == SESSION_ACTIVE &&
             nbd_session_wants_input(session) && !nbd_session_payload(session, &target))
             fail("session stalled: consumed %zu of %zu bytes yet still wants input", used,
                  available);
@@ -295,7 +295,7 @@ static void check_not_wedged(struct fuzz_run *run)
 {
     struct nbd_session *session = run->session;
     struct iovec target;
-    if (nbd_session_status(session) != NBD_SESSION_ACTIVE || !send_queue_empty(run->out))
+    if (nbd_session_status(session) != SESSION_ACTIVE || !send_queue_empty(run->out))
         return;
     /* A WRITE whose payload is still arriving counts as in flight. */
     if (nbd_session_payload(session, &target))
@@ -322,10 +322,10 @@ static void settle_and_feed(struct fuzz_run *run)
 
 static void catch_up(struct fuzz_run *run)
 {
-    while (run->position < run->end && nbd_session_status(run->session) == NBD_SESSION_ACTIVE) {
+    while (run->position < run->end && nbd_session_status(run->session) == SESSION_ACTIVE) {
         size_t before = run->position;
         settle_and_feed(run);
-        if (run->position == before && nbd_session_status(run->session) == NBD_SESSION_ACTIVE)
+        if (run->position == before && nbd_session_status(run->session) == SESSION_ACTIVE)
             fail("session took nothing of %zu buffered bytes after the loop drained",
                  run->end - before);
     }
@@ -340,7 +340,7 @@ static enum ending run_ending(const struct fuzz_run *run)
 static void converse(struct fuzz_run *run, size_t size, uint32_t random_state)
 {
     size_t limit = chunk_limit(run->shape);
-    while (run->end < size && nbd_session_status(run->session) == NBD_SESSION_ACTIVE) {
+    while (run->end < size && nbd_session_status(run->session) == SESSION_ACTIVE) {
         if (run_ending(run) == END_SHUTDOWN && !run->shut_down && run->end >= size / 2) {
             /* Requests still arriving must be answered (NBD_ESHUTDOWN), not dropped. */
             nbd_session_shutdown(run->session);
@@ -352,7 +352,7 @@ static void converse(struct fuzz_run *run, size_t size, uint32_t random_state)
         if (room == 0) {
             catch_up(run);
             if (run->end - run->position == SERVER_INPUT_BUFFER &&
-                nbd_session_status(run->session) == NBD_SESSION_ACTIVE)
+                nbd_session_status(run->session) == SESSION_ACTIVE)
                 fail("session takes none of a full %d-byte input buffer", SERVER_INPUT_BUFFER);
             continue;
         }
@@ -395,7 +395,7 @@ static void finish(struct fuzz_run *run)
     case END_INPUT_CLOSED:
         nbd_session_input_closed(run->session);
         settle();
-        if (nbd_session_status(run->session) == NBD_SESSION_ACTIVE)
+        if (nbd_session_status(run->session) == SESSION_ACTIVE)
             fail("session still active after nbd_session_input_closed");
         if (nbd_session_inflight(run->session) != 0)
             fail("%u requests in flight after end of input and a drained loop",
@@ -419,7 +419,7 @@ static void finish(struct fuzz_run *run)
         break;
     }
     nbd_audit_finish(run->audit, drained,
-                     nbd_session_status(run->session) == NBD_SESSION_CLOSED);
+                     nbd_session_status(run->session) == SESSION_CLOSED);
     /* server/nbd_connection.c order: the queue first, while the session it borrows from lives. */
     send_queue_free(run->out);
     nbd_session_free(run->session);

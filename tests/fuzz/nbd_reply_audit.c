@@ -205,7 +205,7 @@ static const struct nbd_audit_export *option_target(const struct nbd_audit *audi
                        : option == NBD_OPT_SET_META_CONTEXT || option == NBD_OPT_LIST_META_CONTEXT ? 4
                                                                                                     : 0;
     if (trailer && length >= 4 + trailer) {
-        uint32_t name_length = nbd_get32(data);
+        uint32_t name_length = load_be32(data);
         if (name_length <= length - 4 - trailer)
             return find_export(audit, data + 4, name_length);
     }
@@ -301,7 +301,7 @@ static bool input_step(struct nbd_audit *audit)
     case INPUT_CLIENT_FLAGS: {
         if (available < NBD_CLIENT_FLAGS_SIZE)
             return false;
-        uint32_t flags = nbd_get32(data);
+        uint32_t flags = load_be32(data);
         audit->in_position += NBD_CLIENT_FLAGS_SIZE;
         if (flags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
             /* proto.md: unknown client flags MUST make the server close. */
@@ -315,18 +315,18 @@ static bool input_step(struct nbd_audit *audit)
     case INPUT_OPTIONS: {
         if (audit->option.active || available < NBD_OPTION_HEADER_SIZE)
             return false;
-        if (nbd_get64(data) != NBD_IHAVEOPT) {
+        if (load_be64(data) != NBD_IHAVEOPT) {
             audit->in_position += NBD_OPTION_HEADER_SIZE;
             end_input(audit, true);
             return true;
         }
-        uint32_t length = nbd_get32(data + 12);
+        uint32_t length = load_be32(data + 12);
         if (available - NBD_OPTION_HEADER_SIZE < length)
             return false; /* the session may skip or refuse it; only a whole option is judged */
         struct pending_option *option = &audit->option;
         memset(option, 0, sizeof(*option));
         option->active = true;
-        option->option = nbd_get32(data + 8);
+        option->option = load_be32(data + 8);
         option->length = length;
         option->data = data + NBD_OPTION_HEADER_SIZE;
         option->export = option_target(audit, option->option, option->data, length);
@@ -337,17 +337,17 @@ static bool input_step(struct nbd_audit *audit)
         size_t size = audit->extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
         if (available < size)
             return false;
-        uint32_t magic = nbd_get32(data);
+        uint32_t magic = load_be32(data);
         if (magic != (audit->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC)) {
             audit->in_position += size;
             end_input(audit, true);
             return true;
         }
-        uint16_t flags = nbd_get16(data + 4);
-        uint16_t type = nbd_get16(data + 6);
-        uint64_t cookie = nbd_get64(data + 8);
-        uint64_t offset = nbd_get64(data + 16);
-        uint64_t length = audit->extended ? nbd_get64(data + 24) : nbd_get32(data + 24);
+        uint16_t flags = load_be16(data + 4);
+        uint16_t type = load_be16(data + 6);
+        uint64_t cookie = load_be64(data + 8);
+        uint64_t offset = load_be64(data + 16);
+        uint64_t length = audit->extended ? load_be64(data + 24) : load_be32(data + 24);
         if (type == NBD_CMD_DISC) {
             audit->in_position += size;
             end_input(audit, false);
@@ -409,7 +409,7 @@ static void check_transmission_flags(const struct nbd_audit *audit,
 /* NBD_OPT_EXPORT_NAME has no option reply: size, flags, maybe 124 zeroes. */
 static bool export_name_reply(struct nbd_audit *audit, const uint8_t *data, size_t available)
 {
-    if (available >= 8 && nbd_get64(data) == NBD_OPTION_REPLY_MAGIC)
+    if (available >= 8 && load_be64(data) == NBD_OPTION_REPLY_MAGIC)
         audit_fail("option reply sent to NBD_OPT_EXPORT_NAME");
     size_t size = NBD_EXPORT_NAME_REPLY_SIZE + (audit->no_zeroes ? 0 : NBD_EXPORT_NAME_ZEROES);
     if (available < size)
@@ -419,10 +419,10 @@ static bool export_name_reply(struct nbd_audit *audit, const uint8_t *data, size
         audit_fail("NBD_OPT_EXPORT_NAME for an unknown export was answered");
     if (audit->extended)
         audit_fail("NBD_OPT_EXPORT_NAME answered after extended headers were negotiated");
-    if (nbd_get64(data) != export->size)
+    if (load_be64(data) != export->size)
         audit_fail("NBD_OPT_EXPORT_NAME '%s': size %llu, expected %llu", export->name,
-                   (unsigned long long)nbd_get64(data), (unsigned long long)export->size);
-    check_transmission_flags(audit, export, nbd_get16(data + 8));
+                   (unsigned long long)load_be64(data), (unsigned long long)export->size);
+    check_transmission_flags(audit, export, load_be16(data + 8));
     for (size_t i = NBD_EXPORT_NAME_REPLY_SIZE; i < size; i++)
         if (data[i] != 0)
             audit_fail("NBD_OPT_EXPORT_NAME reply: nonzero padding byte");
@@ -442,16 +442,16 @@ static void check_info(struct nbd_audit *audit, const uint8_t *payload, uint32_t
     const struct nbd_audit_export *export = option->export;
     if (!export)
         audit_fail("NBD_REP_INFO for an export that does not exist");
-    uint16_t type = nbd_get16(payload);
+    uint16_t type = load_be16(payload);
     switch (type) {
     case NBD_INFO_EXPORT:
         if (length != 12)
             audit_fail("NBD_INFO_EXPORT of %u bytes", length);
-        if (nbd_get64(payload + 2) != export->size)
+        if (load_be64(payload + 2) != export->size)
             audit_fail("NBD_INFO_EXPORT '%s': size %llu, expected %llu", export->name,
-                       (unsigned long long)nbd_get64(payload + 2),
+                       (unsigned long long)load_be64(payload + 2),
                        (unsigned long long)export->size);
-        check_transmission_flags(audit, export, nbd_get16(payload + 10));
+        check_transmission_flags(audit, export, load_be16(payload + 10));
         option->saw_info_export = true;
         break;
     case NBD_INFO_NAME:
@@ -464,9 +464,9 @@ static void check_info(struct nbd_audit *audit, const uint8_t *payload, uint32_t
     case NBD_INFO_BLOCK_SIZE: {
         if (length != 14)
             audit_fail("NBD_INFO_BLOCK_SIZE of %u bytes", length);
-        uint32_t minimum = nbd_get32(payload + 2);
-        uint32_t preferred = nbd_get32(payload + 6);
-        uint32_t maximum = nbd_get32(payload + 10);
+        uint32_t minimum = load_be32(payload + 2);
+        uint32_t preferred = load_be32(payload + 6);
+        uint32_t maximum = load_be32(payload + 10);
         if (!power_of_two(minimum) || minimum > 65536)
             audit_fail("minimum block size %u", minimum);
         if (!power_of_two(preferred) || preferred < minimum || preferred < 512)
@@ -489,7 +489,7 @@ static void check_meta_context(struct nbd_audit *audit, const uint8_t *payload, 
         audit_fail("NBD_REP_META_CONTEXT without structured replies");
     if (length <= 4 || length - 4 > NBD_MAX_STRING)
         audit_fail("NBD_REP_META_CONTEXT of %u bytes", length);
-    uint32_t id = nbd_get32(payload);
+    uint32_t id = load_be32(payload);
     if (option == NBD_OPT_SET_META_CONTEXT) {
         if (id == 0)
             audit_fail("NBD_OPT_SET_META_CONTEXT handed out context id 0");
@@ -549,11 +549,11 @@ static bool option_reply(struct nbd_audit *audit)
         return export_name_reply(audit, data, available);
     if (available < NBD_OPTION_REPLY_HEADER_SIZE)
         return false;
-    if (nbd_get64(data) != NBD_OPTION_REPLY_MAGIC)
-        audit_fail("option reply magic 0x%016llx", (unsigned long long)nbd_get64(data));
-    uint32_t option = nbd_get32(data + 8);
-    uint32_t type = nbd_get32(data + 12);
-    uint32_t length = nbd_get32(data + 16);
+    if (load_be64(data) != NBD_OPTION_REPLY_MAGIC)
+        audit_fail("option reply magic 0x%016llx", (unsigned long long)load_be64(data));
+    uint32_t option = load_be32(data + 8);
+    uint32_t type = load_be32(data + 12);
+    uint32_t length = load_be32(data + 16);
     if (option != audit->option.option)
         audit_fail("reply for option %u while option %u is outstanding", option,
                    audit->option.option);
@@ -582,7 +582,7 @@ static bool option_reply(struct nbd_audit *audit)
     case NBD_REP_SERVER:
         if (option != NBD_OPT_LIST)
             audit_fail("NBD_REP_SERVER in reply to option %u", option);
-        if (length < 4 || nbd_get32(payload) > length - 4)
+        if (length < 4 || load_be32(payload) > length - 4)
             audit_fail("malformed NBD_REP_SERVER");
         return true;
     case NBD_REP_INFO:
@@ -711,18 +711,18 @@ static void check_block_status(const struct nbd_audit *audit, struct outstanding
         audit_fail("cookie 0x%llx: block status chunk of %llu bytes", (unsigned long long)request->cookie,
                    (unsigned long long)length);
     uint64_t count = (length - prefix) / descriptor;
-    if (nbd_get32(payload) != audit->context_id)
-        audit_fail("block status for context %u, negotiated %u", nbd_get32(payload), audit->context_id);
-    if (wide && nbd_get32(payload + 4) != count)
-        audit_fail("BLOCK_STATUS_EXT count %u with %llu descriptors", nbd_get32(payload + 4),
+    if (load_be32(payload) != audit->context_id)
+        audit_fail("block status for context %u, negotiated %u", load_be32(payload), audit->context_id);
+    if (wide && load_be32(payload + 4) != count)
+        audit_fail("BLOCK_STATUS_EXT count %u with %llu descriptors", load_be32(payload + 4),
                    (unsigned long long)count);
     if ((request->flags & NBD_CMD_FLAG_REQ_ONE) && count != 1)
         audit_fail("block status with REQ_ONE returned %llu extents", (unsigned long long)count);
     uint64_t sum = 0;
     for (uint64_t i = 0; i < count; i++) {
         const uint8_t *entry = payload + prefix + i * descriptor;
-        uint64_t extent = wide ? nbd_get64(entry) : nbd_get32(entry + 0);
-        uint64_t flags = wide ? nbd_get64(entry + 8) : nbd_get32(entry + 4);
+        uint64_t extent = wide ? load_be64(entry) : load_be32(entry + 0);
+        uint64_t flags = wide ? load_be64(entry + 8) : load_be32(entry + 4);
         if (audit->trace)
             fprintf(stderr, "audit:   extent %llu: length %llu flags 0x%llx\n", (unsigned long long)i,
                     (unsigned long long)extent, (unsigned long long)flags);
@@ -752,15 +752,15 @@ static bool chunk(struct nbd_audit *audit, const uint8_t *data, size_t available
     size_t header_size = wide ? NBD_EXTENDED_REPLY_SIZE : NBD_STRUCTURED_REPLY_SIZE;
     if (available < header_size)
         return false;
-    uint16_t flags = nbd_get16(data + 4);
-    uint16_t type = nbd_get16(data + 6);
-    uint64_t cookie = nbd_get64(data + 8);
-    uint64_t length = wide ? nbd_get64(data + 24) : nbd_get32(data + 16);
+    uint16_t flags = load_be16(data + 4);
+    uint16_t type = load_be16(data + 6);
+    uint64_t cookie = load_be64(data + 8);
+    uint64_t length = wide ? load_be64(data + 24) : load_be32(data + 16);
     size_t index = find_request(audit, cookie);
     struct outstanding *request = &audit->requests[index];
-    if (wide && nbd_get64(data + 16) != request->offset)
+    if (wide && load_be64(data + 16) != request->offset)
         audit_fail("cookie 0x%llx: extended reply offset %llu, request offset %llu",
-                   (unsigned long long)cookie, (unsigned long long)nbd_get64(data + 16),
+                   (unsigned long long)cookie, (unsigned long long)load_be64(data + 16),
                    (unsigned long long)request->offset);
     if (flags & ~(uint16_t)NBD_REPLY_FLAG_DONE)
         audit_fail("reply chunk flags 0x%x", flags);
@@ -786,14 +786,14 @@ static bool chunk(struct nbd_audit *audit, const uint8_t *data, size_t available
     case NBD_REPLY_TYPE_OFFSET_DATA:
         if (length < 9)
             audit_fail("OFFSET_DATA chunk of %llu bytes", (unsigned long long)length);
-        content_range(request, nbd_get64(payload), length - 8, "OFFSET_DATA");
-        start_data(audit, request, nbd_get64(payload), length - 8);
+        content_range(request, load_be64(payload), length - 8, "OFFSET_DATA");
+        start_data(audit, request, load_be64(payload), length - 8);
         break;
     case NBD_REPLY_TYPE_OFFSET_HOLE: {
         if (length != 12)
             audit_fail("OFFSET_HOLE chunk of %llu bytes", (unsigned long long)length);
-        uint64_t offset = nbd_get64(payload);
-        uint32_t size = nbd_get32(payload + 8);
+        uint64_t offset = load_be64(payload);
+        uint32_t size = load_be32(payload + 8);
         content_range(request, offset, size, "OFFSET_HOLE");
         check_zeroes(audit, request, offset, size, "OFFSET_HOLE");
         break;
@@ -810,12 +810,12 @@ static bool chunk(struct nbd_audit *audit, const uint8_t *data, size_t available
         uint64_t tail = type == NBD_REPLY_TYPE_ERROR ? 0 : 8;
         if (length < 6 + tail)
             audit_fail("error chunk of %llu bytes", (unsigned long long)length);
-        uint32_t error = nbd_get32(payload);
+        uint32_t error = load_be32(payload);
         if (error == 0)
             audit_fail("error chunk with error 0");
         check_error(request, error);
-        if (nbd_get16(payload + 4) != length - 6 - tail)
-            audit_fail("error chunk message length %u in %llu bytes", nbd_get16(payload + 4),
+        if (load_be16(payload + 4) != length - 6 - tail)
+            audit_fail("error chunk message length %u in %llu bytes", load_be16(payload + 4),
                        (unsigned long long)length);
         request->error_seen = true;
         break;
@@ -832,8 +832,8 @@ static bool simple_reply(struct nbd_audit *audit, const uint8_t *data, size_t av
 {
     if (available < NBD_SIMPLE_REPLY_SIZE)
         return false;
-    uint32_t error = nbd_get32(data + 4);
-    uint64_t cookie = nbd_get64(data + 8);
+    uint32_t error = load_be32(data + 4);
+    uint64_t cookie = load_be64(data + 8);
     if (audit->extended)
         audit_fail("simple reply (cookie 0x%llx) with extended headers negotiated",
                    (unsigned long long)cookie);
@@ -902,10 +902,10 @@ static bool output_step(struct nbd_audit *audit)
     case OUTPUT_GREETING:
         if (available < NBD_GREETING_SIZE)
             return false;
-        if (nbd_get64(data) != NBD_MAGIC || nbd_get64(data + 8) != NBD_IHAVEOPT)
+        if (load_be64(data) != NBD_MAGIC || load_be64(data + 8) != NBD_IHAVEOPT)
             audit_fail("bad greeting");
-        if (nbd_get16(data + 16) & ~(uint16_t)(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
-            audit_fail("greeting flags 0x%x", nbd_get16(data + 16));
+        if (load_be16(data + 16) & ~(uint16_t)(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
+            audit_fail("greeting flags 0x%x", load_be16(data + 16));
         audit->out_position += NBD_GREETING_SIZE;
         audit->output = OUTPUT_OPTIONS;
         return true;
@@ -916,7 +916,7 @@ static bool output_step(struct nbd_audit *audit)
             return skip_data(audit);
         if (available < 4)
             return false;
-        switch (nbd_get32(data)) {
+        switch (load_be32(data)) {
         case NBD_SIMPLE_REPLY_MAGIC:
             return simple_reply(audit, data, available);
         case NBD_STRUCTURED_REPLY_MAGIC:
@@ -928,7 +928,7 @@ static bool output_step(struct nbd_audit *audit)
                 audit_fail("extended reply chunk without extended headers negotiated");
             return chunk(audit, data, available, true);
         default:
-            audit_fail("reply magic 0x%08x", nbd_get32(data));
+            audit_fail("reply magic 0x%08x", load_be32(data));
         }
     case OUTPUT_ENDED:
         if (available)

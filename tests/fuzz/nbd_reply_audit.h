@@ -56,7 +56,7 @@ void nbd_audit_output(struct nbd_audit *audit, const uint8_t *data, size_t lengt
  * End of the run with all output handed over.  drained: every request
  * completed and the session was not closed, so every request the session
  * took whole must have been answered.  closed: the session ended with
- * NBD_SESSION_CLOSED (required after a violation the audit saw).
+ * SESSION_CLOSED (required after a violation the audit saw).
  */
 void nbd_audit_finish(struct nbd_audit *audit, bool drained, bool closed);
 

@@ -371,3 +371,36 @@ Test(cli, help_mentions_admin_socket, .init = cr_redirect_stdout)
     cr_assert_eq(PARSE("--help"), LUNAD_CLI_EXIT_OK);
     cr_expect(strstr(read_stdout(), "--admin-socket PATH"));
 }
+
+Test(cli, target_flag_listens_for_iscsi_on_loopback)
+{
+    int ret = PARSE("--export", "a=/tmp/a.img", "--export", "b=/tmp/b.img", "--target",
+                    "iqn.2026-12.org.example:t=a,b");
+    cr_assert_eq(ret, LUNAD_CLI_RUN, "%s", message ? message : "");
+    cr_assert_eq(config.nbd_listen_count, 0, "--target without --nbd: iSCSI only");
+    cr_assert_eq(config.iscsi_listen_count, 1);
+    cr_assert_str_eq(config.iscsi_listen[0].host, "127.0.0.1");
+    cr_assert_str_eq(config.iscsi_listen[0].port, "3260");
+    cr_assert_eq(config.target_count, 1);
+    cr_assert_eq(config.targets[0].lun_count, 2);
+    cr_assert_eq(config.targets[0].luns[1].number, 1);
+    cr_assert_str_eq(config.targets[0].luns[1].export_name, "b");
+}
+
+Test(cli, iscsi_and_nbd_together)
+{
+    int ret = PARSE("--export", "a=/tmp/a.img", "--nbd", "127.0.0.1:10809", "--iscsi", "[::1]:3261", "--target",
+                    "iqn.2026-12.org.example:t=a");
+    cr_assert_eq(ret, LUNAD_CLI_RUN, "%s", message ? message : "");
+    cr_assert_eq(config.nbd_listen_count, 1);
+    cr_assert_eq(config.iscsi_listen_count, 1);
+    cr_assert_str_eq(config.iscsi_listen[0].port, "3261");
+}
+
+Test(cli, target_flag_errors)
+{
+    expect_failure(PARSE("--export", "a=/tmp/a.img", "--target", "iqn.2026-12.org.example:t"),
+                   "--target: expected IQN=EXPORT[,EXPORT...]");
+    expect_failure(PARSE("--export", "a=/tmp/a.img", "--target", "iqn.2026-12.org.example:t=a,nosuch"),
+                   "command line: [target iqn.2026-12.org.example:t] lun.1: no export 'nosuch'");
+}

@@ -309,10 +309,10 @@ Test(config_ini, shipped_example_is_valid)
 Test(config_ini, unknown_section)
 {
     expect_error("[server]\nnbd_listen = :1\n\n[exprot demo]\npath = x\n",
-                 "test.ini:4: [exprot demo]: unknown section (expected [server] or [export NAME])");
+                 "test.ini:4: [exprot demo]: unknown section (expected [server], [export NAME] or [target IQN])");
     /* Reported even when the section holds no key at all. */
     expect_error("[export a]\npath = a\n[servers]\n",
-                 "test.ini:3: [servers]: unknown section (expected [server] or [export NAME])");
+                 "test.ini:3: [servers]: unknown section (expected [server], [export NAME] or [target IQN])");
 }
 
 Test(config_ini, export_without_name)
@@ -339,8 +339,8 @@ Test(config_ini, empty_export_section_is_missing_path)
 Test(config_ini, unknown_server_key)
 {
     expect_error("[server]\nnbd_listen = :1\nthreads = 4\n",
-                 "test.ini:3: [server] threads: unknown key (expected nbd_listen, unix_socket, "
-                 "workers, log_level, pidfile, admin_socket)");
+                 "test.ini:3: [server] threads: unknown key (expected nbd_listen, iscsi_listen, "
+                 "unix_socket, workers, log_level, pidfile, admin_socket)");
 }
 
 Test(config_ini, dashed_key_is_unknown_in_files)
@@ -352,8 +352,8 @@ Test(config_ini, dashed_key_is_unknown_in_files)
 Test(config_ini, key_outside_section)
 {
     expect_error("; comment\nworkers = 2\n[server]\n",
-                 "test.ini:2: workers: key outside a section (put it under [server] or "
-                 "[export NAME])");
+                 "test.ini:2: workers: key outside a section (put it under [server], "
+                 "[export NAME] or [target IQN])");
 }
 
 Test(config_ini, empty_values)
@@ -573,5 +573,54 @@ Test(config_ini, bad_admin_socket)
                  "%s", message);
     cr_expect_eq(lunad_config_validate(&config, &message), -EINVAL);
     cr_expect_str_eq(message, "test.ini: admin_socket: x.sock is also an NBD unix_socket");
+    free(message);
+}
+
+Test(config_ini, iscsi_targets)
+{
+    static const char text[] = "[server]\n"
+                               "iscsi_listen = 127.0.0.1\n"
+                               "iscsi_listen = [::1]:3261\n"
+                               "[export a]\npath = /tmp/a.img\n"
+                               "[export b]\npath = /tmp/b.img\n"
+                               "[target iqn.2026-12.org.example:disks]\n"
+                               "alias = two disks\n"
+                               "lun.1 = b\n"
+                               "lun.0 = a\n";
+    char *message = NULL;
+    int ret = lunad_config_load_string(text, "test.ini", &config, &message);
+    cr_assert_eq(ret, 0, "%s", message ? message : "");
+    cr_assert_eq(lunad_config_validate(&config, &message), 0, "%s", message ? message : "");
+    cr_assert_eq(config.iscsi_listen_count, 2);
+    cr_assert_str_eq(config.iscsi_listen[0].port, "3260", "iSCSI's port by default");
+    cr_assert_str_eq(config.iscsi_listen[1].host, "::1");
+    cr_assert_eq(config.target_count, 1);
+    const struct iscsi_target_config *target = &config.targets[0];
+    cr_assert_str_eq(target->iqn, "iqn.2026-12.org.example:disks");
+    cr_assert_str_eq(target->alias, "two disks");
+    cr_assert_eq(target->lun_count, 2);
+    cr_assert_eq(target->luns[0].number, 0, "LUNs in number order");
+    cr_assert_str_eq(target->luns[0].export_name, "a");
+    cr_assert_str_eq(target->luns[1].export_name, "b");
+}
+
+Test(config_ini, iscsi_target_errors)
+{
+    expect_error("[target iqn.Bad:Name]\n",
+                 "test.ini:1: [target iqn.Bad:Name]: 'iqn.Bad:Name' is not an iSCSI name "
+                 "(iqn.YYYY-MM.reversed.domain[:name], lower case)");
+    expect_error("[target iqn.2026-12.org.example:t]\nlun.0 = a\nlun.0 = b\n",
+                 "test.ini:3: [target iqn.2026-12.org.example:t] lun.0: LUN 0 is given twice");
+    expect_error("[target iqn.2026-12.org.example:t]\nlun = a\n",
+                 "test.ini:2: [target iqn.2026-12.org.example:t] lun: unknown key (expected alias or lun.N)");
+    expect_error("[target iqn.2026-12.org.example:t]\n[target iqn.2026-12.org.example:t]\n",
+                 "test.ini:2: [target iqn.2026-12.org.example:t]: target iqn.2026-12.org.example:t is defined twice");
+
+    char *message = NULL;
+    static const char missing_export[] = "[server]\niscsi_listen = 127.0.0.1\n[export a]\npath = /tmp/a\n"
+                                         "[target iqn.2026-12.org.example:t]\nlun.0 = nosuch\n";
+    cr_assert_eq(lunad_config_load_string(missing_export, "test.ini", &config, &message), 0);
+    cr_assert_lt(lunad_config_validate(&config, &message), 0);
+    cr_assert_str_eq(message, "test.ini: [target iqn.2026-12.org.example:t] lun.0: no export 'nosuch'");
     free(message);
 }

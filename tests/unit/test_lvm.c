@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "block/bdev.h"
-#include "block/byte_order.h"
+#include "common/byte_order.h"
 #include "block/lvm/lvm.h"
 #include "block/lvm/lvm_label.h"
 #include "block/lvm/lvm_map.h"

@@ -39,7 +39,7 @@ static void expect_error_reply(uint32_t option, uint32_t error)
 
 static void expect_closed(void)
 {
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_CLOSED);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_CLOSED);
     cr_assert_not(nbd_session_wants_input(h.session));
 }
 
@@ -49,7 +49,7 @@ Test(nbd_handshake, greeting_is_fixed_newstyle_with_no_zeroes)
                                 'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T', 0x00, 0x03};
     cr_assert_eq(harness_output_left(&h), sizeof(expected));
     cr_assert(memcmp(harness_take(&h, sizeof(expected)), expected, sizeof(expected)) == 0);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_ACTIVE);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_ACTIVE);
     cr_assert(nbd_session_wants_input(h.session));
 }
 
@@ -65,12 +65,12 @@ Test(nbd_handshake, export_name_sends_124_zeroes_without_no_zeroes)
     start(NBD_FLAG_C_FIXED_NEWSTYLE);
     harness_option(&h, NBD_OPT_EXPORT_NAME, "disk", 4);
     const uint8_t *reply = harness_take(&h, 10 + 124);
-    cr_assert_eq(nbd_get64(reply), HARNESS_DISK_SIZE);
-    cr_assert_eq(nbd_get16(reply + 8), DISK_FLAGS);
+    cr_assert_eq(load_be64(reply), HARNESS_DISK_SIZE);
+    cr_assert_eq(load_be16(reply + 8), DISK_FLAGS);
     for (int i = 0; i < 124; i++)
         cr_assert_eq(reply[10 + i], 0);
     cr_assert_eq(harness_output_left(&h), 0);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_ACTIVE);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_ACTIVE);
 }
 
 Test(nbd_handshake, export_name_with_no_zeroes_enters_transmission)
@@ -78,8 +78,8 @@ Test(nbd_handshake, export_name_with_no_zeroes_enters_transmission)
     start(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
     harness_option(&h, NBD_OPT_EXPORT_NAME, "ro", 2);
     const uint8_t *reply = harness_take(&h, 10);
-    cr_assert_eq(nbd_get64(reply), HARNESS_RO_SIZE);
-    uint16_t flags = nbd_get16(reply + 8);
+    cr_assert_eq(load_be64(reply), HARNESS_RO_SIZE);
+    uint16_t flags = load_be16(reply + 8);
     cr_assert(flags & NBD_FLAG_READ_ONLY);
     cr_assert_not(flags & (NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_DF));
     cr_assert_eq(harness_output_left(&h), 0);
@@ -97,8 +97,8 @@ Test(nbd_handshake, empty_export_name_selects_the_first_export)
     start(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
     harness_option(&h, NBD_OPT_EXPORT_NAME, NULL, 0);
     const uint8_t *reply = harness_take(&h, 10);
-    cr_assert_eq(nbd_get64(reply), HARNESS_DISK_SIZE);
-    cr_assert_eq(nbd_get16(reply + 8), DISK_FLAGS);
+    cr_assert_eq(load_be64(reply), HARNESS_DISK_SIZE);
+    cr_assert_eq(load_be16(reply + 8), DISK_FLAGS);
 }
 
 Test(nbd_handshake, unknown_export_name_closes)
@@ -121,30 +121,30 @@ Test(nbd_handshake, go_answers_requested_infos)
     const uint8_t *reply = harness_option_reply(&h, NBD_OPT_GO, &type, &reply_length);
     cr_assert_eq(type, NBD_REP_INFO);
     cr_assert_eq(reply_length, 2 + 4);
-    cr_assert_eq(nbd_get16(reply), NBD_INFO_NAME);
+    cr_assert_eq(load_be16(reply), NBD_INFO_NAME);
     cr_assert(memcmp(reply + 2, "disk", 4) == 0, "canonical name of the default export");
 
     reply = harness_option_reply(&h, NBD_OPT_GO, &type, &reply_length);
     cr_assert_eq(type, NBD_REP_INFO);
-    cr_assert_eq(nbd_get16(reply), NBD_INFO_DESCRIPTION);
+    cr_assert_eq(load_be16(reply), NBD_INFO_DESCRIPTION);
     cr_assert_eq(reply_length, 2 + strlen("test disk"));
     cr_assert(memcmp(reply + 2, "test disk", reply_length - 2) == 0);
 
     reply = harness_option_reply(&h, NBD_OPT_GO, &type, &reply_length);
     cr_assert_eq(type, NBD_REP_INFO);
     cr_assert_eq(reply_length, 14);
-    cr_assert_eq(nbd_get16(reply), NBD_INFO_BLOCK_SIZE);
+    cr_assert_eq(load_be16(reply), NBD_INFO_BLOCK_SIZE);
     uint32_t alignment = h.table->exports[0]->bdev->limits.request_alignment;
-    cr_assert_eq(nbd_get32(reply + 2), alignment ? alignment : 1);
-    cr_assert_eq(nbd_get32(reply + 6), 4096);
-    cr_assert_eq(nbd_get32(reply + 10), 32u << 20);
+    cr_assert_eq(load_be32(reply + 2), alignment ? alignment : 1);
+    cr_assert_eq(load_be32(reply + 6), 4096);
+    cr_assert_eq(load_be32(reply + 10), 32u << 20);
 
     reply = harness_option_reply(&h, NBD_OPT_GO, &type, &reply_length);
     cr_assert_eq(type, NBD_REP_INFO);
     cr_assert_eq(reply_length, 12);
-    cr_assert_eq(nbd_get16(reply), NBD_INFO_EXPORT);
-    cr_assert_eq(nbd_get64(reply + 2), HARNESS_DISK_SIZE);
-    cr_assert_eq(nbd_get16(reply + 10), DISK_FLAGS);
+    cr_assert_eq(load_be16(reply), NBD_INFO_EXPORT);
+    cr_assert_eq(load_be64(reply + 2), HARNESS_DISK_SIZE);
+    cr_assert_eq(load_be16(reply + 10), DISK_FLAGS);
 
     harness_expect_ack(&h, NBD_OPT_GO);
     cr_assert_eq(harness_output_left(&h), 0);
@@ -163,10 +163,10 @@ Test(nbd_handshake, go_without_requests_still_sends_block_size_and_export)
     uint32_t type, reply_length;
     const uint8_t *reply = harness_option_reply(&h, NBD_OPT_GO, &type, &reply_length);
     cr_assert_eq(type, NBD_REP_INFO);
-    cr_assert_eq(nbd_get16(reply), NBD_INFO_BLOCK_SIZE);
+    cr_assert_eq(load_be16(reply), NBD_INFO_BLOCK_SIZE);
     reply = harness_option_reply(&h, NBD_OPT_GO, &type, &reply_length);
-    cr_assert_eq(nbd_get16(reply), NBD_INFO_EXPORT);
-    cr_assert(nbd_get16(reply + 10) & NBD_FLAG_READ_ONLY);
+    cr_assert_eq(load_be16(reply), NBD_INFO_EXPORT);
+    cr_assert(load_be16(reply + 10) & NBD_FLAG_READ_ONLY);
     harness_expect_ack(&h, NBD_OPT_GO);
 }
 
@@ -180,9 +180,9 @@ Test(nbd_handshake, info_does_not_end_negotiation)
     uint32_t type, reply_length;
     /* "ro" has no description: only BLOCK_SIZE and EXPORT. */
     const uint8_t *reply = harness_option_reply(&h, NBD_OPT_INFO, &type, &reply_length);
-    cr_assert_eq(nbd_get16(reply), NBD_INFO_BLOCK_SIZE);
+    cr_assert_eq(load_be16(reply), NBD_INFO_BLOCK_SIZE);
     reply = harness_option_reply(&h, NBD_OPT_INFO, &type, &reply_length);
-    cr_assert_eq(nbd_get16(reply), NBD_INFO_EXPORT);
+    cr_assert_eq(load_be16(reply), NBD_INFO_EXPORT);
     harness_expect_ack(&h, NBD_OPT_INFO);
     /* Still haggling: another option is answered as an option. */
     harness_option(&h, NBD_OPT_ABORT, NULL, 0);
@@ -197,7 +197,7 @@ Test(nbd_handshake, go_to_unknown_export_is_an_error_and_negotiation_continues)
     harness_option(&h, NBD_OPT_GO, data, length);
     expect_error_reply(NBD_OPT_GO, NBD_REP_ERR_UNKNOWN);
     cr_assert_eq(harness_output_left(&h), 0);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_ACTIVE);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_ACTIVE);
     length = harness_info_data(data, "disk", NULL, 0);
     harness_option(&h, NBD_OPT_GO, data, length);
     uint32_t type, reply_length;
@@ -209,19 +209,19 @@ Test(nbd_handshake, malformed_go_is_invalid)
 {
     start(NBD_FLAG_C_FIXED_NEWSTYLE);
     uint8_t data[16];
-    nbd_put32(data, 100); /* name longer than the option */
-    nbd_put16(data + 4, 0);
+    store_be32(data, 100); /* name longer than the option */
+    store_be16(data + 4, 0);
     harness_option(&h, NBD_OPT_GO, data, 6);
     expect_error_reply(NBD_OPT_GO, NBD_REP_ERR_INVALID);
     /* Request count disagreeing with the length. */
     uint32_t length = harness_info_data(data, "disk", NULL, 0);
-    nbd_put16(data + 8, 3);
+    store_be16(data + 8, 3);
     harness_option(&h, NBD_OPT_GO, data, length);
     expect_error_reply(NBD_OPT_GO, NBD_REP_ERR_INVALID);
     /* Too short to hold the fields at all. */
     harness_option(&h, NBD_OPT_INFO, data, 3);
     expect_error_reply(NBD_OPT_INFO, NBD_REP_ERR_INVALID);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_ACTIVE);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_ACTIVE);
 }
 
 Test(nbd_handshake, list_names_every_export_with_its_description)
@@ -231,13 +231,13 @@ Test(nbd_handshake, list_names_every_export_with_its_description)
     uint32_t type, length;
     const uint8_t *reply = harness_option_reply(&h, NBD_OPT_LIST, &type, &length);
     cr_assert_eq(type, NBD_REP_SERVER);
-    cr_assert_eq(nbd_get32(reply), 4);
+    cr_assert_eq(load_be32(reply), 4);
     cr_assert_eq(length, 4 + 4 + strlen("test disk"));
     cr_assert(memcmp(reply + 4, "disktest disk", length - 4) == 0);
     reply = harness_option_reply(&h, NBD_OPT_LIST, &type, &length);
     cr_assert_eq(type, NBD_REP_SERVER);
     cr_assert_eq(length, 4 + 2);
-    cr_assert_eq(nbd_get32(reply), 2);
+    cr_assert_eq(load_be32(reply), 2);
     cr_assert(memcmp(reply + 4, "ro", 2) == 0);
     reply = harness_option_reply(&h, NBD_OPT_LIST, &type, &length);
     cr_assert_eq(type, NBD_REP_SERVER);
@@ -258,7 +258,7 @@ Test(nbd_handshake, unknown_option_is_unsupported_and_negotiation_continues)
     expect_error_reply(NBD_OPT_PEEK_EXPORT, NBD_REP_ERR_UNSUP);
     harness_option(&h, NBD_OPT_STARTTLS, NULL, 0);
     expect_error_reply(NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_ACTIVE);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_ACTIVE);
     harness_option(&h, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
     harness_expect_ack(&h, NBD_OPT_STRUCTURED_REPLY);
 }
@@ -268,7 +268,7 @@ Test(nbd_handshake, abort_acks_then_drains)
     start(NBD_FLAG_C_FIXED_NEWSTYLE);
     harness_option(&h, NBD_OPT_ABORT, "ignored", 7);
     harness_expect_ack(&h, NBD_OPT_ABORT);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_DRAINING);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_DRAINING);
     cr_assert_not(nbd_session_wants_input(h.session));
 }
 
@@ -276,9 +276,9 @@ Test(nbd_handshake, bad_option_magic_closes)
 {
     start(NBD_FLAG_C_FIXED_NEWSTYLE);
     uint8_t header[16];
-    nbd_put64(header, NBD_MAGIC);
-    nbd_put32(header + 8, NBD_OPT_LIST);
-    nbd_put32(header + 12, 0);
+    store_be64(header, NBD_MAGIC);
+    store_be32(header + 8, NBD_OPT_LIST);
+    store_be32(header + 12, 0);
     nbd_session_input(h.session, header, sizeof(header));
     expect_closed();
 }
@@ -303,9 +303,9 @@ static void expect_allocation_context(uint32_t option, bool nonzero_id)
     cr_assert_eq(length, 4 + 15);
     cr_assert(memcmp(reply + 4, "base:allocation", 15) == 0);
     if (nonzero_id)
-        cr_assert_neq(nbd_get32(reply), 0);
+        cr_assert_neq(load_be32(reply), 0);
     else
-        cr_assert_eq(nbd_get32(reply), 0, "LIST replies carry id 0");
+        cr_assert_eq(load_be32(reply), 0, "LIST replies carry id 0");
 }
 
 Test(nbd_handshake, meta_context_list_and_set)
@@ -398,9 +398,9 @@ Test(nbd_handshake, oversized_option_data_is_skipped_in_pieces)
     static uint8_t junk[100 << 10];
     memset(junk, 'a', sizeof(junk));
     uint8_t header[16];
-    nbd_put64(header, NBD_IHAVEOPT);
-    nbd_put32(header + 8, NBD_OPT_GO);
-    nbd_put32(header + 12, sizeof(junk));
+    store_be64(header, NBD_IHAVEOPT);
+    store_be32(header + 8, NBD_OPT_GO);
+    store_be32(header + 12, sizeof(junk));
     harness_feed(&h, header, sizeof(header));
     /* The server offers at most 16 KiB at a time: the session must make progress. */
     for (size_t done = 0; done < sizeof(junk); done += 16384) {
@@ -408,13 +408,13 @@ Test(nbd_handshake, oversized_option_data_is_skipped_in_pieces)
         harness_feed(&h, junk + done, n);
     }
     expect_error_reply(NBD_OPT_GO, NBD_REP_ERR_TOO_BIG);
-    nbd_put32(header + 8, 5000);
+    store_be32(header + 8, 5000);
     harness_feed(&h, header, sizeof(header));
     harness_feed(&h, junk, sizeof(junk));
     expect_error_reply(5000, NBD_REP_ERR_UNSUP);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_ACTIVE);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_ACTIVE);
     /* An absurd length is a denial of service: hang up. */
-    nbd_put32(header + 12, 1u << 30);
+    store_be32(header + 12, 1u << 30);
     harness_feed(&h, header, sizeof(header));
     expect_closed();
 }
@@ -423,9 +423,9 @@ Test(nbd_handshake, overlong_export_name_closes)
 {
     start(NBD_FLAG_C_FIXED_NEWSTYLE);
     uint8_t header[16];
-    nbd_put64(header, NBD_IHAVEOPT);
-    nbd_put32(header + 8, NBD_OPT_EXPORT_NAME);
-    nbd_put32(header + 12, 5000);
+    store_be64(header, NBD_IHAVEOPT);
+    store_be32(header + 8, NBD_OPT_EXPORT_NAME);
+    store_be32(header + 12, 5000);
     harness_feed(&h, header, sizeof(header));
     expect_closed();
 }
@@ -434,11 +434,11 @@ Test(nbd_handshake, byte_at_a_time)
 {
     harness_skip_greeting(&h);
     uint8_t bytes[64];
-    nbd_put32(bytes, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
-    nbd_put64(bytes + 4, NBD_IHAVEOPT);
-    nbd_put32(bytes + 12, NBD_OPT_GO);
+    store_be32(bytes, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+    store_be64(bytes + 4, NBD_IHAVEOPT);
+    store_be32(bytes + 12, NBD_OPT_GO);
     uint32_t length = harness_info_data(bytes + 20, "ro", NULL, 0);
-    nbd_put32(bytes + 16, length);
+    store_be32(bytes + 16, length);
     for (uint32_t i = 0; i < 20 + length; i++)
         harness_feed(&h, bytes + i, 1);
     uint32_t type, reply_length;

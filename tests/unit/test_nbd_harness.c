@@ -57,7 +57,7 @@ static void wake(void *opaque)
     h->wakes++;
 }
 
-static const struct nbd_session_ops harness_ops = {.wake = wake};
+static const struct session_ops harness_ops = {.wake = wake};
 
 void harness_init(struct harness *h, uint32_t max_inflight)
 {
@@ -146,23 +146,23 @@ const uint8_t *harness_take(struct harness *h, size_t n)
 void harness_skip_greeting(struct harness *h)
 {
     const uint8_t *greeting = harness_take(h, NBD_GREETING_SIZE);
-    cr_assert_eq(nbd_get64(greeting), NBD_MAGIC);
-    cr_assert_eq(nbd_get64(greeting + 8), NBD_IHAVEOPT);
+    cr_assert_eq(load_be64(greeting), NBD_MAGIC);
+    cr_assert_eq(load_be64(greeting + 8), NBD_IHAVEOPT);
 }
 
 void harness_client_flags(struct harness *h, uint32_t flags)
 {
     uint8_t bytes[4];
-    nbd_put32(bytes, flags);
+    store_be32(bytes, flags);
     harness_feed(h, bytes, sizeof(bytes));
 }
 
 void harness_option(struct harness *h, uint32_t option, const void *data, uint32_t length)
 {
     uint8_t header[NBD_OPTION_HEADER_SIZE];
-    nbd_put64(header, NBD_IHAVEOPT);
-    nbd_put32(header + 8, option);
-    nbd_put32(header + 12, length);
+    store_be64(header, NBD_IHAVEOPT);
+    store_be32(header + 8, option);
+    store_be32(header + 12, length);
     harness_feed(h, header, sizeof(header));
     if (length)
         harness_feed(h, data, length);
@@ -172,11 +172,11 @@ const uint8_t *harness_option_reply(struct harness *h, uint32_t option, uint32_t
                                     uint32_t *length)
 {
     const uint8_t *header = harness_take(h, NBD_OPTION_REPLY_HEADER_SIZE);
-    cr_assert_eq(nbd_get64(header), NBD_OPTION_REPLY_MAGIC);
-    cr_assert_eq(nbd_get32(header + 8), option, "reply for option %u, expected %u",
-                 nbd_get32(header + 8), option);
-    *type = nbd_get32(header + 12);
-    *length = nbd_get32(header + 16);
+    cr_assert_eq(load_be64(header), NBD_OPTION_REPLY_MAGIC);
+    cr_assert_eq(load_be32(header + 8), option, "reply for option %u, expected %u",
+                 load_be32(header + 8), option);
+    *type = load_be32(header + 12);
+    *length = load_be32(header + 16);
     return *length ? harness_take(h, *length) : NULL;
 }
 
@@ -191,11 +191,11 @@ void harness_expect_ack(struct harness *h, uint32_t option)
 uint32_t harness_info_data(uint8_t *out, const char *name, const uint16_t *requests, uint16_t count)
 {
     uint32_t name_length = (uint32_t)strlen(name);
-    nbd_put32(out, name_length);
+    store_be32(out, name_length);
     memcpy(out + 4, name, name_length);
-    nbd_put16(out + 4 + name_length, count);
+    store_be16(out + 4 + name_length, count);
     for (uint16_t i = 0; i < count; i++)
-        nbd_put16(out + 6 + name_length + 2 * i, requests[i]);
+        store_be16(out + 6 + name_length + 2 * i, requests[i]);
     return 6 + name_length + 2u * count;
 }
 
@@ -203,13 +203,13 @@ uint32_t harness_meta_data(uint8_t *out, const char *name, const char *const *qu
                            uint32_t count)
 {
     uint32_t name_length = (uint32_t)strlen(name);
-    nbd_put32(out, name_length);
+    store_be32(out, name_length);
     memcpy(out + 4, name, name_length);
-    nbd_put32(out + 4 + name_length, count);
+    store_be32(out + 4 + name_length, count);
     uint32_t position = 8 + name_length;
     for (uint32_t i = 0; i < count; i++) {
         uint32_t length = (uint32_t)strlen(queries[i]);
-        nbd_put32(out + position, length);
+        store_be32(out + position, length);
         memcpy(out + position + 4, queries[i], length);
         position += 4 + length;
     }
@@ -242,7 +242,7 @@ uint16_t harness_go(struct harness *h, const char *name, bool structured, bool e
         cr_assert_eq(type, NBD_REP_META_CONTEXT);
         cr_assert_eq(length, 4 + strlen("base:allocation"));
         cr_assert(memcmp(reply + 4, "base:allocation", length - 4) == 0);
-        h->context_id = nbd_get32(reply);
+        h->context_id = load_be32(reply);
         harness_expect_ack(h, NBD_OPT_SET_META_CONTEXT);
     }
     uint32_t data_length = harness_info_data(data, name, NULL, 0);
@@ -254,9 +254,9 @@ uint16_t harness_go(struct harness *h, const char *name, bool structured, bool e
         if (type == NBD_REP_ACK)
             break;
         cr_assert_eq(type, NBD_REP_INFO, "GO reply type 0x%x", type);
-        if (nbd_get16(reply) == NBD_INFO_EXPORT) {
+        if (load_be16(reply) == NBD_INFO_EXPORT) {
             cr_assert_eq(length, 12);
-            flags = nbd_get16(reply + 10);
+            flags = load_be16(reply + 10);
             seen_export = true;
         }
     }
@@ -281,26 +281,26 @@ void harness_request(struct harness *h, uint16_t flags, uint16_t type, uint64_t 
 void harness_expect_simple(struct harness *h, uint64_t cookie, uint32_t error)
 {
     const uint8_t *reply = harness_take(h, NBD_SIMPLE_REPLY_SIZE);
-    cr_assert_eq(nbd_get32(reply), NBD_SIMPLE_REPLY_MAGIC, "magic 0x%08x", nbd_get32(reply));
-    cr_assert_eq(nbd_get32(reply + 4), error, "error %u, expected %u", nbd_get32(reply + 4), error);
-    cr_assert_eq(nbd_get64(reply + 8), cookie);
+    cr_assert_eq(load_be32(reply), NBD_SIMPLE_REPLY_MAGIC, "magic 0x%08x", load_be32(reply));
+    cr_assert_eq(load_be32(reply + 4), error, "error %u, expected %u", load_be32(reply + 4), error);
+    cr_assert_eq(load_be64(reply + 8), cookie);
 }
 
 void harness_chunk(struct harness *h, struct harness_chunk *chunk)
 {
     size_t size = h->extended ? NBD_EXTENDED_REPLY_SIZE : NBD_STRUCTURED_REPLY_SIZE;
     const uint8_t *header = harness_take(h, size);
-    cr_assert_eq(nbd_get32(header), h->extended ? NBD_EXTENDED_REPLY_MAGIC : NBD_STRUCTURED_REPLY_MAGIC,
-                 "chunk magic 0x%08x", nbd_get32(header));
-    chunk->flags = nbd_get16(header + 4);
-    chunk->type = nbd_get16(header + 6);
-    chunk->cookie = nbd_get64(header + 8);
+    cr_assert_eq(load_be32(header), h->extended ? NBD_EXTENDED_REPLY_MAGIC : NBD_STRUCTURED_REPLY_MAGIC,
+                 "chunk magic 0x%08x", load_be32(header));
+    chunk->flags = load_be16(header + 4);
+    chunk->type = load_be16(header + 6);
+    chunk->cookie = load_be64(header + 8);
     if (h->extended) {
-        chunk->offset = nbd_get64(header + 16);
-        chunk->length = nbd_get64(header + 24);
+        chunk->offset = load_be64(header + 16);
+        chunk->length = load_be64(header + 24);
     } else {
         chunk->offset = 0;
-        chunk->length = nbd_get32(header + 16);
+        chunk->length = load_be32(header + 16);
     }
     chunk->payload = chunk->length ? harness_take(h, chunk->length) : NULL;
 }
@@ -331,7 +331,7 @@ void harness_expect_error(struct harness *h, uint64_t cookie, uint32_t error)
     cr_assert_eq(chunk.type, NBD_REPLY_TYPE_ERROR, "chunk type 0x%x", chunk.type);
     cr_assert_eq(chunk.flags, NBD_REPLY_FLAG_DONE);
     cr_assert_geq(chunk.length, 6);
-    cr_assert_eq(nbd_get32(chunk.payload), error, "error %u, expected %u", nbd_get32(chunk.payload),
+    cr_assert_eq(load_be32(chunk.payload), error, "error %u, expected %u", load_be32(chunk.payload),
                  error);
-    cr_assert_eq(nbd_get16(chunk.payload + 4), chunk.length - 6);
+    cr_assert_eq(load_be16(chunk.payload + 4), chunk.length - 6);
 }

@@ -76,14 +76,14 @@ static void expect_structured_read(uint64_t cookie, uint64_t offset, size_t leng
         uint64_t start, size;
         if (chunk.type == NBD_REPLY_TYPE_OFFSET_DATA) {
             cr_assert_gt(chunk.length, 8);
-            start = nbd_get64(chunk.payload);
+            start = load_be64(chunk.payload);
             size = chunk.length - 8;
             cr_assert(start >= offset && start + size <= offset + length);
             memcpy(out + (start - offset), chunk.payload + 8, size);
         } else if (chunk.type == NBD_REPLY_TYPE_OFFSET_HOLE) {
             cr_assert_eq(chunk.length, 12);
-            start = nbd_get64(chunk.payload);
-            size = nbd_get32(chunk.payload + 8);
+            start = load_be64(chunk.payload);
+            size = load_be32(chunk.payload + 8);
             cr_assert_gt(size, 0);
             cr_assert(start >= offset && start + size <= offset + length);
             memset(out + (start - offset), 0, size);
@@ -143,7 +143,7 @@ Test(nbd_transmission, structured_small_read_is_one_data_chunk)
     cr_assert_eq(chunk.type, NBD_REPLY_TYPE_OFFSET_DATA);
     cr_assert_eq(chunk.flags, NBD_REPLY_FLAG_DONE);
     cr_assert_eq(chunk.length, 8 + 3000);
-    cr_assert_eq(nbd_get64(chunk.payload), 1000);
+    cr_assert_eq(load_be64(chunk.payload), 1000);
     for (int i = 0; i < 3000; i++)
         cr_assert_eq(chunk.payload[8 + i], harness_pattern_byte(1000 + i));
     cr_assert_eq(harness_output_left(&h), 0);
@@ -237,15 +237,15 @@ static unsigned expect_block_status(uint64_t cookie, uint64_t *lengths, uint32_t
     harness_chunk(&h, &chunk);
     cr_assert_eq(chunk.cookie, cookie);
     cr_assert_eq(chunk.flags, NBD_REPLY_FLAG_DONE);
-    cr_assert_eq(nbd_get32(chunk.payload), h.context_id);
+    cr_assert_eq(load_be32(chunk.payload), h.context_id);
     unsigned count;
     if (h.extended) {
         cr_assert_eq(chunk.type, NBD_REPLY_TYPE_BLOCK_STATUS_EXT);
-        count = nbd_get32(chunk.payload + 4);
+        count = load_be32(chunk.payload + 4);
         cr_assert_eq(chunk.length, 8 + 16ull * count);
         for (unsigned i = 0; i < count && i < max; i++) {
-            lengths[i] = nbd_get64(chunk.payload + 8 + 16 * i);
-            uint64_t status = nbd_get64(chunk.payload + 16 + 16 * i);
+            lengths[i] = load_be64(chunk.payload + 8 + 16 * i);
+            uint64_t status = load_be64(chunk.payload + 16 + 16 * i);
             cr_assert_eq(status >> 32, 0);
             flags[i] = (uint32_t)status;
         }
@@ -254,8 +254,8 @@ static unsigned expect_block_status(uint64_t cookie, uint64_t *lengths, uint32_t
         cr_assert_eq((chunk.length - 4) % 8, 0);
         count = (unsigned)((chunk.length - 4) / 8);
         for (unsigned i = 0; i < count && i < max; i++) {
-            lengths[i] = nbd_get32(chunk.payload + 4 + 8 * i);
-            flags[i] = nbd_get32(chunk.payload + 8 + 8 * i);
+            lengths[i] = load_be32(chunk.payload + 4 + 8 * i);
+            flags[i] = load_be32(chunk.payload + 8 + 8 * i);
         }
     }
     cr_assert_gt(count, 0);
@@ -335,9 +335,9 @@ Test(nbd_transmission, write_zeroes_flags)
     bool seen[4] = {false};
     for (int i = 0; i < 2; i++) {
         const uint8_t *reply = harness_take(&h, NBD_SIMPLE_REPLY_SIZE);
-        cr_assert_eq(nbd_get32(reply), NBD_SIMPLE_REPLY_MAGIC);
-        cr_assert_eq(nbd_get32(reply + 4), 0);
-        uint64_t cookie = nbd_get64(reply + 8);
+        cr_assert_eq(load_be32(reply), NBD_SIMPLE_REPLY_MAGIC);
+        cr_assert_eq(load_be32(reply + 4), 0);
+        uint64_t cookie = load_be64(reply + 8);
         cr_assert(cookie == 2 || cookie == 3);
         cr_assert_not(seen[cookie]);
         seen[cookie] = true;
@@ -442,7 +442,7 @@ Test(nbd_transmission, extended_oversized_payload_closes)
     };
     nbd_request_encode(header, true, &request);
     nbd_session_input(h.session, header, sizeof(header));
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_CLOSED);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_CLOSED);
 }
 
 Test(nbd_transmission, read_only_export_refuses_writes_with_eperm)
@@ -523,7 +523,7 @@ Test(nbd_transmission, oversized_lengths)
     harness_expect_simple(&h, 2, NBD_EINVAL);
     /* An absurd WRITE length: hang up rather than read a gigabyte. */
     harness_request(&h, 0, NBD_CMD_WRITE, 3, 0, 1u << 30, NULL);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_CLOSED);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_CLOSED);
 }
 
 Test(nbd_transmission, structured_read_above_maximum_is_overflow)
@@ -538,7 +538,7 @@ Test(nbd_transmission, bad_request_magic_closes)
     harness_go(&h, "disk", false, false, false);
     uint8_t header[NBD_REQUEST_SIZE] = {0x12, 0x56, 0x09, 0x53};
     nbd_session_input(h.session, header, sizeof(header));
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_CLOSED);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_CLOSED);
     cr_assert_not(nbd_session_wants_input(h.session));
     cr_assert_eq(harness_output_left(&h), 0);
 }
@@ -560,9 +560,9 @@ Test(nbd_transmission, pipelined_requests_in_one_chunk)
     bool seen[COUNT] = {false};
     for (int i = 0; i < COUNT; i++) {
         const uint8_t *reply = harness_take(&h, NBD_SIMPLE_REPLY_SIZE);
-        cr_assert_eq(nbd_get32(reply), NBD_SIMPLE_REPLY_MAGIC);
-        cr_assert_eq(nbd_get32(reply + 4), 0);
-        uint64_t index = nbd_get64(reply + 8) - 1000;
+        cr_assert_eq(load_be32(reply), NBD_SIMPLE_REPLY_MAGIC);
+        cr_assert_eq(load_be32(reply + 4), 0);
+        uint64_t index = load_be64(reply + 8) - 1000;
         cr_assert_lt(index, COUNT);
         cr_assert_not(seen[index], "one reply per cookie");
         seen[index] = true;
@@ -611,7 +611,7 @@ Test(nbd_transmission, disc_finishes_in_flight_then_drains)
     harness_go(&h, "ro", false, false, false);
     harness_request(&h, 0, NBD_CMD_READ, 1, 0, 4096, NULL);
     harness_request(&h, 0, NBD_CMD_DISC, 2, 0, 0, NULL);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_DRAINING);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_DRAINING);
     cr_assert_not(nbd_session_wants_input(h.session));
     cr_assert_eq(nbd_session_inflight(h.session), 1);
     harness_wait(&h);
@@ -631,13 +631,13 @@ Test(nbd_transmission, shutdown_and_input_closed_drain)
     harness_feed(&h, header, sizeof(header));
     cr_assert_eq(nbd_session_inflight(h.session), 2);
     nbd_session_input_closed(h.session);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_DRAINING);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_DRAINING);
     cr_assert_eq(nbd_session_inflight(h.session), 1);
     nbd_session_shutdown(h.session);
     harness_wait(&h);
     expect_simple_data(1, 4096);
     cr_assert_eq(nbd_session_inflight(h.session), 0);
-    cr_assert_eq(nbd_session_status(h.session), NBD_SESSION_DRAINING);
+    cr_assert_eq(nbd_session_status(h.session), SESSION_DRAINING);
 }
 
 Test(nbd_transmission, free_with_requests_in_flight)
@@ -693,7 +693,7 @@ Test(nbd_backpressure, reading_pauses_at_max_inflight, .init = small_setup, .fin
     cr_assert_eq(used, 2 * NBD_REQUEST_SIZE, "stops after max_inflight requests");
     cr_assert_not(nbd_session_wants_input(small.session));
     cr_assert_eq(nbd_session_inflight(small.session), 2);
-    cr_assert_eq(nbd_session_status(small.session), NBD_SESSION_ACTIVE);
+    cr_assert_eq(nbd_session_status(small.session), SESSION_ACTIVE);
     unsigned wakes = small.wakes;
     aio_context_drain(small.ctx);
     cr_assert_gt(small.wakes, wakes, "completions wake the server");
@@ -708,7 +708,7 @@ Test(nbd_backpressure, reading_pauses_at_max_inflight, .init = small_setup, .fin
     bool seen[COUNT] = {false};
     for (int i = 0; i < COUNT; i++) {
         const uint8_t *reply = harness_take(&small, NBD_SIMPLE_REPLY_SIZE);
-        uint64_t cookie = nbd_get64(reply + 8);
+        uint64_t cookie = load_be64(reply + 8);
         cr_assert_lt(cookie, COUNT);
         cr_assert_not(seen[cookie]);
         seen[cookie] = true;

@@ -11,9 +11,9 @@ Test(nbd_wire, magics_match_the_protocol_document)
 {
     cr_assert_eq(NBD_MAGIC, 0x4e42444d41474943ull);
     uint8_t text[8];
-    nbd_put64(text, NBD_MAGIC);
+    store_be64(text, NBD_MAGIC);
     cr_assert(memcmp(text, "NBDMAGIC", 8) == 0);
-    nbd_put64(text, NBD_IHAVEOPT);
+    store_be64(text, NBD_IHAVEOPT);
     cr_assert(memcmp(text, "IHAVEOPT", 8) == 0);
     cr_assert_eq(NBD_OPTION_REPLY_MAGIC, 0x3e889045565a9ull);
     cr_assert_eq(NBD_REQUEST_MAGIC, 0x25609513u);
@@ -32,16 +32,16 @@ Test(nbd_wire, magics_match_the_protocol_document)
 Test(nbd_wire, big_endian_helpers)
 {
     uint8_t bytes[8];
-    nbd_put16(bytes, 0x1234);
+    store_be16(bytes, 0x1234);
     cr_assert(bytes[0] == 0x12 && bytes[1] == 0x34);
-    cr_assert_eq(nbd_get16(bytes), 0x1234);
-    nbd_put32(bytes, 0xdeadbeef);
+    cr_assert_eq(load_be16(bytes), 0x1234);
+    store_be32(bytes, 0xdeadbeef);
     cr_assert(bytes[0] == 0xde && bytes[3] == 0xef);
-    cr_assert_eq(nbd_get32(bytes), 0xdeadbeefu);
-    nbd_put64(bytes, 0x0102030405060708ull);
+    cr_assert_eq(load_be32(bytes), 0xdeadbeefu);
+    store_be64(bytes, 0x0102030405060708ull);
     for (int i = 0; i < 8; i++)
         cr_assert_eq(bytes[i], i + 1);
-    cr_assert_eq(nbd_get64(bytes), 0x0102030405060708ull);
+    cr_assert_eq(load_be64(bytes), 0x0102030405060708ull);
 }
 
 Test(nbd_wire, compact_request_decodes_field_by_field)
@@ -73,8 +73,8 @@ Test(nbd_wire, extended_request_carries_64_bit_length)
     };
     uint8_t bytes[NBD_EXTENDED_REQUEST_SIZE];
     cr_assert_eq(nbd_request_encode(bytes, true, &in), NBD_EXTENDED_REQUEST_SIZE);
-    cr_assert_eq(nbd_get32(bytes), 0x21e41c71u);
-    cr_assert_eq(nbd_get64(bytes + 24), 5ull << 32);
+    cr_assert_eq(load_be32(bytes), 0x21e41c71u);
+    cr_assert_eq(load_be64(bytes + 24), 5ull << 32);
     struct nbd_request_header out;
     cr_assert_eq(nbd_request_decode(bytes, true, &out), 0);
     cr_assert_eq(out.length, 5ull << 32);
@@ -90,16 +90,16 @@ Test(nbd_wire, compact_encode_is_28_bytes)
     struct nbd_request_header in = {.type = NBD_CMD_READ, .cookie = 7, .offset = 512, .length = 4096};
     uint8_t bytes[NBD_MAX_REQUEST_SIZE];
     cr_assert_eq(nbd_request_encode(bytes, false, &in), 28);
-    cr_assert_eq(nbd_get32(bytes), NBD_REQUEST_MAGIC);
-    cr_assert_eq(nbd_get32(bytes + 24), 4096);
+    cr_assert_eq(load_be32(bytes), NBD_REQUEST_MAGIC);
+    cr_assert_eq(load_be32(bytes + 24), 4096);
 }
 
 Test(nbd_wire, option_header)
 {
     uint8_t bytes[NBD_OPTION_HEADER_SIZE];
-    nbd_put64(bytes, NBD_IHAVEOPT);
-    nbd_put32(bytes + 8, NBD_OPT_GO);
-    nbd_put32(bytes + 12, 42);
+    store_be64(bytes, NBD_IHAVEOPT);
+    store_be32(bytes + 8, NBD_OPT_GO);
+    store_be32(bytes + 12, 42);
     struct nbd_option_header option;
     cr_assert_eq(nbd_option_header_decode(bytes, &option), 0);
     cr_assert_eq(option.option, NBD_OPT_GO);

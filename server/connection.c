@@ -1,4 +1,4 @@
-#include "nbd_connection.h"
+#include "connection.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -14,7 +14,7 @@
 #include "block/export.h"
 #include "common/log.h"
 #include "common/send_queue.h"
-#include "protocols/nbd/nbd_session.h"
+#include "protocols/session.h"
 #include "server/export_registry.h"
 #include "server/worker.h"
 
@@ -33,13 +33,14 @@ enum {
 };
 
 /*
- * A client must finish negotiating within this time (qemu-nbd's default
- * handshake limit too): otherwise a crowd of silent connections could hold
- * every file descriptor without ever choosing an export.
+ * A client must finish negotiating (NBD handshake, iSCSI login) within
+ * this time (qemu-nbd's default handshake limit too): otherwise a crowd of
+ * silent connections could hold every file descriptor without ever
+ * choosing an export.
  */
 #define HANDSHAKE_LIMIT_SECONDS 10.0
 
-struct nbd_connection {
+struct connection {
     struct connection_link link;
     struct worker_flush flush;
     struct worker *worker;
@@ -48,7 +49,8 @@ struct nbd_connection {
     ev_io read_watcher;
     ev_io write_watcher;
     ev_timer handshake_timer;
-    struct nbd_session *session;
+    const struct session_protocol *protocol;
+    void *session;
     struct send_queue *out;
     bool input_eof;
     bool lowat_broken;   /* raising SO_RCVLOWAT failed once: do without */
@@ -60,9 +62,9 @@ struct nbd_connection {
 
 #define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
-static void connection_update(struct nbd_connection *conn);
+static void connection_update(struct connection *conn);
 
-static void connection_free(struct nbd_connection *conn)
+static void connection_free(struct connection *conn)
 {
     free(conn);
 }
@@ -71,7 +73,7 @@ static void connection_free(struct nbd_connection *conn)
  * Close the socket and drop the session.  The record itself may still sit
  * on the worker's flush list; it is freed there in that case.
  */
-static void connection_close(struct nbd_connection *conn)
+static void connection_close(struct connection *conn)
 {
     if (conn->fd < 0)
         return;
@@ -82,7 +84,7 @@ static void connection_close(struct nbd_connection *conn)
     /* The queue first: buffers it still lends are released to a live session. */
     send_queue_free(conn->out);
     conn->out = NULL;
-    nbd_session_free(conn->session);
+    conn->protocol->free(conn->session);
     conn->session = NULL;
     close(conn->fd);
     conn->fd = -1;
@@ -92,37 +94,37 @@ static void connection_close(struct nbd_connection *conn)
 }
 
 /* Hand buffered bytes to the session while it takes them. */
-static void process_input(struct nbd_connection *conn)
+static void process_input(struct connection *conn)
 {
-    while (nbd_session_status(conn->session) == NBD_SESSION_ACTIVE) {
+    while (conn->protocol->status(conn->session) == SESSION_ACTIVE) {
         size_t available = conn->in_end - conn->in_start;
         struct iovec target;
-        if (nbd_session_payload(conn->session, &target)) {
+        if (conn->protocol->payload(conn->session, &target)) {
             if (available == 0)
                 return;
             size_t n = available < target.iov_len ? available : target.iov_len;
             memcpy(target.iov_base, conn->in + conn->in_start, n);
             conn->in_start += n;
-            nbd_session_payload_done(conn->session, n);
+            conn->protocol->payload_done(conn->session, n);
             continue;
         }
-        if (available == 0 || !nbd_session_wants_input(conn->session))
+        if (available == 0 || !conn->protocol->wants_input(conn->session))
             return;
-        size_t consumed = nbd_session_input(conn->session, conn->in + conn->in_start, available);
+        size_t consumed = conn->protocol->input(conn->session, conn->in + conn->in_start, available);
         conn->in_start += consumed;
-        if (consumed == 0 && !nbd_session_payload(conn->session, &target))
+        if (consumed == 0 && !conn->protocol->payload(conn->session, &target))
             return; /* needs more bytes than are here */
     }
 }
 
-static bool wants_to_read(struct nbd_connection *conn)
+static bool wants_to_read(struct connection *conn)
 {
     if (conn->input_eof)
         return false;
-    switch (nbd_session_status(conn->session)) {
-    case NBD_SESSION_ACTIVE:
-        return nbd_session_wants_input(conn->session); /* includes reply backlog */
-    case NBD_SESSION_DRAINING:
+    switch (conn->protocol->status(conn->session)) {
+    case SESSION_ACTIVE:
+        return conn->protocol->wants_input(conn->session); /* includes reply backlog */
+    case SESSION_DRAINING:
         /*
          * The session takes no more requests, but a client still sending
          * may read its replies only once its send completes: keep reading
@@ -141,7 +143,7 @@ static bool wants_to_read(struct nbd_connection *conn)
  * it would leave requests unreported by epoll: false then, and the caller
  * closes the connection.
  */
-static bool set_lowat(struct nbd_connection *conn, int lowat)
+static bool set_lowat(struct connection *conn, int lowat)
 {
     if (conn->lowat == lowat || (conn->lowat_broken && lowat > conn->lowat))
         return true;
@@ -164,11 +166,11 @@ static bool set_lowat(struct nbd_connection *conn, int lowat)
  * buffer) and still reports the socket readable when its receive window
  * closes, so a mark larger than what can arrive never stalls the sender.
  */
-static int wanted_lowat(struct nbd_connection *conn)
+static int wanted_lowat(struct connection *conn)
 {
     struct iovec target;
-    if (conn->input_eof || nbd_session_status(conn->session) != NBD_SESSION_ACTIVE ||
-        !nbd_session_payload(conn->session, &target) || target.iov_len <= PAYLOAD_LOWAT_MIN)
+    if (conn->input_eof || conn->protocol->status(conn->session) != SESSION_ACTIVE ||
+        !conn->protocol->payload(conn->session, &target) || target.iov_len <= PAYLOAD_LOWAT_MIN)
         return 1;
     size_t buffered = conn->in_end - conn->in_start;
     size_t missing = target.iov_len > buffered ? target.iov_len - buffered : 0;
@@ -182,7 +184,7 @@ static int wanted_lowat(struct nbd_connection *conn)
  * follows it (the next request headers) into the empty input buffer in the
  * same call.
  */
-static ssize_t read_payload(struct nbd_connection *conn, const struct iovec *target, size_t *requested)
+static ssize_t read_payload(struct connection *conn, const struct iovec *target, size_t *requested)
 {
     struct iovec iov[2] = {*target, {.iov_base = conn->in, .iov_len = sizeof(conn->in)}};
     *requested = target->iov_len + sizeof(conn->in);
@@ -190,22 +192,22 @@ static ssize_t read_payload(struct nbd_connection *conn, const struct iovec *tar
     if (n <= 0)
         return n;
     size_t to_payload = (size_t)n < target->iov_len ? (size_t)n : target->iov_len;
-    nbd_session_payload_done(conn->session, to_payload);
+    conn->protocol->payload_done(conn->session, to_payload);
     conn->in_end = (size_t)n - to_payload;
     return n;
 }
 
 /* One read from the socket into the input buffer or straight into a payload. */
-static ssize_t read_some(struct nbd_connection *conn, size_t *requested)
+static ssize_t read_some(struct connection *conn, size_t *requested)
 {
     struct iovec target;
-    if (nbd_session_status(conn->session) != NBD_SESSION_ACTIVE) {
+    if (conn->protocol->status(conn->session) != SESSION_ACTIVE) {
         *requested = sizeof(conn->in); /* draining: read to drop */
         return read(conn->fd, conn->in, sizeof(conn->in));
     }
     if (conn->in_start == conn->in_end) {
         conn->in_start = conn->in_end = 0;
-        if (nbd_session_payload(conn->session, &target))
+        if (conn->protocol->payload(conn->session, &target))
             return read_payload(conn, &target, requested);
     } else if (conn->in_end == INPUT_BUFFER_SIZE) {
         if (conn->in_start == 0)
@@ -225,7 +227,7 @@ static void read_cb(struct ev_loop *loop, ev_io *watcher, int revents)
 {
     (void)loop;
     (void)revents;
-    struct nbd_connection *conn = watcher->data;
+    struct connection *conn = watcher->data;
     for (int i = 0; i < READS_PER_EVENT && wants_to_read(conn); i++) {
         size_t requested = 0;
         ssize_t n = read_some(conn, &requested);
@@ -245,7 +247,7 @@ static void read_cb(struct ev_loop *loop, ev_io *watcher, int revents)
         }
         if (n == 0) {
             conn->input_eof = true;
-            nbd_session_input_closed(conn->session);
+            conn->protocol->input_closed(conn->session);
             break;
         }
         process_input(conn);
@@ -267,7 +269,7 @@ static void write_cb(struct ev_loop *loop, ev_io *watcher, int revents)
  * reset can destroy replies the peer has not read yet.  A client told
  * ESHUTDOWN may still have requests in the pipe: read them away first.
  */
-static void discard_unread_input(struct nbd_connection *conn)
+static void discard_unread_input(struct connection *conn)
 {
     for (int i = 0; i < READS_PER_EVENT && !conn->input_eof; i++) {
         ssize_t n = read(conn->fd, conn->in, sizeof(conn->in));
@@ -281,16 +283,16 @@ static void discard_unread_input(struct nbd_connection *conn)
  * session paused on, write what is queued, arm the watchers for what we
  * wait for, and close when the session is done.
  */
-static void connection_update(struct nbd_connection *conn)
+static void connection_update(struct connection *conn)
 {
     if (conn->fd < 0)
         return;
-    if (nbd_session_status(conn->session) == NBD_SESSION_CLOSED) {
+    if (conn->protocol->status(conn->session) == SESSION_CLOSED) {
         connection_close(conn);
         return;
     }
     process_input(conn);
-    if (ev_is_active(&conn->handshake_timer) && nbd_session_negotiated(conn->session))
+    if (ev_is_active(&conn->handshake_timer) && conn->protocol->negotiated(conn->session))
         ev_timer_stop(conn->loop, &conn->handshake_timer);
 
     if (!send_queue_empty(conn->out)) {
@@ -316,10 +318,10 @@ static void connection_update(struct nbd_connection *conn)
         ev_io_stop(conn->loop, &conn->read_watcher);
     }
 
-    enum nbd_session_status status = nbd_session_status(conn->session);
-    bool finished = status == NBD_SESSION_CLOSED ||
-                    ((status == NBD_SESSION_DRAINING || conn->input_eof) &&
-                     nbd_session_inflight(conn->session) == 0 && send_queue_empty(conn->out));
+    enum session_status status = conn->protocol->status(conn->session);
+    bool finished = status == SESSION_CLOSED ||
+                    ((status == SESSION_DRAINING || conn->input_eof) &&
+                     conn->protocol->inflight(conn->session) == 0 && send_queue_empty(conn->out));
     if (finished) {
         discard_unread_input(conn);
         connection_close(conn);
@@ -328,7 +330,7 @@ static void connection_update(struct nbd_connection *conn)
 
 static void flush_fn(struct worker_flush *flush)
 {
-    struct nbd_connection *conn = CONTAINER_OF(flush, struct nbd_connection, flush);
+    struct connection *conn = CONTAINER_OF(flush, struct connection, flush);
     if (conn->fd < 0)
         connection_free(conn); /* closed while this flush was queued */
     else
@@ -339,45 +341,48 @@ static void handshake_timeout_cb(struct ev_loop *loop, ev_timer *watcher, int re
 {
     (void)loop;
     (void)revents;
-    struct nbd_connection *conn = watcher->data;
-    if (nbd_session_negotiated(conn->session))
+    struct connection *conn = watcher->data;
+    if (conn->protocol->negotiated(conn->session))
         return;
-    log_warn("%s: no export chosen within %.0f s; closing", conn->peer, HANDSHAKE_LIMIT_SECONDS);
+    log_warn("%s %s: not negotiated within %.0f s; closing", conn->protocol->name, conn->peer,
+             HANDSHAKE_LIMIT_SECONDS);
     connection_close(conn);
 }
 
 static void session_wake(void *opaque)
 {
-    struct nbd_connection *conn = opaque;
+    struct connection *conn = opaque;
     worker_schedule_flush(conn->worker, &conn->flush);
 }
 
-static const struct nbd_session_ops session_ops = {
+static const struct session_ops connection_session_ops = {
     .wake = session_wake,
 };
 
 static void link_shutdown(struct connection_link *link)
 {
-    struct nbd_connection *conn = CONTAINER_OF(link, struct nbd_connection, link);
-    nbd_session_shutdown(conn->session);
+    struct connection *conn = CONTAINER_OF(link, struct connection, link);
+    conn->protocol->shutdown(conn->session);
     connection_update(conn);
 }
 
 static void link_abort(struct connection_link *link)
 {
-    connection_close(CONTAINER_OF(link, struct nbd_connection, link));
+    connection_close(CONTAINER_OF(link, struct connection, link));
 }
 
-int nbd_connection_start(struct worker *worker, int fd, const char *peer)
+int connection_start(struct worker *worker, const struct connection_request *request)
 {
-    struct nbd_connection *conn = calloc(1, sizeof(*conn));
+    int fd = request->fd;
+    const struct session_protocol *protocol = request->protocol;
+    struct connection *conn = calloc(1, sizeof(*conn));
     if (!conn)
         return -ENOMEM;
     conn->worker = worker;
     conn->loop = worker_loop(worker);
     conn->fd = fd;
     conn->lowat = 1;
-    snprintf(conn->peer, sizeof(conn->peer), "%s", peer);
+    snprintf(conn->peer, sizeof(conn->peer), "%s", request->peer);
     conn->link.shutdown = link_shutdown;
     conn->link.abort = link_abort;
     conn->flush.fn = flush_fn;
@@ -391,13 +396,18 @@ int nbd_connection_start(struct worker *worker, int fd, const char *peer)
         free(conn);
         return -ENOMEM;
     }
-    struct nbd_session_config config = {
-        .max_inflight = 128,
-        .max_payload = 32 * 1024 * 1024,
+    struct session_start start = {
         .peer = conn->peer,
+        .local = request->local[0] ? request->local : NULL,
+        .exports = exports,
+        .ctx = worker_aio_context(worker),
+        .out = conn->out,
+        .ops = &connection_session_ops,
+        .opaque = conn,
+        .settings = request->settings,
     };
-    conn->session = nbd_session_new(&config, exports, worker_aio_context(worker), conn->out,
-                                    &session_ops, conn);
+    conn->protocol = protocol;
+    conn->session = protocol->create(&start);
     export_table_unref(exports); /* the session holds its own reference */
     if (!conn->session) {
         send_queue_free(conn->out);

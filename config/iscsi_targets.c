@@ -1,0 +1,220 @@
+/*
+ * iSCSI in the configuration: iscsi_listen portals and [target IQN]
+ * sections (alias, lun.N = EXPORT), the --target flag's IQN=EXPORT[,...]
+ * form, the checks that need the whole configuration (every LUN names an
+ * export), and a deep copy lunad keeps for its sessions across reloads.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+
+#define ISCSI_LUN_MAX 16383 /* flat space addressing: 14 bits */
+
+int lunad_config_add_iscsi_listen(struct lunad_config *config, struct listen_address *address)
+{
+    struct listen_address *grown =
+        realloc(config->iscsi_listen, (config->iscsi_listen_count + 1) * sizeof(*grown));
+    if (!grown)
+        return -ENOMEM;
+    config->iscsi_listen = grown;
+    grown[config->iscsi_listen_count++] = *address;
+    *address = (struct listen_address){0};
+    return 0;
+}
+
+void lunad_config_clear_iscsi_listen(struct lunad_config *config)
+{
+    for (size_t i = 0; i < config->iscsi_listen_count; i++)
+        listen_address_clear(&config->iscsi_listen[i]);
+    free(config->iscsi_listen);
+    config->iscsi_listen = NULL;
+    config->iscsi_listen_count = 0;
+}
+
+void iscsi_target_config_clear(struct iscsi_target_config *target)
+{
+    free(target->iqn);
+    free(target->alias);
+    for (size_t i = 0; i < target->lun_count; i++)
+        free(target->luns[i].export_name);
+    free(target->luns);
+    *target = (struct iscsi_target_config){0};
+}
+
+void lunad_config_clear_targets(struct lunad_config *config)
+{
+    for (size_t i = 0; i < config->target_count; i++)
+        iscsi_target_config_clear(&config->targets[i]);
+    free(config->targets);
+    config->targets = NULL;
+    config->target_count = 0;
+}
+
+int lunad_config_add_target(struct lunad_config *config, const char *iqn, struct iscsi_target_config **out,
+                            char **reason)
+{
+    if (!iscsi_name_valid(iqn)) {
+        *reason = config_printf("'%s' is not an iSCSI name (iqn.YYYY-MM.reversed.domain[:name], lower case)",
+                                iqn);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < config->target_count; i++)
+        if (strcmp(config->targets[i].iqn, iqn) == 0) {
+            *reason = config_printf("target %s is defined twice", iqn);
+            return -EINVAL;
+        }
+    struct iscsi_target_config *grown = realloc(config->targets, (config->target_count + 1) * sizeof(*grown));
+    if (!grown)
+        return -ENOMEM;
+    config->targets = grown;
+    struct iscsi_target_config *target = &grown[config->target_count];
+    *target = (struct iscsi_target_config){.iqn = strdup(iqn)};
+    if (!target->iqn)
+        return -ENOMEM;
+    config->target_count++;
+    *out = target;
+    return 0;
+}
+
+/* Add LUN number -> export, keeping the LUNs in increasing order. */
+int iscsi_target_add_lun(struct iscsi_target_config *target, uint64_t number, const char *export_name,
+                         char **reason)
+{
+    if (number > ISCSI_LUN_MAX) {
+        *reason = config_printf("LUN %llu: at most %d", (unsigned long long)number, ISCSI_LUN_MAX);
+        return -EINVAL;
+    }
+    size_t at = 0;
+    while (at < target->lun_count && target->luns[at].number < number)
+        at++;
+    if (at < target->lun_count && target->luns[at].number == number) {
+        *reason = config_printf("LUN %llu is given twice", (unsigned long long)number);
+        return -EINVAL;
+    }
+    struct iscsi_lun_config *grown = realloc(target->luns, (target->lun_count + 1) * sizeof(*grown));
+    if (!grown)
+        return -ENOMEM;
+    target->luns = grown;
+    char *name = strdup(export_name);
+    if (!name)
+        return -ENOMEM;
+    memmove(&grown[at + 1], &grown[at], (target->lun_count - at) * sizeof(*grown));
+    grown[at] = (struct iscsi_lun_config){.number = number, .export_name = name};
+    target->lun_count++;
+    return 0;
+}
+
+int iscsi_target_key_set(struct iscsi_target_config *target, const char *key, const char *value, char **reason)
+{
+    if (strcmp(key, "alias") == 0) {
+        char *copy = strdup(value);
+        if (!copy)
+            return -ENOMEM;
+        free(target->alias);
+        target->alias = copy;
+        return 0;
+    }
+    if (strncmp(key, "lun.", 4) == 0 && key[4] >= '0' && key[4] <= '9') {
+        char *end;
+        errno = 0;
+        unsigned long long number = strtoull(key + 4, &end, 10);
+        if (errno == 0 && *end == '\0')
+            return iscsi_target_add_lun(target, number, value, reason);
+    }
+    *reason = config_printf("unknown key (expected alias or lun.N)");
+    return -EINVAL;
+}
+
+int iscsi_target_flag_parse(struct lunad_config *config, const char *text, char **reason)
+{
+    const char *equals = strchr(text, '=');
+    if (!equals || equals == text || equals[1] == '\0') {
+        *reason = config_printf("expected IQN=EXPORT[,EXPORT...]");
+        return -EINVAL;
+    }
+    char *iqn = strndup(text, (size_t)(equals - text));
+    if (!iqn)
+        return -ENOMEM;
+    struct iscsi_target_config *target;
+    int ret = lunad_config_add_target(config, iqn, &target, reason);
+    free(iqn);
+    uint64_t number = 0;
+    for (const char *name = equals + 1; ret == 0; number++) {
+        const char *comma = strchr(name, ',');
+        size_t length = comma ? (size_t)(comma - name) : strlen(name);
+        if (length == 0) {
+            *reason = config_printf("an empty export name");
+            return -EINVAL;
+        }
+        char *export_name = strndup(name, length);
+        if (!export_name)
+            return -ENOMEM;
+        ret = iscsi_target_add_lun(target, number, export_name, reason);
+        free(export_name);
+        if (!comma)
+            break;
+        name = comma + 1;
+    }
+    return ret;
+}
+
+int lunad_config_validate_targets(const struct lunad_config *config, const char *source, char **error_message)
+{
+    for (size_t i = 0; i < config->target_count; i++) {
+        const struct iscsi_target_config *target = &config->targets[i];
+        if (target->lun_count == 0)
+            return error_message_set(error_message, -EINVAL, "%s: [target %s]: no LUN (add lun.0 = EXPORT)",
+                                     source, target->iqn);
+        for (size_t j = 0; j < target->lun_count; j++)
+            if (lunad_config_find_export(config, target->luns[j].export_name) < 0)
+                return error_message_set(error_message, -EINVAL, "%s: [target %s] lun.%llu: no export '%s'",
+                                         source, target->iqn, (unsigned long long)target->luns[j].number,
+                                         target->luns[j].export_name);
+    }
+    if (config->target_count && config->iscsi_listen_count == 0)
+        return error_message_set(error_message, -EINVAL,
+                                 "%s: iSCSI targets but no iscsi_listen (add iscsi_listen to [server], or "
+                                 "--iscsi ADDR:PORT)", source);
+    return 0;
+}
+
+int iscsi_targets_copy(const struct iscsi_target_config *targets, size_t count, struct iscsi_target_config **out)
+{
+    struct iscsi_target_config *copy = calloc(count ? count : 1, sizeof(*copy));
+    if (!copy)
+        return -ENOMEM;
+    int ret = 0;
+    for (size_t i = 0; i < count && ret == 0; i++) {
+        copy[i].iqn = strdup(targets[i].iqn);
+        copy[i].alias = targets[i].alias ? strdup(targets[i].alias) : NULL;
+        copy[i].luns = calloc(targets[i].lun_count ? targets[i].lun_count : 1, sizeof(*copy[i].luns));
+        if (!copy[i].iqn || (targets[i].alias && !copy[i].alias) || !copy[i].luns) {
+            ret = -ENOMEM;
+            break;
+        }
+        for (size_t j = 0; j < targets[i].lun_count; j++) {
+            copy[i].luns[j].number = targets[i].luns[j].number;
+            copy[i].luns[j].export_name = strdup(targets[i].luns[j].export_name);
+            if (!copy[i].luns[j].export_name) {
+                ret = -ENOMEM;
+                break;
+            }
+            copy[i].lun_count++;
+        }
+    }
+    if (ret < 0) {
+        iscsi_targets_free(copy, count);
+        return ret;
+    }
+    *out = copy;
+    return 0;
+}
+
+void iscsi_targets_free(struct iscsi_target_config *targets, size_t count)
+{
+    for (size_t i = 0; targets && i < count; i++)
+        iscsi_target_config_clear(&targets[i]);
+    free(targets);
+}

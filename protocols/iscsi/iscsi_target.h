@@ -1,0 +1,47 @@
+/*
+ * iscsi_target: lunad's iSCSI target (RFC 7143), server side, as a
+ * session_protocol (protocols/session.h): bytes in, PDUs parsed, logins
+ * negotiated, SCSI commands run by the SCSI core (protocols/scsi) on the
+ * exports' bdevs, PDUs out.  No sockets: the server's connection feeds it.
+ *
+ * What a connection serves is described by an iscsi_settings: the targets
+ * (IQN, alias, LUN number -> export name) and the portals announced to
+ * SendTargets.  One connection per session (no MC/S), ErrorRecoveryLevel 0.
+ */
+#ifndef LUNA_PROTOCOLS_ISCSI_TARGET_H
+#define LUNA_PROTOCOLS_ISCSI_TARGET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "protocols/session.h"
+
+#define ISCSI_DEFAULT_PORT 3260
+
+struct iscsi_lun_config {
+    uint64_t number;
+    char *export_name;
+};
+
+struct iscsi_target_config {
+    char *iqn;                     /* "iqn.2026-12.org.example:disk1" */
+    char *alias;                   /* TargetAlias; may be NULL */
+    struct iscsi_lun_config *luns; /* in increasing LUN number */
+    size_t lun_count;
+};
+
+struct iscsi_settings {
+    const struct iscsi_target_config *targets;
+    size_t target_count;
+    /* "ADDRESS:PORT" of every portal, for SendTargets (TargetAddress=...,1). */
+    char *const *portals;
+    size_t portal_count;
+};
+
+/* session_start.settings must point to an iscsi_settings that outlives the session. */
+extern const struct session_protocol iscsi_session_protocol;
+
+/* True when name is an iSCSI name as RFC 3720 §3.2.6 writes them (iqn., eui. or naa.). */
+bool iscsi_name_valid(const char *name);
+
+#endif
