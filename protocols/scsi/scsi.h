@@ -11,6 +11,11 @@
  * format sense (key / ASC / ASCQ, and the sense-key-specific field
  * pointer for invalid fields in the CDB); unit attentions (power on /
  * reset) once per I_T nexus; DATA PROTECT for writes to a read-only LUN.
+ *
+ * Tasks of every transport and thread may share a LUN: a COMPARE AND
+ * WRITE's read, compare and write run with no overlapping write of another
+ * task in between (those wait, without blocking any event loop, and resume
+ * on their own thread).
  */
 #ifndef LUNA_PROTOCOLS_SCSI_SCSI_H
 #define LUNA_PROTOCOLS_SCSI_SCSI_H
@@ -41,7 +46,7 @@ struct scsi_lun_options {
     bool write_cache;       /* MODE SENSE caching page WCE: the bdev has a volatile cache */
 };
 
-/* 0 or -ENOMEM. */
+/* 0 or a negative errno (-ENOMEM). */
 int scsi_lun_create(const struct scsi_lun_options *options, struct scsi_lun **out);
 void scsi_lun_destroy(struct scsi_lun *lun);
 
@@ -74,7 +79,15 @@ struct scsi_task {
     struct iovec iov;
     uint64_t progress;
     void *work;
+    void *guard;                 /* the write range it holds on the LUN (COMPARE AND WRITE atomicity) */
 };
+
+/*
+ * CHECK CONDITION with fixed-format sense (key, ASC, ASCQ), without running
+ * the task: for transports that fail a command before it reaches the core
+ * (an iSCSI data sequence error, say).  complete() is not called.
+ */
+void scsi_sense_set(struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t ascq);
 
 /*
  * Run the task; complete() is called exactly once, possibly before this

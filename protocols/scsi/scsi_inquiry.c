@@ -85,15 +85,17 @@ static size_t page_block_limits(const struct scsi_lun *lun, uint8_t *out)
     out[1] = 0xb0;
     store_be16(out + 2, 0x3c);
     out[4] = 0x01; /* WSNZ: WRITE SAME with zero blocks ("to the end") is refused */
+    out[5] = (uint8_t)scsi_max_compare_and_write(lun); /* maximum COMPARE AND WRITE length */
     const struct bdev_limits *limits = &lun->bdev->limits;
+    uint32_t preferred = limits->physical_block_size / lun->block_size;
+    store_be16(out + 6, (uint16_t)(preferred ? preferred : 1));        /* optimal transfer length granularity */
     store_be32(out + 8, limits->max_transfer / lun->block_size);        /* maximum transfer length */
     uint32_t optimal = limits->optimal_io_size ? limits->optimal_io_size : limits->physical_block_size;
     store_be32(out + 12, optimal / lun->block_size);                    /* optimal transfer length */
     if (lun->thin) {
         store_be32(out + 20, MAX_UNMAP_BLOCKS);                         /* maximum unmap LBA count */
         store_be32(out + 24, MAX_UNMAP_DESCRIPTORS);                    /* maximum unmap descriptors */
-        uint32_t granularity = limits->physical_block_size / lun->block_size;
-        store_be32(out + 28, granularity ? granularity : 1);            /* optimal unmap granularity */
+        store_be32(out + 28, preferred ? preferred : 1);                /* optimal unmap granularity */
     }
     store_be64(out + 36, MAX_UNMAP_BLOCKS);                             /* maximum write same length */
     return 4 + 0x3c;

@@ -1,13 +1,17 @@
 /*
  * scsi_internal: the LUN's state and the pieces the command files share:
- * answering a task (good, or CHECK CONDITION with sense) and the command table that drives dispatch (and, later, REPORT
- * SUPPORTED OPERATION CODES, so the two never disagree).
+ * answering a task (good, or CHECK CONDITION with sense), decoding the
+ * LBA and length common to the block commands, the write guard that
+ * makes COMPARE AND WRITE atomic, and the command table that drives both
+ * dispatch and REPORT SUPPORTED OPERATION CODES, so the two never
+ * disagree.
  */
 #ifndef LUNA_PROTOCOLS_SCSI_SCSI_INTERNAL_H
 #define LUNA_PROTOCOLS_SCSI_SCSI_INTERNAL_H
 
 #include <pthread.h>
 
+#include "block/range_lock.h"
 #include "common/byte_order.h"
 #include "protocols/scsi/scsi.h"
 
@@ -31,6 +35,7 @@ enum {
 #define ASC_WRITE_PROTECTED 0x27, 0x00
 #define ASC_POWER_ON_RESET 0x29, 0x00
 #define ASC_PARAMETER_LIST_LENGTH_ERROR 0x1a, 0x00
+#define ASC_MISCOMPARE_DURING_VERIFY 0x1d, 0x00
 #define ASC_UNRECOVERED_READ_ERROR 0x11, 0x00
 #define ASC_WRITE_ERROR 0x0c, 0x00
 #define ASC_INTERNAL_TARGET_FAILURE 0x44, 0x00
@@ -38,6 +43,8 @@ enum {
 /* Limits announced in the block limits page and enforced by the commands. */
 #define MAX_UNMAP_BLOCKS 0x100000u /* per UNMAP descriptor / WRITE SAME: 512 MiB of 512-byte blocks */
 #define MAX_UNMAP_DESCRIPTORS 64u
+/* Bounds how long a COMPARE AND WRITE holds the writers of its range off, and its buffer. */
+#define MAX_COMPARE_AND_WRITE_BLOCKS 128u
 
 struct scsi_lun {
     struct bdev *bdev;
@@ -53,27 +60,138 @@ struct scsi_lun {
     pthread_mutex_t lock;  /* attended */
     char **attended;       /* nexuses that have been told of the power-on reset */
     size_t attended_count;
+    /*
+     * Every write in progress, by LBA range (scsi_guard.c): a COMPARE AND
+     * WRITE holds its range alone, other writes share theirs.  Thread-safe
+     * on its own (its mutex), as worker threads may share the LUN.
+     */
+    struct range_lock writers;
 };
 
-/* Answering (each calls task->complete). */
+/* The most blocks one COMPARE AND WRITE may name: the block limits page's and the command's limit. */
+static inline uint32_t scsi_max_compare_and_write(const struct scsi_lun *lun)
+{
+    uint32_t by_transfer = lun->bdev->limits.max_transfer / lun->block_size;
+    return by_transfer < MAX_COMPARE_AND_WRITE_BLOCKS ? by_transfer : MAX_COMPARE_AND_WRITE_BLOCKS;
+}
+
+/* Answering (each calls task->complete, after leaving the task's write guard). */
 void scsi_task_good(struct scsi_task *task, size_t data_in_length);
 void scsi_task_check(struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t ascq);
 /* ILLEGAL REQUEST / INVALID FIELD IN CDB, pointing at byte (and bit, or -1) of the CDB. */
 void scsi_task_invalid_field(struct scsi_task *task, unsigned byte, int bit);
+/* ILLEGAL REQUEST / INVALID FIELD IN PARAMETER LIST, pointing at byte (and bit, or -1) of the data out. */
+void scsi_task_invalid_parameter(struct scsi_task *task, unsigned byte, int bit);
+/* MISCOMPARE / MISCOMPARE DURING VERIFY OPERATION, the INFORMATION field the first differing byte's offset. */
+void scsi_task_miscompare(struct scsi_task *task, uint64_t offset);
 /* A bdev error as sense: -EROFS write protected, -EINVAL out of range, others medium / hardware errors. */
 void scsi_task_errno(struct scsi_task *task, int error, bool write);
 
 /* Copy length bytes of an answer built in a local buffer into data_in (cut at its capacity), then good. */
 void scsi_task_reply(struct scsi_task *task, const uint8_t *answer, size_t length);
 
+/* LBA and block count checked against the LUN; false after answering LBA OUT OF RANGE. */
+bool scsi_task_range_check(struct scsi_task *task, uint64_t lba, uint64_t blocks);
+
+/*
+ * The LBA and length (transfer, verification, prefetch) fields of the block
+ * commands, at the places the CDB's group puts them: 10-byte CDBs (groups 1
+ * and 2) LBA in 2-5 and length in 7-8, 12-byte (group 5) 2-5 and 6-9,
+ * 16-byte (group 4) 2-9 and 10-13.  Not for the 6-byte READ and WRITE.
+ */
+static inline void scsi_cdb_lba_length(const uint8_t *cdb, uint64_t *lba, uint64_t *length)
+{
+    switch (cdb[0] >> 5) {
+    case 4:
+        *lba = load_be64(cdb + 2);
+        *length = load_be32(cdb + 10);
+        break;
+    case 5:
+        *lba = load_be32(cdb + 2);
+        *length = load_be32(cdb + 6);
+        break;
+    default:
+        *lba = load_be32(cdb + 2);
+        *length = load_be16(cdb + 7);
+        break;
+    }
+}
+
+/* The CDB byte holding that length, for the field pointer of an invalid length. */
+static inline unsigned scsi_cdb_length_byte(const uint8_t *cdb)
+{
+    switch (cdb[0] >> 5) {
+    case 4: return 10;
+    case 5: return 6;
+    default: return 7;
+    }
+}
+
+/*
+ * The write guard (scsi_guard.c).  Enter before a task modifies blocks
+ * [lba, lba + blocks): start(task) runs once no earlier overlapping write
+ * conflicts (shared: only COMPARE AND WRITEs conflict; exclusive: every
+ * write does), at once or later on the task's own aio_context thread.  The
+ * guard is left by scsi_guard_leave or, at the latest, when the task is
+ * answered.  Out of memory: the task is answered instead.
+ */
+void scsi_guard_enter(struct scsi_task *task, uint64_t lba, uint64_t blocks, bool exclusive,
+                      void (*start)(struct scsi_task *task));
+void scsi_guard_leave(struct scsi_task *task);
+
+/* The offset of the first byte where a and b differ, length when they do not (scsi_verify.c). */
+size_t scsi_first_difference(const uint8_t *a, const uint8_t *b, size_t length);
+
+/* Submit task->io, prepared by the caller, to the LUN's bdev (a guard's start). */
+void scsi_submit_prepared(struct scsi_task *task);
+
+/*
+ * A mode page as MODE SENSE returns it (scsi_mode.c): its current values,
+ * or with changeable its mask of changeable bits.  Returns its length
+ * (header included), 0 for a page the LUN does not have.
+ */
+size_t scsi_mode_page(const struct scsi_lun *lun, uint8_t page, bool changeable, uint8_t *out);
+#define SCSI_MODE_PAGE_MAX 20
+
+/* ---- the command table (scsi_commands.c) ---- */
+
+struct scsi_command {
+    uint8_t opcode;
+    uint8_t service_action;   /* when has_service_action: CDB byte 1, bits 4-0 */
+    bool has_service_action;
+    bool without_attention;   /* INQUIRY, REPORT LUNS, REQUEST SENSE: not held up by a unit attention */
+    uint8_t cdb_length;
+    /*
+     * CDB usage data (SPC-4 REPORT SUPPORTED OPERATION CODES): the opcode,
+     * the service action where it has one, and a one for every other bit
+     * the command's code evaluates (reserved and ignored bits are zero).
+     */
+    uint8_t usage[16];
+    void (*run)(struct scsi_task *task);
+};
+
+extern const struct scsi_command scsi_commands[];
+extern const size_t scsi_command_count;
+
 /* The commands, by file. */
-void scsi_inquiry(struct scsi_task *task);
-void scsi_mode_sense(struct scsi_task *task);
-void scsi_read_capacity10(struct scsi_task *task);
-void scsi_service_action_in16(struct scsi_task *task);
+void scsi_test_unit_ready(struct scsi_task *task);      /* scsi_basic.c */
+void scsi_request_sense(struct scsi_task *task);
+void scsi_report_luns(struct scsi_task *task);
+void scsi_accepted(struct scsi_task *task);
+void scsi_prefetch(struct scsi_task *task);
+void scsi_inquiry(struct scsi_task *task);              /* scsi_inquiry.c */
+void scsi_mode_sense(struct scsi_task *task);           /* scsi_mode.c */
+void scsi_mode_select(struct scsi_task *task);          /* scsi_mode_select.c */
+void scsi_read_capacity10(struct scsi_task *task);      /* scsi_rw.c */
+void scsi_read_capacity16(struct scsi_task *task);
+void scsi_get_lba_status(struct scsi_task *task);
 void scsi_read_write(struct scsi_task *task);
 void scsi_synchronize_cache(struct scsi_task *task);
 void scsi_unmap(struct scsi_task *task);
 void scsi_write_same(struct scsi_task *task);
+void scsi_verify(struct scsi_task *task);               /* scsi_verify.c */
+void scsi_write_and_verify(struct scsi_task *task);
+void scsi_compare_and_write(struct scsi_task *task);    /* scsi_compare_write.c */
+void scsi_report_supported_opcodes(struct scsi_task *task); /* scsi_opcodes.c */
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * The logical unit: its state, answering tasks, and the command table
- * that dispatches CDBs (with the commands that need no I/O).
+ * The logical unit: its state, answering tasks, and dispatching CDBs
+ * through the command table (scsi_commands.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +11,13 @@
 
 /* ---- answering ---- */
 
+/* The task is answered: whatever range it still holds is free for the writes waiting on it. */
+static void finish(struct scsi_task *task)
+{
+    scsi_guard_leave(task);
+    task->complete(task);
+}
+
 void scsi_task_good(struct scsi_task *task, size_t data_in_length)
 {
     task->status = SCSI_STATUS_GOOD;
@@ -18,10 +25,10 @@ void scsi_task_good(struct scsi_task *task, size_t data_in_length)
     task->data_in_length = data_in_length;
     if (task->data_in_wanted < data_in_length)
         task->data_in_wanted = data_in_length;
-    task->complete(task);
+    finish(task);
 }
 
-static void sense_fill(struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t ascq)
+void scsi_sense_set(struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t ascq)
 {
     memset(task->sense, 0, sizeof(task->sense));
     task->sense[0] = 0x70; /* current error, fixed format */
@@ -37,17 +44,39 @@ static void sense_fill(struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t
 
 void scsi_task_check(struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t ascq)
 {
-    sense_fill(task, key, asc, ascq);
-    task->complete(task);
+    scsi_sense_set(task, key, asc, ascq);
+    finish(task);
+}
+
+/* Sense-key specific field pointer (SPC-4 4.5.2.4.2): SKSV, C/D, BPV and the bit, then the byte. */
+static void field_pointer(struct scsi_task *task, bool in_cdb, unsigned byte, int bit)
+{
+    task->sense[15] = 0x80 | (in_cdb ? 0x40 : 0) | (bit >= 0 ? 0x08 | (uint8_t)(bit & 7) : 0);
+    store_be16(task->sense + 16, (uint16_t)byte);
 }
 
 void scsi_task_invalid_field(struct scsi_task *task, unsigned byte, int bit)
 {
-    sense_fill(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
-    /* Sense-key specific: SKSV, C/D (the CDB), BPV and the bit, then the byte. */
-    task->sense[15] = 0x80 | 0x40 | (bit >= 0 ? 0x08 | (uint8_t)(bit & 7) : 0);
-    store_be16(task->sense + 16, (uint16_t)byte);
-    task->complete(task);
+    scsi_sense_set(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+    field_pointer(task, true, byte, bit);
+    finish(task);
+}
+
+void scsi_task_invalid_parameter(struct scsi_task *task, unsigned byte, int bit)
+{
+    scsi_sense_set(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAMETER_LIST);
+    field_pointer(task, false, byte, bit);
+    finish(task);
+}
+
+void scsi_task_miscompare(struct scsi_task *task, uint64_t offset)
+{
+    scsi_sense_set(task, SENSE_MISCOMPARE, ASC_MISCOMPARE_DURING_VERIFY);
+    if (offset <= UINT32_MAX) { /* fixed format has 4 bytes of INFORMATION; VALID says they are set */
+        task->sense[0] |= 0x80;
+        store_be32(task->sense + 3, (uint32_t)offset);
+    }
+    finish(task);
 }
 
 void scsi_task_errno(struct scsi_task *task, int error, bool write)
@@ -64,6 +93,15 @@ void scsi_task_errno(struct scsi_task *task, int error, bool write)
     }
 }
 
+bool scsi_task_range_check(struct scsi_task *task, uint64_t lba, uint64_t blocks)
+{
+    if (lba > task->lun->blocks || blocks > task->lun->blocks - lba) {
+        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
+        return false;
+    }
+    return true;
+}
+
 void scsi_task_reply(struct scsi_task *task, const uint8_t *answer, size_t length)
 {
     size_t copied = length < task->data_in_capacity ? length : task->data_in_capacity;
@@ -73,95 +111,25 @@ void scsi_task_reply(struct scsi_task *task, const uint8_t *answer, size_t lengt
     scsi_task_good(task, copied);
 }
 
-/* ---- commands without I/O ---- */
-
-static void test_unit_ready(struct scsi_task *task) { scsi_task_good(task, 0); }
-
-static void report_luns(struct scsi_task *task)
-{
-    uint32_t allocation = load_be32(task->cdb + 6);
-    if (allocation < 16) {
-        scsi_task_invalid_field(task, 6, -1); /* SPC-4: at least 16 */
-        return;
-    }
-    size_t length = 8 + 8 * task->lun_count;
-    uint8_t *answer = calloc(1, length);
-    if (!answer) {
-        scsi_task_errno(task, -ENOMEM, false);
-        return;
-    }
-    store_be32(answer, (uint32_t)(8 * task->lun_count));
-    for (size_t i = 0; i < task->lun_count; i++) {
-        /* Peripheral device addressing for LUNs below 256, flat space above (SAM-5). */
-        uint64_t lun = task->luns[i];
-        uint8_t *entry = answer + 8 + 8 * i;
-        if (lun < 256) {
-            entry[1] = (uint8_t)lun;
-        } else {
-            entry[0] = (uint8_t)(0x40 | ((lun >> 8) & 0x3f));
-            entry[1] = (uint8_t)lun;
-        }
-    }
-    size_t wanted = allocation < length ? allocation : length;
-    scsi_task_reply(task, answer, wanted);
-    free(answer);
-}
-
-static void request_sense(struct scsi_task *task)
-{
-    if (task->cdb[1] & 0x01) { /* DESC: descriptor format is not offered */
-        scsi_task_invalid_field(task, 1, 0);
-        return;
-    }
-    /* Errors are reported with their command (autosense): nothing is pending here. */
-    uint8_t answer[SCSI_SENSE_MAX] = {0x70, 0, SENSE_NO_SENSE, 0, 0, 0, 0, SCSI_SENSE_MAX - 8};
-    size_t allocation = task->cdb[4];
-    scsi_task_reply(task, answer, allocation < sizeof(answer) ? allocation : sizeof(answer));
-}
-
-/* START STOP UNIT and PREVENT ALLOW MEDIUM REMOVAL: a disk that is always there accepts them. */
-static void accepted(struct scsi_task *task) { scsi_task_good(task, 0); }
-
 /* ---- dispatch ---- */
 
-struct scsi_command {
-    uint8_t opcode;
-    void (*run)(struct scsi_task *task);
-    bool without_attention; /* INQUIRY, REPORT LUNS, REQUEST SENSE: not held up by a unit attention */
-};
-
-static const struct scsi_command commands[] = {
-    {0x00, test_unit_ready, false},        /* TEST UNIT READY */
-    {0x03, request_sense, true},           /* REQUEST SENSE */
-    {0x08, scsi_read_write, false},        /* READ(6) */
-    {0x0a, scsi_read_write, false},        /* WRITE(6) */
-    {0x12, scsi_inquiry, true},            /* INQUIRY */
-    {0x1a, scsi_mode_sense, false},        /* MODE SENSE(6) */
-    {0x1b, accepted, false},               /* START STOP UNIT */
-    {0x1e, accepted, false},               /* PREVENT ALLOW MEDIUM REMOVAL */
-    {0x25, scsi_read_capacity10, false},   /* READ CAPACITY(10) */
-    {0x28, scsi_read_write, false},        /* READ(10) */
-    {0x2a, scsi_read_write, false},        /* WRITE(10) */
-    {0x35, scsi_synchronize_cache, false}, /* SYNCHRONIZE CACHE(10) */
-    {0x41, scsi_write_same, false},        /* WRITE SAME(10) */
-    {0x42, scsi_unmap, false},             /* UNMAP */
-    {0x5a, scsi_mode_sense, false},        /* MODE SENSE(10) */
-    {0x88, scsi_read_write, false},        /* READ(16) */
-    {0x8a, scsi_read_write, false},        /* WRITE(16) */
-    {0x91, scsi_synchronize_cache, false}, /* SYNCHRONIZE CACHE(16) */
-    {0x93, scsi_write_same, false},        /* WRITE SAME(16) */
-    {0x9e, scsi_service_action_in16, false}, /* READ CAPACITY(16), GET LBA STATUS */
-    {0xa0, report_luns, true},             /* REPORT LUNS */
-    {0xa8, scsi_read_write, false},        /* READ(12) */
-    {0xaa, scsi_read_write, false},        /* WRITE(12) */
-};
-
-static const struct scsi_command *command_find(uint8_t opcode)
+/*
+ * The table entry for the CDB: the one of its opcode and service action;
+ * for an opcode whose service actions are all unknown, one of its entries
+ * (the service action is refused after the unit attention, as before).
+ */
+static const struct scsi_command *command_find(const uint8_t *cdb)
 {
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (commands[i].opcode == opcode)
-            return &commands[i];
-    return NULL;
+    const struct scsi_command *found = NULL;
+    for (size_t i = 0; i < scsi_command_count; i++) {
+        const struct scsi_command *command = &scsi_commands[i];
+        if (command->opcode != cdb[0])
+            continue;
+        if (!command->has_service_action || command->service_action == (cdb[1] & 0x1f))
+            return command;
+        found = command;
+    }
+    return found;
 }
 
 /* True the first time a nexus addresses the LUN: it is owed the power-on unit attention. */
@@ -198,25 +166,31 @@ void scsi_task_execute(struct scsi_task *task)
     task->data_in_wanted = 0;
     task->data_out_wanted = 0;
     task->progress = 0;
-    const struct scsi_command *command = command_find(task->cdb[0]);
+    task->work = NULL;
+    task->guard = NULL;
     if (!task->lun) {
         /* An absent LUN still answers INQUIRY (peripheral qualifier 3) and REPORT LUNS. */
         if (task->cdb[0] == 0x12) {
             uint8_t answer[36] = {0x7f};
             scsi_task_reply(task, answer, task->cdb[4] < sizeof(answer) ? task->cdb[4] : sizeof(answer));
         } else if (task->cdb[0] == 0xa0) {
-            report_luns(task);
+            scsi_report_luns(task);
         } else {
             scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_LUN_NOT_SUPPORTED);
         }
         return;
     }
+    const struct scsi_command *command = command_find(task->cdb);
     if (!command) {
         scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
         return;
     }
     if (!command->without_attention && attention_due(task->lun, task->nexus)) {
         scsi_task_check(task, SENSE_UNIT_ATTENTION, ASC_POWER_ON_RESET);
+        return;
+    }
+    if (command->has_service_action && command->service_action != (task->cdb[1] & 0x1f)) {
+        scsi_task_invalid_field(task, 1, 4); /* the opcode exists, not this service action */
         return;
     }
     command->run(task);
@@ -251,6 +225,12 @@ int scsi_lun_create(const struct scsi_lun_options *options, struct scsi_lun **ou
         free(lun);
         return -ENOMEM;
     }
+    int rc = range_lock_init(&lun->writers);
+    if (rc < 0) {
+        free(lun->serial);
+        free(lun);
+        return rc;
+    }
     pthread_mutex_init(&lun->lock, NULL);
     *out = lun;
     return 0;
@@ -264,6 +244,7 @@ void scsi_lun_destroy(struct scsi_lun *lun)
         free(lun->attended[i]);
     free(lun->attended);
     free(lun->serial);
+    range_lock_destroy(&lun->writers);
     pthread_mutex_destroy(&lun->lock);
     free(lun);
 }

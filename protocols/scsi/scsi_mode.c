@@ -2,7 +2,8 @@
  * MODE SENSE(6) and (10): the block descriptor and three pages: read-write
  * error recovery (01), caching (08, WCE from the LUN's cache mode) and
  * control (0A).  Nothing is changeable (the changeable values are zeroes)
- * and nothing is saved (saved values are refused, as SPC-4 allows).
+ * and nothing is saved (saved values are refused, as SPC-4 allows).  The
+ * pages are built here for MODE SELECT too (scsi_mode_select.c).
  */
 #include <string.h>
 
@@ -38,6 +39,17 @@ static size_t page_control(uint8_t *out, bool changeable)
     return 12;
 }
 
+size_t scsi_mode_page(const struct scsi_lun *lun, uint8_t page, bool changeable, uint8_t *out)
+{
+    memset(out, 0, SCSI_MODE_PAGE_MAX);
+    switch (page) {
+    case 0x01: return page_error_recovery(out, changeable);
+    case 0x08: return page_caching(lun, out, changeable);
+    case 0x0a: return page_control(out, changeable);
+    default: return 0;
+    }
+}
+
 void scsi_mode_sense(struct scsi_task *task)
 {
     const struct scsi_lun *lun = task->lun;
@@ -66,13 +78,10 @@ void scsi_mode_sense(struct scsi_task *task)
         at += 8;
         answer[ten ? 7 : 3] = 8; /* block descriptor length */
     }
-    bool all = page == 0x3f;
-    if (all || page == 0x01)
-        at += page_error_recovery(answer + at, changeable);
-    if (all || page == 0x08)
-        at += page_caching(lun, answer + at, changeable);
-    if (all || page == 0x0a)
-        at += page_control(answer + at, changeable);
+    static const uint8_t pages[] = {0x01, 0x08, 0x0a}; /* ascending, as "all pages" returns them */
+    for (size_t i = 0; i < sizeof(pages); i++)
+        if (page == 0x3f || page == pages[i])
+            at += scsi_mode_page(lun, pages[i], changeable, answer + at);
     if (at == header + (no_descriptor ? 0 : 8)) {
         scsi_task_invalid_field(task, 2, 5); /* no such page */
         return;

@@ -3,7 +3,8 @@
  * (10, 16), SYNCHRONIZE CACHE, UNMAP, WRITE SAME (zeroes or NDOB through
  * write_zeroes, UNMAP bit honoured on thin LUNs; other patterns written
  * out), GET LBA STATUS.  I/O goes to the LUN's bdev and completes on the
- * task's aio_context.
+ * task's aio_context; every write goes through the write guard, so none
+ * lands inside a COMPARE AND WRITE.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -26,8 +27,9 @@ static void io_done(struct bdev_io *io)
         scsi_task_good(task, io->op == BDEV_OP_READ ? io->length : 0);
 }
 
-static void submit(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
-                   void *buffer, void (*complete)(struct bdev_io *io))
+/* Fill task->io for one request, to submit now or once the task's write guard lets it. */
+static void prepare(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
+                    void *buffer, void (*complete)(struct bdev_io *io))
 {
     task->iov = (struct iovec){.iov_base = buffer, .iov_len = length};
     task->io = (struct bdev_io){.op = op,
@@ -39,17 +41,15 @@ static void submit(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint
                                 .ctx = task->ctx,
                                 .complete = complete,
                                 .opaque = task};
-    bdev_submit(task->lun->bdev, &task->io);
 }
 
-/* LBA and block count checked against the LUN; false after answering. */
-static bool range_check(struct scsi_task *task, uint64_t lba, uint64_t blocks)
+void scsi_submit_prepared(struct scsi_task *task) { bdev_submit(task->lun->bdev, &task->io); }
+
+static void submit(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
+                   void *buffer, void (*complete)(struct bdev_io *io))
 {
-    if (lba > task->lun->blocks || blocks > task->lun->blocks - lba) {
-        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
-        return false;
-    }
-    return true;
+    prepare(task, op, flags, offset, length, buffer, complete);
+    scsi_submit_prepared(task);
 }
 
 /* ---- READ / WRITE ---- */
@@ -76,30 +76,17 @@ void scsi_read_write(struct scsi_task *task)
     const uint8_t *cdb = task->cdb;
     struct scsi_lun *lun = task->lun;
     uint64_t lba, blocks;
-    bool fua = false;
-    switch (cdb[0]) {
-    case 0x08: case 0x0a: /* 6: 21-bit LBA, 0 blocks means 256 */
+    bool six = cdb[0] == 0x08 || cdb[0] == 0x0a;
+    if (six) { /* 21-bit LBA, 0 blocks means 256 */
         lba = load_be24(cdb + 1) & 0x1fffff;
         blocks = cdb[4] ? cdb[4] : 256;
-        break;
-    case 0x28: case 0x2a:
-        lba = load_be32(cdb + 2);
-        blocks = load_be16(cdb + 7);
-        fua = cdb[1] & 0x08;
-        break;
-    case 0xa8: case 0xaa:
-        lba = load_be32(cdb + 2);
-        blocks = load_be32(cdb + 6);
-        fua = cdb[1] & 0x08;
-        break;
-    default: /* 0x88, 0x8a */
-        lba = load_be64(cdb + 2);
-        blocks = load_be32(cdb + 10);
-        fua = cdb[1] & 0x08;
-        break;
+    } else {
+        scsi_cdb_lba_length(cdb, &lba, &blocks);
     }
+    /* FUA: a write is stable before it completes; a read always sees the latest data, all FUA asks of it. */
+    bool fua = !six && (cdb[1] & 0x08);
     bool write = cdb[0] == 0x0a || cdb[0] == 0x2a || cdb[0] == 0xaa || cdb[0] == 0x8a;
-    if (cdb[0] != 0x08 && cdb[0] != 0x0a && (cdb[1] & 0xe0)) {
+    if (!six && (cdb[1] & 0xe0)) {
         scsi_task_invalid_field(task, 1, 7); /* RDPROTECT / WRPROTECT: no protection information */
         return;
     }
@@ -107,7 +94,7 @@ void scsi_read_write(struct scsi_task *task)
         scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
         return;
     }
-    if (!range_check(task, lba, blocks))
+    if (!scsi_task_range_check(task, lba, blocks))
         return;
     uint64_t bytes = blocks * lun->block_size;
     if (bytes == 0) {
@@ -115,7 +102,7 @@ void scsi_read_write(struct scsi_task *task)
         return;
     }
     if (bytes > lun->bdev->limits.max_transfer) {
-        scsi_task_invalid_field(task, cdb[0] == 0x88 || cdb[0] == 0x8a ? 10 : 7, -1);
+        scsi_task_invalid_field(task, six ? 4 : scsi_cdb_length_byte(cdb), -1);
         return;
     }
     if (write) {
@@ -128,8 +115,9 @@ void scsi_read_write(struct scsi_task *task)
                 return;
             }
         }
-        submit(task, BDEV_OP_WRITE, fua ? BDEV_FUA : 0, lba * lun->block_size, bytes, (void *)task->data_out,
-               io_done);
+        prepare(task, BDEV_OP_WRITE, fua ? BDEV_FUA : 0, lba * lun->block_size, bytes, (void *)task->data_out,
+                io_done);
+        scsi_guard_enter(task, lba, bytes / lun->block_size, false, scsi_submit_prepared);
     } else if (task->data_in_capacity < bytes) {
         /* The initiator expects less than the CDB reads: read it all, return what fits (overflow). */
         task->work = malloc(bytes);
@@ -155,17 +143,19 @@ void scsi_read_capacity10(struct scsi_task *task)
     scsi_task_reply(task, answer, sizeof(answer));
 }
 
-static void read_capacity16(struct scsi_task *task)
+void scsi_read_capacity16(struct scsi_task *task)
 {
     const struct scsi_lun *lun = task->lun;
     uint8_t answer[32] = {0};
     store_be64(answer, lun->blocks ? lun->blocks - 1 : 0);
     store_be32(answer + 8, lun->block_size);
-    uint32_t physical = lun->bdev->limits.physical_block_size;
-    unsigned exponent = 0;
-    while (physical > lun->block_size && (lun->block_size << (exponent + 1)) <= physical && exponent < 15)
-        exponent++;
-    answer[13] = (uint8_t)exponent; /* logical blocks per physical block exponent */
+    /*
+     * Logical blocks per physical block exponent: 0.  The bdev's physical
+     * block size is a preferred unit (a file system's block, an NBD
+     * server's preference), not a medium's sector; it goes to the block
+     * limits page as the optimal transfer length granularity instead, as
+     * LIO reports file backstores.
+     */
     if (lun->thin)
         answer[14] = (uint8_t)(0x80 | (lun->unmapped_zero ? 0x40 : 0)); /* LBPME, LBPRZ */
     uint32_t allocation = load_be32(task->cdb + 10);
@@ -203,7 +193,7 @@ static void lba_status_done(struct bdev_io *io)
     scsi_task_reply(task, answer, allocation < at ? allocation : at);
 }
 
-static void get_lba_status(struct scsi_task *task)
+void scsi_get_lba_status(struct scsi_task *task)
 {
     struct scsi_lun *lun = task->lun;
     uint64_t lba = load_be64(task->cdb + 2);
@@ -228,15 +218,6 @@ static void get_lba_status(struct scsi_task *task)
     bdev_submit(lun->bdev, &task->io);
 }
 
-void scsi_service_action_in16(struct scsi_task *task)
-{
-    switch (task->cdb[1] & 0x1f) {
-    case 0x10: read_capacity16(task); return;
-    case 0x12: get_lba_status(task); return;
-    default: scsi_task_invalid_field(task, 1, 4); return;
-    }
-}
-
 /* ---- SYNCHRONIZE CACHE ---- */
 
 void scsi_synchronize_cache(struct scsi_task *task)
@@ -249,19 +230,42 @@ void scsi_synchronize_cache(struct scsi_task *task)
 
 static void unmap_next(struct bdev_io *io);
 
+/* The parameter list: as long as the CDB says, and no longer than what arrived. */
+static size_t unmap_list_length(const struct scsi_task *task)
+{
+    size_t length = load_be16(task->cdb + 7);
+    return length < task->data_out_length ? length : task->data_out_length;
+}
+
+/* The bytes of block descriptors: as the list's header says, within the list. */
+static size_t unmap_descriptors_length(const struct scsi_task *task)
+{
+    size_t length = load_be16(task->data_out + 2), room = unmap_list_length(task) - 8;
+    return length < room ? length : room;
+}
+
 /* Discard descriptor task->progress, or finish. */
 static void unmap_step(struct scsi_task *task)
 {
     const uint8_t *list = task->data_out;
-    size_t descriptors = (load_be16(list + 2) < task->data_out_length - 8 ? load_be16(list + 2)
-                                                                           : task->data_out_length - 8) / 16;
+    size_t descriptors = unmap_descriptors_length(task) / 16;
     struct scsi_lun *lun = task->lun;
     while (task->progress < descriptors) {
         const uint8_t *d = list + 8 + 16 * task->progress++;
         uint64_t lba = load_be64(d), blocks = load_be32(d + 8);
         if (!blocks)
             continue;
-        submit(task, BDEV_OP_DISCARD, 0, lba * lun->block_size, blocks * lun->block_size, NULL, unmap_next);
+        /*
+         * LBPRZ promises that unmapped blocks read as zeroes, but a discard
+         * may keep what it cannot free (part of a qcow2 cluster): zero with
+         * leave to unmap instead, which frees what it can and zeroes the rest.
+         */
+        if (lun->unmapped_zero && (lun->bdev->caps & BDEV_CAP_WRITE_ZEROES))
+            prepare(task, BDEV_OP_WRITE_ZEROES, BDEV_MAY_UNMAP, lba * lun->block_size, blocks * lun->block_size,
+                    NULL, unmap_next);
+        else
+            prepare(task, BDEV_OP_DISCARD, 0, lba * lun->block_size, blocks * lun->block_size, NULL, unmap_next);
+        scsi_guard_enter(task, lba, blocks, false, scsi_submit_prepared);
         return;
     }
     scsi_task_good(task, 0);
@@ -270,10 +274,12 @@ static void unmap_step(struct scsi_task *task)
 static void unmap_next(struct bdev_io *io)
 {
     struct scsi_task *task = io->opaque;
-    if (io->result < 0)
+    if (io->result < 0) {
         scsi_task_errno(task, io->result, true);
-    else
-        unmap_step(task);
+        return;
+    }
+    scsi_guard_leave(task); /* one descriptor at a time: never two ranges held */
+    unmap_step(task);
 }
 
 void scsi_unmap(struct scsi_task *task)
@@ -287,21 +293,21 @@ void scsi_unmap(struct scsi_task *task)
         scsi_task_invalid_field(task, 1, 0);
         return;
     }
-    if (task->data_out_length == 0) {
+    task->data_out_wanted = load_be16(task->cdb + 7);
+    size_t list_length = unmap_list_length(task);
+    if (list_length == 0) {
         scsi_task_good(task, 0); /* no parameter list: nothing to do */
         return;
     }
-    if (task->data_out_length < 8) {
+    if (list_length < 8) {
         scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_PARAMETER_LIST_LENGTH_ERROR);
         return;
     }
     /* Every range checked before anything is unmapped. */
-    size_t length = load_be16(task->data_out + 2);
-    if (length > task->data_out_length - 8)
-        length = task->data_out_length - 8;
+    size_t length = unmap_descriptors_length(task);
     for (size_t at = 8; at + 16 <= 8 + length; at += 16) {
         const uint8_t *d = task->data_out + at;
-        if (!range_check(task, load_be64(d), load_be32(d + 8)))
+        if (!scsi_task_range_check(task, load_be64(d), load_be32(d + 8)))
             return;
     }
     if (!lun->thin) {
@@ -348,14 +354,46 @@ static void pattern_next(struct bdev_io *io)
     pattern_step(task);
 }
 
+/* NDOB (16 only): no data out, the blocks are zeroed. */
+static bool write_same_no_data(const uint8_t *cdb) { return cdb[0] == 0x93 && (cdb[1] & 0x01); }
+
+/* Once the range is the task's: the pattern (or zeroes for NDOB), a chunk's worth, then the first write. */
+static void pattern_begin(struct scsi_task *task)
+{
+    struct scsi_lun *lun = task->lun;
+    uint64_t lba, blocks;
+    scsi_cdb_lba_length(task->cdb, &lba, &blocks);
+    uint64_t offset = lba * lun->block_size, length = blocks * lun->block_size;
+    struct pattern_write *pattern = calloc(1, sizeof(*pattern));
+    uint64_t chunk = length < PATTERN_CHUNK ? length : PATTERN_CHUNK;
+    if (pattern)
+        pattern->buffer = malloc(chunk);
+    if (!pattern || !pattern->buffer) {
+        free(pattern);
+        scsi_task_errno(task, -ENOMEM, true);
+        return;
+    }
+    bool no_data = write_same_no_data(task->cdb);
+    for (uint64_t at = 0; at < chunk; at += lun->block_size) {
+        if (no_data)
+            memset(pattern->buffer + at, 0, lun->block_size);
+        else
+            memcpy(pattern->buffer + at, task->data_out, lun->block_size);
+    }
+    pattern->end = offset + length;
+    task->progress = offset;
+    task->work = pattern;
+    pattern_step(task);
+}
+
 void scsi_write_same(struct scsi_task *task)
 {
     const uint8_t *cdb = task->cdb;
     struct scsi_lun *lun = task->lun;
     bool sixteen = cdb[0] == 0x93;
-    bool unmap = cdb[1] & 0x08, no_data = sixteen && (cdb[1] & 0x01);
-    uint64_t lba = sixteen ? load_be64(cdb + 2) : load_be32(cdb + 2);
-    uint64_t blocks = sixteen ? load_be32(cdb + 10) : load_be16(cdb + 7);
+    bool unmap = cdb[1] & 0x08, no_data = write_same_no_data(cdb);
+    uint64_t lba, blocks;
+    scsi_cdb_lba_length(cdb, &lba, &blocks);
     if (lun->readonly) {
         scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
         return;
@@ -368,7 +406,7 @@ void scsi_write_same(struct scsi_task *task)
         scsi_task_invalid_field(task, 1, 4);
         return;
     }
-    if (!range_check(task, lba, blocks))
+    if (!scsi_task_range_check(task, lba, blocks))
         return;
     if (blocks == 0 || blocks > MAX_UNMAP_BLOCKS) {
         /* "To the end of the medium" is not offered (WSNZ), nor more than the block limits page says. */
@@ -388,27 +426,10 @@ void scsi_write_same(struct scsi_task *task)
             zeroes = task->data_out[i] == 0;
     }
     if (zeroes && (lun->bdev->caps & BDEV_CAP_WRITE_ZEROES)) {
-        submit(task, BDEV_OP_WRITE_ZEROES, unmap && lun->thin ? BDEV_MAY_UNMAP : 0, offset, length, NULL, io_done);
+        prepare(task, BDEV_OP_WRITE_ZEROES, unmap && lun->thin ? BDEV_MAY_UNMAP : 0, offset, length, NULL, io_done);
+        scsi_guard_enter(task, lba, blocks, false, scsi_submit_prepared);
         return;
     }
     /* Another pattern: written out a chunk at a time. */
-    struct pattern_write *pattern = calloc(1, sizeof(*pattern));
-    uint64_t chunk = length < PATTERN_CHUNK ? length : PATTERN_CHUNK;
-    if (pattern)
-        pattern->buffer = malloc(chunk);
-    if (!pattern || !pattern->buffer) {
-        free(pattern);
-        scsi_task_errno(task, -ENOMEM, true);
-        return;
-    }
-    for (uint64_t at = 0; at < chunk; at += lun->block_size) {
-        if (no_data)
-            memset(pattern->buffer + at, 0, lun->block_size);
-        else
-            memcpy(pattern->buffer + at, task->data_out, lun->block_size);
-    }
-    pattern->end = offset + length;
-    task->progress = offset;
-    task->work = pattern;
-    pattern_step(task);
+    scsi_guard_enter(task, lba, blocks, false, pattern_begin);
 }

@@ -4,90 +4,10 @@
  * every command the core answers and the errors it must report.
  */
 #include <criterion/criterion.h>
-#include <errno.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "block/threadpool.h"
-#include "protocols/scsi/scsi.h"
 #include "protocols/scsi/scsi_internal.h"
-#include "test_block_util.h"
-
-#define DISK (8u << 20)
-#define BLOCK 512u
-
-static struct test_loop loop;
-static char *path;
-static struct bdev *bdev;
-static struct scsi_lun *lun;
-static uint8_t data_in[1 << 20];
-static int completions;
-
-static void completed(struct scsi_task *task)
-{
-    (void)task;
-    completions++;
-}
-
-static void setup_lun(bool readonly)
-{
-    test_loop_init(&loop);
-    path = temp_file_with_pattern(DISK);
-    bdev = open_bdev(path, BDEV_CACHE_WRITEBACK, BDEV_AIO_THREADS, readonly);
-    struct scsi_lun_options options = {.bdev = bdev, .serial = "SN42", .naa = 0x123456789abcdef, .write_cache = true};
-    cr_assert_eq(scsi_lun_create(&options, &lun), 0);
-}
-
-static void setup(void) { setup_lun(false); }
-static void setup_readonly(void) { setup_lun(true); }
-
-static void teardown(void)
-{
-    scsi_lun_destroy(lun);
-    bdev_close(bdev);
-    test_loop_fini(&loop);
-    threadpool_shutdown();
-    unlink(path);
-    free(path);
-}
-
-/* Run cdb (as nexus "init" unless given) and wait for its completion. */
-static struct scsi_task run(const uint8_t *cdb, size_t cdb_length, const void *out, size_t out_length,
-                            const char *nexus)
-{
-    static const uint64_t luns[] = {0, 1, 300};
-    struct scsi_task task = {.lun = lun, .nexus = nexus ? nexus : "init", .data_out = out,
-                             .data_out_length = out_length, .data_in = data_in,
-                             .data_in_capacity = sizeof(data_in), .luns = luns, .lun_count = 3,
-                             .ctx = loop.ctx, .complete = completed};
-    memcpy(task.cdb, cdb, cdb_length);
-    completions = 0;
-    scsi_task_execute(&task);
-    aio_context_drain(loop.ctx);
-    cr_assert_eq(completions, 1, "the task completed %d times", completions);
-    return task;
-}
-
-/* The first command of a nexus gets the power-on unit attention: take it. */
-static void attend(const char *nexus)
-{
-    uint8_t tur[6] = {0x00};
-    struct scsi_task task = run(tur, 6, NULL, 0, nexus);
-    cr_assert_eq(task.status, SCSI_STATUS_CHECK_CONDITION);
-    cr_assert_eq(task.sense[2], 0x06);
-    cr_assert_eq(task.sense[12], 0x29);
-}
-
-static void expect_sense(const struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t ascq)
-{
-    cr_assert_eq(task->status, SCSI_STATUS_CHECK_CONDITION, "status %#x", task->status);
-    cr_assert_eq(task->sense_length, 18);
-    cr_assert_eq(task->sense[0], 0x70);
-    cr_assert_eq(task->sense[2] & 0x0f, key, "key %#x, expected %#x", task->sense[2], key);
-    cr_assert_eq(task->sense[12], asc, "ASC %#x, expected %#x", task->sense[12], asc);
-    cr_assert_eq(task->sense[13], ascq);
-}
+#include "test_scsi_harness.h"
 
 TestSuite(scsi, .init = setup, .fini = teardown);
 
@@ -271,10 +191,11 @@ Test(scsi, invalid_opcode)
 Test(scsi, absent_lun)
 {
     uint8_t tur[6] = {0x00};
-    struct scsi_task task = {.lun = NULL, .nexus = "init", .data_in = data_in, .data_in_capacity = 96,
-                             .ctx = loop.ctx, .complete = completed};
-    memcpy(task.cdb, tur, 6);
-    completions = 0;
+    int completions = 0;
+    struct scsi_task task = task_for(tur, 6, NULL, 0, NULL);
+    task.lun = NULL;
+    task.data_in_capacity = 96;
+    task_count_completions(&task, &completions);
     scsi_task_execute(&task);
     cr_assert_eq(completions, 1);
     expect_sense(&task, 0x05, 0x25, 0x00);

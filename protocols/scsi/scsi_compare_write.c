@@ -1,0 +1,112 @@
+/*
+ * COMPARE AND WRITE (SBC-3): NUMBER OF LOGICAL BLOCKS n, a data out of 2n
+ * blocks, the verify data then the write data.  The n blocks are read and
+ * compared with the verify data; only when they are equal is the write data
+ * written (FUA honoured).  A difference: MISCOMPARE / 1D 00, the INFORMATION
+ * field the offset of the first differing byte, nothing written.
+ *
+ * The read, the compare and the write are one atomic step for every other
+ * writer of the LUN: the task holds its range exclusively in the write
+ * guard from before the read until it is answered, and every write of the
+ * core (WRITE, WRITE AND VERIFY, WRITE SAME, UNMAP, other COMPARE AND
+ * WRITEs) takes its range there too, so an overlapping one waits.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "protocols/scsi/scsi_internal.h"
+
+static void caw_written(struct bdev_io *io)
+{
+    struct scsi_task *task = io->opaque;
+    if (io->result < 0)
+        scsi_task_errno(task, io->result, true);
+    else
+        scsi_task_good(task, 0);
+}
+
+static void caw_read(struct bdev_io *io)
+{
+    struct scsi_task *task = io->opaque;
+    uint8_t *medium = task->work;
+    task->work = NULL;
+    if (io->result < 0) {
+        free(medium);
+        scsi_task_errno(task, io->result, false);
+        return;
+    }
+    size_t length = io->length;
+    size_t difference = scsi_first_difference(task->data_out, medium, length);
+    free(medium);
+    if (difference < length) {
+        scsi_task_miscompare(task, difference);
+        return;
+    }
+    bool fua = task->cdb[1] & 0x08;
+    task->iov = (struct iovec){.iov_base = (void *)(task->data_out + length), .iov_len = length};
+    task->io = (struct bdev_io){.op = BDEV_OP_WRITE,
+                                .flags = fua ? BDEV_FUA : 0,
+                                .offset = io->offset,
+                                .length = length,
+                                .iov = &task->iov,
+                                .iovcnt = 1,
+                                .ctx = task->ctx,
+                                .complete = caw_written,
+                                .opaque = task};
+    bdev_submit(task->lun->bdev, &task->io);
+}
+
+/* The range is the task's alone: read what is there. */
+static void caw_begin(struct scsi_task *task)
+{
+    struct scsi_lun *lun = task->lun;
+    uint64_t lba = load_be64(task->cdb + 2), length = (uint64_t)task->cdb[13] * lun->block_size;
+    uint8_t *medium = malloc(length);
+    if (!medium) {
+        scsi_task_errno(task, -ENOMEM, false);
+        return;
+    }
+    task->work = medium;
+    task->iov = (struct iovec){.iov_base = medium, .iov_len = length};
+    task->io = (struct bdev_io){.op = BDEV_OP_READ,
+                                .offset = lba * lun->block_size,
+                                .length = length,
+                                .iov = &task->iov,
+                                .iovcnt = 1,
+                                .ctx = task->ctx,
+                                .complete = caw_read,
+                                .opaque = task};
+    bdev_submit(lun->bdev, &task->io);
+}
+
+void scsi_compare_and_write(struct scsi_task *task)
+{
+    const uint8_t *cdb = task->cdb;
+    struct scsi_lun *lun = task->lun;
+    uint64_t lba = load_be64(cdb + 2), blocks = cdb[13];
+    if (cdb[1] & 0xe0) {
+        scsi_task_invalid_field(task, 1, 7); /* WRPROTECT: no protection information */
+        return;
+    }
+    if (lun->readonly) {
+        scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
+        return;
+    }
+    if (blocks > scsi_max_compare_and_write(lun)) {
+        scsi_task_invalid_field(task, 13, -1); /* more than MAXIMUM COMPARE AND WRITE LENGTH */
+        return;
+    }
+    if (!scsi_task_range_check(task, lba, blocks))
+        return;
+    task->data_out_wanted = 2 * blocks * lun->block_size;
+    if (task->data_out_length != task->data_out_wanted) {
+        /* Other than 2n blocks: no verify data and write data to tell apart (also for n = 0 with data). */
+        scsi_task_invalid_field(task, 13, -1);
+        return;
+    }
+    if (blocks == 0) {
+        scsi_task_good(task, 0); /* nothing read, compared or written: not an error */
+        return;
+    }
+    scsi_guard_enter(task, lba, blocks, true, caw_begin);
+}
