@@ -47,6 +47,7 @@ void lunad_config_init(struct lunad_config *config)
     *config = (struct lunad_config){
         .workers = 0,
         .log_level = LOG_LEVEL_INFO,
+        .iscsi_ping_interval = (unsigned)ISCSI_DEFAULT_PING_INTERVAL,
     };
 }
 
@@ -74,6 +75,7 @@ void lunad_config_clear(struct lunad_config *config)
     lunad_config_clear_iscsi_listen(config);
     lunad_config_clear_unix_sockets(config);
     lunad_config_clear_targets(config);
+    iscsi_chap_clear(&config->discovery_chap);
     for (size_t i = 0; i < config->export_count; i++)
         export_config_clear(&config->exports[i]);
     free(config->exports);

@@ -31,6 +31,7 @@ struct lunad_config {
     size_t nbd_listen_count;
     struct listen_address *iscsi_listen; /* iSCSI portals */
     size_t iscsi_listen_count;
+    unsigned iscsi_ping_interval;  /* seconds of silence before a NOP-In ping; 0: never */
     char **unix_sockets;          /* paths */
     size_t unix_socket_count;
     unsigned workers;             /* 0 = one per CPU */
@@ -45,6 +46,7 @@ struct lunad_config {
     /* [target IQN], in file order */
     struct iscsi_target_config *targets;
     size_t target_count;
+    struct iscsi_chap discovery_chap; /* [discovery] */
 
     char *source;                 /* file name, or "command line", or "embedded default" */
 };
@@ -85,5 +87,7 @@ void listen_address_clear(struct listen_address *address);
 /* A deep copy of targets (lunad keeps one for its iSCSI sessions across reloads). */
 int iscsi_targets_copy(const struct iscsi_target_config *targets, size_t count, struct iscsi_target_config **out);
 void iscsi_targets_free(struct iscsi_target_config *targets, size_t count);
+int iscsi_chap_copy(struct iscsi_chap *out, const struct iscsi_chap *chap);
+void iscsi_chap_clear(struct iscsi_chap *chap);
 
 #endif

@@ -25,11 +25,13 @@ enum section_kind {
     SECTION_SERVER,
     SECTION_EXPORT,
     SECTION_TARGET,
+    SECTION_DISCOVERY,
 };
 
 enum server_key {
     SERVER_NBD_LISTEN,
     SERVER_ISCSI_LISTEN,
+    SERVER_ISCSI_PING_INTERVAL,
     SERVER_UNIX_SOCKET,
     SERVER_WORKERS,
     SERVER_LOG_LEVEL,
@@ -44,6 +46,7 @@ static const struct {
 } server_keys[SERVER_KEY_COUNT] = {
     [SERVER_NBD_LISTEN] = {"nbd_listen", true},
     [SERVER_ISCSI_LISTEN] = {"iscsi_listen", true},
+    [SERVER_ISCSI_PING_INTERVAL] = {"iscsi_ping_interval", false},
     [SERVER_UNIX_SOCKET] = {"unix_socket", true},
     [SERVER_WORKERS] = {"workers", false},
     [SERVER_LOG_LEVEL] = {"log_level", false},
@@ -180,6 +183,10 @@ static void section_open(struct ini_parser *parser, const char *title)
         open_export(parser, title + keyword + strspn(title + keyword, " \t"));
         return;
     }
+    if (strcmp(title, "discovery") == 0) {
+        parser->section = SECTION_DISCOVERY;
+        return;
+    }
     keyword = strlen("target");
     if (strncmp(title, "target", keyword) == 0 && (title[keyword] == ' ' || title[keyword] == '\t')) {
         parser->section = SECTION_TARGET;
@@ -191,7 +198,8 @@ static void section_open(struct ini_parser *parser, const char *title)
         free(reason);
         return;
     }
-    parser_fail(parser, -EINVAL, "[%s]: unknown section (expected [server], [export NAME] or [target IQN])",
+    parser_fail(parser, -EINVAL, "[%s]: unknown section (expected [server], [export NAME], [target IQN] or "
+                "[discovery])",
                 title);
 }
 
@@ -298,8 +306,8 @@ static void server_key(struct ini_parser *parser, const char *key, const char *v
             index = i;
     if (index < 0) {
         key_fail(parser, -EINVAL, key,
-                 "unknown key (expected nbd_listen, iscsi_listen, unix_socket, workers, log_level, pidfile, "
-                 "admin_socket)");
+                 "unknown key (expected nbd_listen, iscsi_listen, iscsi_ping_interval, unix_socket, workers, "
+                 "log_level, pidfile, admin_socket)");
         return;
     }
     if (!server_keys[index].repeatable &&
@@ -324,6 +332,9 @@ static void server_key(struct ini_parser *parser, const char *key, const char *v
             listen_address_clear(&address);
         break;
     }
+    case SERVER_ISCSI_PING_INTERVAL:
+        ret = config_parse_seconds(value, 0, 3600, &config->iscsi_ping_interval, &reason);
+        break;
     case SERVER_UNIX_SOCKET:
         ret = config_check_unix_socket(value, &reason);
         if (ret == 0)
@@ -400,6 +411,14 @@ static int handle_key(void *user, const char *section, const char *key, const ch
     }
     if (parser->section == SECTION_SERVER) {
         server_key(parser, key, value);
+    } else if (parser->section == SECTION_DISCOVERY) {
+        bool known;
+        int ret = iscsi_chap_key_set(&parser->config->discovery_chap, key, value, &known);
+        if (!known)
+            key_fail(parser, -EINVAL, key,
+                     "unknown key (expected chap_user, chap_secret, mutual_chap_user or mutual_chap_secret)");
+        else if (ret < 0)
+            key_fail(parser, ret, key, "out of memory");
     } else if (parser->section == SECTION_TARGET) {
         char *reason = NULL;
         int ret = iscsi_target_key_set(parser->target, key, value, &reason);

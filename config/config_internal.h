@@ -34,6 +34,8 @@ int config_parse_bool(const char *text, bool *out, char **reason);
 int config_parse_size(const char *text, uint64_t *out, char **reason);
 int config_parse_workers(const char *text, unsigned *out, char **reason);
 int config_parse_log_level(const char *text, enum log_level *out, char **reason);
+/* Whole seconds within [minimum, maximum]. */
+int config_parse_seconds(const char *text, unsigned minimum, unsigned maximum, unsigned *out, char **reason);
 /* A Unix socket path must fit in sockaddr_un.sun_path. */
 int config_check_unix_socket(const char *text, char **reason);
 
@@ -97,7 +99,9 @@ int lunad_config_add_target(struct lunad_config *config, const char *iqn, struct
                             char **reason);
 int iscsi_target_add_lun(struct iscsi_target_config *target, uint64_t number, const char *export_name,
                          char **reason);
-/* A key of [target IQN]: alias, lun.N. */
+/* A CHAP key (chap_user, chap_secret, mutual_chap_user, mutual_chap_secret); *known false for others. */
+int iscsi_chap_key_set(struct iscsi_chap *chap, const char *key, const char *value, bool *known);
+/* A key of [target IQN]: lun.N, alias, initiators, the CHAP keys. */
 int iscsi_target_key_set(struct iscsi_target_config *target, const char *key, const char *value, char **reason);
 /* --target IQN=EXPORT[,EXPORT...]: LUNs 0, 1, ... in order. */
 int iscsi_target_flag_parse(struct lunad_config *config, const char *text, char **reason);

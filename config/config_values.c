@@ -106,3 +106,16 @@ int config_check_unix_socket(const char *text, char **reason)
                                              text, limit));
     return 0;
 }
+
+int config_parse_seconds(const char *text, unsigned minimum, unsigned maximum, unsigned *out, char **reason)
+{
+    char *end;
+    errno = 0;
+    unsigned long seconds = strtoul(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-' || seconds < minimum || seconds > maximum) {
+        *reason = config_printf("invalid value '%s' (expected seconds, %u to %u)", text, minimum, maximum);
+        return -EINVAL;
+    }
+    *out = (unsigned)seconds;
+    return 0;
+}

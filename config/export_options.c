@@ -213,15 +213,11 @@ int export_option_set(struct export_config *export, enum export_option option, c
         return ret;
     }
     case EXPORT_OPTION_RECONNECT_TIMEOUT: {
-        char *end;
-        errno = 0;
-        unsigned long seconds = strtoul(value, &end, 10);
-        if (errno || end == value || *end || seconds == 0 || seconds > 86400) {
-            *reason = config_printf("invalid value '%s' (expected seconds, 1 to 86400)", value);
-            return -EINVAL;
-        }
-        bdev->reconnect_timeout = (uint32_t)seconds;
-        return 0;
+        unsigned seconds;
+        int ret = config_parse_seconds(value, 1, 86400, &seconds, reason);
+        if (ret == 0)
+            bdev->reconnect_timeout = seconds;
+        return ret;
     }
     case EXPORT_OPTION_COUNT:
         break;

@@ -33,10 +33,23 @@ void lunad_config_clear_iscsi_listen(struct lunad_config *config)
     config->iscsi_listen_count = 0;
 }
 
+void iscsi_chap_clear(struct iscsi_chap *chap)
+{
+    free(chap->user);
+    free(chap->secret);
+    free(chap->mutual_user);
+    free(chap->mutual_secret);
+    *chap = (struct iscsi_chap){0};
+}
+
 void iscsi_target_config_clear(struct iscsi_target_config *target)
 {
     free(target->iqn);
     free(target->alias);
+    iscsi_chap_clear(&target->chap);
+    for (size_t i = 0; i < target->initiator_count; i++)
+        free(target->initiators[i]);
+    free(target->initiators);
     for (size_t i = 0; i < target->lun_count; i++)
         free(target->luns[i].export_name);
     free(target->luns);
@@ -106,16 +119,74 @@ int iscsi_target_add_lun(struct iscsi_target_config *target, uint64_t number, co
     return 0;
 }
 
+/* Replace *slot with a copy of value. */
+static int set_string(char **slot, const char *value)
+{
+    char *copy = strdup(value);
+    if (!copy)
+        return -ENOMEM;
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+int iscsi_chap_key_set(struct iscsi_chap *chap, const char *key, const char *value, bool *known)
+{
+    *known = true;
+    if (strcmp(key, "chap_user") == 0)
+        return set_string(&chap->user, value);
+    if (strcmp(key, "chap_secret") == 0)
+        return set_string(&chap->secret, value);
+    if (strcmp(key, "mutual_chap_user") == 0)
+        return set_string(&chap->mutual_user, value);
+    if (strcmp(key, "mutual_chap_secret") == 0)
+        return set_string(&chap->mutual_secret, value);
+    *known = false;
+    return 0;
+}
+
+/* "iqn.a, iqn.b" or "iqn.a iqn.b": each must be an iSCSI name. */
+static int set_initiators(struct iscsi_target_config *target, const char *value, char **reason)
+{
+    for (size_t i = 0; i < target->initiator_count; i++)
+        free(target->initiators[i]);
+    target->initiator_count = 0;
+    const char *p = value;
+    while (*p) {
+        p += strspn(p, ", \t");
+        size_t length = strcspn(p, ", \t");
+        if (length == 0)
+            break;
+        char *name = strndup(p, length);
+        if (!name)
+            return -ENOMEM;
+        if (!iscsi_name_valid(name)) {
+            *reason = config_printf("'%s' is not an iSCSI name", name);
+            free(name);
+            return -EINVAL;
+        }
+        char **grown = realloc(target->initiators, (target->initiator_count + 1) * sizeof(*grown));
+        if (!grown) {
+            free(name);
+            return -ENOMEM;
+        }
+        target->initiators = grown;
+        grown[target->initiator_count++] = name;
+        p += length;
+    }
+    return 0;
+}
+
 int iscsi_target_key_set(struct iscsi_target_config *target, const char *key, const char *value, char **reason)
 {
-    if (strcmp(key, "alias") == 0) {
-        char *copy = strdup(value);
-        if (!copy)
-            return -ENOMEM;
-        free(target->alias);
-        target->alias = copy;
-        return 0;
-    }
+    bool known;
+    int ret = iscsi_chap_key_set(&target->chap, key, value, &known);
+    if (known)
+        return ret;
+    if (strcmp(key, "alias") == 0)
+        return set_string(&target->alias, value);
+    if (strcmp(key, "initiators") == 0)
+        return set_initiators(target, value, reason);
     if (strncmp(key, "lun.", 4) == 0 && key[4] >= '0' && key[4] <= '9') {
         char *end;
         errno = 0;
@@ -123,7 +194,8 @@ int iscsi_target_key_set(struct iscsi_target_config *target, const char *key, co
         if (errno == 0 && *end == '\0')
             return iscsi_target_add_lun(target, number, value, reason);
     }
-    *reason = config_printf("unknown key (expected alias or lun.N)");
+    *reason = config_printf("unknown key (expected lun.N, alias, initiators, chap_user, chap_secret, "
+                            "mutual_chap_user or mutual_chap_secret)");
     return -EINVAL;
 }
 
@@ -160,10 +232,29 @@ int iscsi_target_flag_parse(struct lunad_config *config, const char *text, char 
     return ret;
 }
 
+/* A user needs its secret and the other way round; mutual CHAP needs one-way CHAP and its own secret. */
+static const char *chap_problem(const struct iscsi_chap *chap)
+{
+    if (!chap->user != !chap->secret)
+        return "chap_user and chap_secret go together";
+    if (!chap->mutual_user != !chap->mutual_secret)
+        return "mutual_chap_user and mutual_chap_secret go together";
+    if (chap->mutual_user && !chap->user)
+        return "mutual CHAP needs chap_user and chap_secret too";
+    if (chap->mutual_secret && strcmp(chap->mutual_secret, chap->secret) == 0)
+        return "mutual_chap_secret must differ from chap_secret (RFC 7143 §12.1.3)";
+    return NULL;
+}
+
 int lunad_config_validate_targets(const struct lunad_config *config, const char *source, char **error_message)
 {
+    const char *problem = chap_problem(&config->discovery_chap);
+    if (problem)
+        return error_message_set(error_message, -EINVAL, "%s: [discovery]: %s", source, problem);
     for (size_t i = 0; i < config->target_count; i++) {
         const struct iscsi_target_config *target = &config->targets[i];
+        if ((problem = chap_problem(&target->chap)))
+            return error_message_set(error_message, -EINVAL, "%s: [target %s]: %s", source, target->iqn, problem);
         if (target->lun_count == 0)
             return error_message_set(error_message, -EINVAL, "%s: [target %s]: no LUN (add lun.0 = EXPORT)",
                                      source, target->iqn);
@@ -177,6 +268,25 @@ int lunad_config_validate_targets(const struct lunad_config *config, const char 
         return error_message_set(error_message, -EINVAL,
                                  "%s: iSCSI targets but no iscsi_listen (add iscsi_listen to [server], or "
                                  "--iscsi ADDR:PORT)", source);
+    return 0;
+}
+
+/* A copy of a possibly-NULL string; false when out of memory. */
+static bool copy_optional(char **out, const char *text)
+{
+    *out = text ? strdup(text) : NULL;
+    return !text || *out;
+}
+
+int iscsi_chap_copy(struct iscsi_chap *out, const struct iscsi_chap *chap)
+{
+    *out = (struct iscsi_chap){0};
+    if (!copy_optional(&out->user, chap->user) || !copy_optional(&out->secret, chap->secret) ||
+        !copy_optional(&out->mutual_user, chap->mutual_user) ||
+        !copy_optional(&out->mutual_secret, chap->mutual_secret)) {
+        iscsi_chap_clear(out);
+        return -ENOMEM;
+    }
     return 0;
 }
 
@@ -194,7 +304,22 @@ int iscsi_targets_copy(const struct iscsi_target_config *targets, size_t count, 
             ret = -ENOMEM;
             break;
         }
-        for (size_t j = 0; j < targets[i].lun_count; j++) {
+        if (iscsi_chap_copy(&copy[i].chap, &targets[i].chap) < 0) {
+            ret = -ENOMEM;
+            break;
+        }
+        if (targets[i].initiator_count &&
+            !(copy[i].initiators = calloc(targets[i].initiator_count, sizeof(*copy[i].initiators)))) {
+            ret = -ENOMEM;
+            break;
+        }
+        for (size_t j = 0; j < targets[i].initiator_count && ret == 0; j++) {
+            if (!(copy[i].initiators[j] = strdup(targets[i].initiators[j])))
+                ret = -ENOMEM;
+            else
+                copy[i].initiator_count++;
+        }
+        for (size_t j = 0; j < targets[i].lun_count && ret == 0; j++) {
             copy[i].luns[j].number = targets[i].luns[j].number;
             copy[i].luns[j].export_name = strdup(targets[i].luns[j].export_name);
             if (!copy[i].luns[j].export_name) {

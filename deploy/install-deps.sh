@@ -12,6 +12,8 @@ build_packages=(
   libnbd-bin            # nbdinfo: the quick start's connect hint works out of the box
   libnbd-dev            # remote NBD disks (block/nbd_client)
   libiscsi-dev          # remote iSCSI disks (block/iscsi_client)
+  nettle-dev            # iSCSI CHAP (MD5)
+  libisal-dev           # iSCSI digests (CRC32C, ISA-L)
 )
 test_packages=(
   libcriterion-dev      # unit tests

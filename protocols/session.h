@@ -69,6 +69,13 @@ struct session_protocol {
     /* True once the client is past the handshake or login (the time limit stops). */
     bool (*negotiated)(const void *session);
     void (*free)(void *session);
+    /*
+     * Optional (NULL: none): seconds between calls of tick (0: no ticks),
+     * asked once after create; tick runs on the session's thread and may
+     * queue output or change the status (iSCSI pings idle initiators).
+     */
+    double (*tick_interval)(const void *session);
+    void (*tick)(void *session);
 };
 
 #endif

@@ -49,6 +49,7 @@ struct connection {
     ev_io read_watcher;
     ev_io write_watcher;
     ev_timer handshake_timer;
+    ev_timer tick_timer;  /* the protocol's periodic tick, when it has one */
     const struct session_protocol *protocol;
     void *session;
     struct send_queue *out;
@@ -80,6 +81,7 @@ static void connection_close(struct connection *conn)
     ev_io_stop(conn->loop, &conn->read_watcher);
     ev_io_stop(conn->loop, &conn->write_watcher);
     ev_timer_stop(conn->loop, &conn->handshake_timer);
+    ev_timer_stop(conn->loop, &conn->tick_timer);
     worker_connection_removed(conn->worker, &conn->link);
     /* The queue first: buffers it still lends are released to a live session. */
     send_queue_free(conn->out);
@@ -349,6 +351,15 @@ static void handshake_timeout_cb(struct ev_loop *loop, ev_timer *watcher, int re
     connection_close(conn);
 }
 
+static void tick_cb(struct ev_loop *loop, ev_timer *watcher, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct connection *conn = watcher->data;
+    conn->protocol->tick(conn->session);
+    connection_update(conn);
+}
+
 static void session_wake(void *opaque)
 {
     struct connection *conn = opaque;
@@ -422,6 +433,11 @@ int connection_start(struct worker *worker, const struct connection_request *req
     ev_timer_init(&conn->handshake_timer, handshake_timeout_cb, HANDSHAKE_LIMIT_SECONDS, 0.);
     conn->handshake_timer.data = conn;
     ev_timer_start(conn->loop, &conn->handshake_timer);
+    double interval = protocol->tick && protocol->tick_interval ? protocol->tick_interval(conn->session) : 0;
+    ev_timer_init(&conn->tick_timer, tick_cb, interval, interval);
+    conn->tick_timer.data = conn;
+    if (interval > 0)
+        ev_timer_start(conn->loop, &conn->tick_timer);
     worker_connection_added(worker, &conn->link);
     log_debug("%s: connected", conn->peer);
     connection_update(conn); /* sends the greeting */

@@ -18,6 +18,11 @@ int iscsi_settings_build(const struct lunad_config *config, struct iscsi_setting
     settings->targets = targets;
     settings->target_count = config->target_count;
     settings->portals = portals;
+    settings->ping_interval = config->iscsi_ping_interval;
+    if (iscsi_chap_copy(&settings->discovery_chap, &config->discovery_chap) < 0) {
+        iscsi_settings_free(settings);
+        return -ENOMEM;
+    }
     for (size_t i = 0; i < config->iscsi_listen_count; i++) {
         const struct listen_address *address = &config->iscsi_listen[i];
         bool v6 = strchr(address->host, ':') != NULL;
@@ -39,5 +44,6 @@ void iscsi_settings_free(struct iscsi_settings *settings)
     for (size_t i = 0; i < settings->portal_count; i++)
         free(settings->portals[i]);
     free((void *)settings->portals);
+    iscsi_chap_clear(&settings->discovery_chap);
     free(settings);
 }

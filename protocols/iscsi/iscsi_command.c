@@ -58,12 +58,15 @@ static void free_buffer(void *buffer) { free(buffer); }
 static void send_data_in(struct iscsi_session *session, struct iscsi_task *task, uint32_t length,
                          uint8_t residual_flags, uint32_t residual)
 {
-    static const uint8_t zeroes[4];
     bool collapse = task->scsi.status == SCSI_STATUS_GOOD;
     uint32_t segment = session->params.max_recv_segment, burst = session->params.max_burst;
     uint8_t *buffer = task->buffer;
     task->buffer = NULL; /* the queue's from here */
-    for (uint32_t offset = 0; offset < length && session->status != SESSION_CLOSED;) {
+    if (session->status == SESSION_CLOSED) {
+        free(buffer);
+        return;
+    }
+    for (uint32_t offset = 0; offset < length;) {
         uint32_t n = length - offset < segment ? length - offset : segment;
         /* A sequence ends at each MaxBurstLength boundary (F bit). */
         uint32_t burst_end = (offset / burst + 1) * burst;
@@ -86,14 +89,11 @@ static void send_data_in(struct iscsi_session *session, struct iscsi_task *task,
         }
         store_be32(bhs + 36, task->data_pdus++);
         store_be32(bhs + 40, offset);
-        store_be24(bhs + 5, n);
-        uint32_t pad = (4 - (n & 3)) & 3;
-        if (send_queue_copy(session->out, bhs, ISCSI_BHS_SIZE) < 0 ||
-            send_queue_lend(session->out, buffer + offset, n, last ? free_buffer : NULL, last ? buffer : NULL) < 0 ||
-            (pad && send_queue_copy(session->out, zeroes, pad) < 0)) {
-            iscsi_session_violation(session, "out of memory queuing read data");
-            if (!last)
-                free(buffer); /* nothing was lent with a release: the buffer is still ours */
+        int ret = iscsi_send_lent(session, bhs, buffer + offset, n, last ? free_buffer : NULL, last ? buffer : NULL);
+        if (ret < 0 || session->status == SESSION_CLOSED) {
+            /* Out of memory, the connection closing: unless the queue took the release, the buffer is ours. */
+            if (!(last && ret == 0))
+                free(buffer);
             return;
         }
         offset += n;
@@ -108,7 +108,7 @@ static void scsi_done(struct scsi_task *scsi)
     struct iscsi_task *task = CONTAINER_OF(scsi, struct iscsi_task, scsi);
     struct iscsi_session *session = task->session;
     task->executing = false;
-    if (task->aborted || session->freed || session->status == SESSION_CLOSED) {
+    if (task->aborted || session->freed || session->status == SESSION_CLOSED || session->logged_out) {
         iscsi_task_free(task);
         return;
     }
@@ -206,9 +206,30 @@ struct iscsi_task *iscsi_data_out_begin(struct iscsi_session *session, uint8_t *
         log_debug("iscsi %s: Data-Out for unknown task %#x dropped", session->peer, itt);
         return NULL; /* an aborted task's data: dropped (§4.2.3.4) */
     }
-    if (!task->write || task->executing || ttt != task->ttt || offset > task->expected_length ||
-        length > task->expected_length - offset) {
+    /*
+     * DataPDUInOrder and DataSequenceInOrder are Yes: each Data-Out carries
+     * the next bytes, inside what R2Ts asked for.  Anything else (a repeat,
+     * a gap, data never solicited) is refused, so every byte a command
+     * writes was sent exactly once.
+     */
+    if (!task->write || task->executing || ttt != task->ttt || offset != task->received ||
+        length > task->r2t_offset - offset) {
         iscsi_reject(session, header, ISCSI_REJECT_PROTOCOL_ERROR);
+        return NULL;
+    }
+    /*
+     * DataSN counts the Data-Out PDUs of each burst from 0 (§11.7.5).  A
+     * wrong one means lost or reordered data, which ErrorRecoveryLevel 0
+     * cannot recover: the command fails (ABORTED COMMAND, DATA PHASE
+     * ERROR), its later Data-Out are dropped, and the session goes on.
+     */
+    if (load_be32(header + 36) != task->data_sn) {
+        log_warn("iscsi %s: Data-Out DataSN %u, expected %u; the command fails", session->peer,
+                 load_be32(header + 36), task->data_sn);
+        scsi_sense_set(&task->scsi, 0x0b, 0x4b, 0x00);
+        scsi_response(session, task, 0, 0);
+        iscsi_task_free(task);
+        iscsi_wake(session);
         return NULL;
     }
     *target = task->buffer + offset;
@@ -218,8 +239,12 @@ struct iscsi_task *iscsi_data_out_begin(struct iscsi_session *session, uint8_t *
 void iscsi_data_out_end(struct iscsi_session *session, struct iscsi_task *task)
 {
     task->received += session->data_length;
-    if (session->header[1] & ISCSI_FINAL && task->outstanding_r2t)
-        task->outstanding_r2t--;
+    task->data_sn++;
+    if (session->header[1] & ISCSI_FINAL) {
+        task->data_sn = 0; /* the burst is over: the next one counts from 0 */
+        if (task->outstanding_r2t)
+            task->outstanding_r2t--;
+    }
     data_progress(session, task);
 }
 
@@ -237,8 +262,17 @@ void iscsi_command_pdu(struct iscsi_session *session)
     const uint8_t *header = session->header;
     session->data_task = NULL;
     session->data_target = NULL;
+    if (session->discovery) {
+        iscsi_reject(session, header, ISCSI_REJECT_PROTOCOL_ERROR); /* Text and Logout only (§4.3) */
+        return;
+    }
     if (!iscsi_accept_cmd_sn(session))
         return;
+    if (session->task_count >= ISCSI_QUEUE_DEPTH) {
+        /* Beyond MaxCmdSN (a non-immediate one was ignored above): no room, however it came. */
+        iscsi_reject(session, header, ISCSI_REJECT_IMMEDIATE_COMMAND);
+        return;
+    }
     bool read = header[1] & COMMAND_READ, write = header[1] & COMMAND_WRITE;
     uint32_t expected = load_be32(header + 20), immediate = load_be24(header + 5);
     if (read && write) {

@@ -13,6 +13,16 @@
 #include "common/log.h"
 #include "protocols/iscsi/iscsi_internal.h"
 
+bool iscsi_target_allows(const struct iscsi_target_config *target, const char *initiator)
+{
+    if (target->initiator_count == 0)
+        return true;
+    for (size_t i = 0; initiator && i < target->initiator_count; i++)
+        if (strcmp(target->initiators[i], initiator) == 0)
+            return true;
+    return false;
+}
+
 struct text_request {
     struct iscsi_session *session;
     struct iscsi_text answer;
@@ -34,6 +44,8 @@ static void add_target(struct iscsi_session *session, struct iscsi_text *answer,
                        const struct iscsi_target_config *target)
 {
     const struct iscsi_settings *settings = session->settings;
+    if (!iscsi_target_allows(target, session->initiator_name))
+        return; /* initiators outside its list do not even see it */
     iscsi_text_add(answer, "TargetName", "%s", target->iqn);
     if (settings->portal_count == 0 && session->local)
         iscsi_text_add(answer, "TargetAddress", "%s,1", session->local);

@@ -55,6 +55,7 @@ enum {
     ISCSI_REJECT_DATA_DIGEST = 0x02,
     ISCSI_REJECT_PROTOCOL_ERROR = 0x04,
     ISCSI_REJECT_COMMAND_NOT_SUPPORTED = 0x05,
+    ISCSI_REJECT_IMMEDIATE_COMMAND = 0x06,
     ISCSI_REJECT_INVALID_PDU_FIELD = 0x09,
     ISCSI_REJECT_OUT_OF_RESOURCES = 0x0a,
 };
@@ -75,13 +76,24 @@ struct iscsi_params {
     bool initial_r2t;
     bool immediate_data;
     bool header_digest, data_digest; /* CRC32C */
+    bool first_burst_offered;    /* in the keys being answered: answered last */
     uint32_t time2wait, time2retain;
+};
+
+struct export_attach_request;
+
+struct iscsi_text {
+    char *data;
+    size_t length, capacity;
+    bool failed; /* out of memory */
 };
 
 struct iscsi_lun {
     uint64_t number;
-    struct export *export; /* one reference */
-    struct scsi_lun *scsi;
+    struct export *export;   /* one reference (an overlay view for exports with overlays) */
+    struct scsi_lun *scsi;   /* NULL: not served (no such export, or its overlay failed) */
+    struct iscsi_session *session;
+    struct export_attach_request *attaching; /* the initiator's overlay being opened */
 };
 
 struct iscsi_session;
@@ -100,19 +112,51 @@ struct iscsi_task {
     uint32_t expected_length;        /* Expected Data Transfer Length */
     uint8_t *buffer;                 /* write data gathered, or read data */
     uint32_t received;               /* write data bytes received */
-    uint32_t r2t_offset;             /* next offset an R2T asks for */
+    uint32_t r2t_offset;             /* next offset an R2T asks for: data below it is solicited */
     uint32_t r2t_sn;
+    uint32_t data_sn;                /* the next Data-Out's DataSN within its burst */
     uint32_t outstanding_r2t;
     uint32_t data_pdus;              /* R2Ts or Data-In sent: the response's ExpDataSN */
     struct scsi_task scsi;
 };
 
 enum iscsi_input {
-    ISCSI_INPUT_HEADER,  /* gathering the 48-byte BHS */
-    ISCSI_INPUT_AHS,     /* additional header segments and header digest */
-    ISCSI_INPUT_DATA,    /* the data segment, into input_target */
-    ISCSI_INPUT_SKIP,    /* padding and data digest */
+    ISCSI_INPUT_HEADER,        /* gathering the 48-byte BHS */
+    ISCSI_INPUT_AHS,           /* additional header segments (dropped, but digested) */
+    ISCSI_INPUT_HEADER_DIGEST, /* its 4 bytes */
+    ISCSI_INPUT_DATA,          /* the data segment, into data_target */
+    ISCSI_INPUT_PAD,           /* padding to 4 bytes (digested) */
+    ISCSI_INPUT_DATA_DIGEST,   /* its 4 bytes */
+    ISCSI_INPUT_SKIP,          /* all of a segment nobody takes */
+    ISCSI_INPUT_ATTACHING,     /* login waits for the initiator's overlays to open */
     ISCSI_INPUT_STOPPED,
+};
+
+/* CHAP in the security stage (iscsi_chap.c). */
+enum iscsi_chap_state {
+    ISCSI_CHAP_NONE,       /* not chosen */
+    ISCSI_CHAP_OFFERED,    /* AuthMethod=CHAP answered: CHAP_A next */
+    ISCSI_CHAP_CHALLENGED, /* CHAP_I / CHAP_C sent: CHAP_N / CHAP_R next */
+    ISCSI_CHAP_DONE,       /* the initiator proved itself (and we did, for mutual CHAP) */
+};
+
+struct iscsi_chap_exchange {
+    enum iscsi_chap_state state;
+    uint8_t id;
+    uint8_t challenge[16];
+};
+
+/* The CHAP keys of one login request. */
+struct iscsi_chap_keys {
+    bool have_algorithms, have_name, have_response, have_id, have_challenge;
+    bool md5_offered;
+    bool malformed;
+    char name[256];
+    uint8_t response[64];
+    size_t response_length;
+    uint8_t id;
+    uint8_t challenge[1024];
+    size_t challenge_length;
 };
 
 enum iscsi_phase {
@@ -132,12 +176,16 @@ struct iscsi_session {
     enum session_status status;
     bool freed;          /* the connection let go; the last task frees the record */
     bool shutting_down;
+    bool logged_out;     /* commands still executing get no response (§11.14) */
 
     /* Input framing. */
     enum iscsi_input input;
     uint8_t header[ISCSI_BHS_SIZE];
     size_t header_have;
-    size_t skip;         /* AHS, padding or digest bytes still to drop */
+    size_t skip;         /* AHS, padding or dropped bytes still to come */
+    uint32_t crc;        /* the running CRC32C of the header or data segment */
+    uint8_t digest[4];
+    size_t digest_have;
     uint8_t *data;       /* a PDU's data segment when not a task's buffer */
     uint32_t data_length;
     uint8_t *data_target;
@@ -155,18 +203,28 @@ struct iscsi_session {
     char *initiator_name;
     char *nexus;         /* the I_T nexus for the SCSI core: "IQN,i,0xISID" */
     const struct iscsi_target_config *target;
+    struct iscsi_chap_exchange chap;
     char *login_text;    /* keys gathered while the C bit is set */
     size_t login_text_length;
     struct iscsi_params params;
 
     /* Full feature phase. */
-    struct iscsi_lun *luns;
-    uint64_t *lun_numbers;    /* REPORT LUNS */
+    struct iscsi_lun *luns;   /* one slot per configured LUN */
+    size_t lun_slots;
+    uint64_t *lun_numbers;    /* the LUNs served, for REPORT LUNS */
     size_t lun_count;
+    size_t luns_attaching;    /* overlays still opening: the login answer waits */
+    bool lun_attach_failed;
+    uint8_t login_header[ISCSI_BHS_SIZE]; /* the request the waiting answer is for */
+    uint8_t login_flags;
+    struct iscsi_text login_answer;
     uint32_t stat_sn, exp_cmd_sn;
     uint32_t next_ttt;
     struct iscsi_task tasks;  /* list head */
     uint32_t task_count;      /* tasks alive (received, executing, or sending) */
+    bool input_seen;          /* since the last tick */
+    unsigned silent_ticks;
+    bool ping_outstanding;
     char *text_reply;         /* a SendTargets answer longer than one PDU */
     size_t text_reply_length, text_reply_sent;
     uint32_t text_ttt;
@@ -176,8 +234,16 @@ struct iscsi_session {
 /* Log a violation and close the connection. */
 void iscsi_session_violation(struct iscsi_session *session, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
-/* Queue a PDU: header (bhs, 48 bytes) and a data segment copied, padded. */
+/* Queue a PDU: header (bhs, 48 bytes) and a data segment copied, padded, with the digests negotiated. */
 void iscsi_send(struct iscsi_session *session, uint8_t *bhs, const void *data, uint32_t length);
+/*
+ * The same with the data lent to the send queue (release(arg) once written,
+ * may be NULL).  -ENOMEM: the session is closing, release has not run.
+ */
+int iscsi_send_lent(struct iscsi_session *session, uint8_t *bhs, const void *data, uint32_t length,
+                    void (*release)(void *arg), void *arg);
+uint32_t iscsi_crc_update(uint32_t crc, const void *data, size_t length);
+void iscsi_digest_store(uint32_t crc, uint8_t out[4]);
 /* Fill the StatSN (advancing it when advance), ExpCmdSN and MaxCmdSN fields at bytes 24..35. */
 void iscsi_fill_sequence(struct iscsi_session *session, uint8_t *bhs, bool advance);
 void iscsi_reject(struct iscsi_session *session, const uint8_t *header, uint8_t reason);
@@ -198,11 +264,6 @@ void iscsi_login_pdu(struct iscsi_session *session);
 void iscsi_login_free(struct iscsi_session *session);
 
 /* ---- iscsi_text.c ---- */
-struct iscsi_text {
-    char *data;
-    size_t length, capacity;
-    bool failed; /* out of memory */
-};
 /* Append "key=value\0". */
 void iscsi_text_add(struct iscsi_text *text, const char *key, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
@@ -217,6 +278,15 @@ int iscsi_text_each(const char *data, size_t length, int (*fn)(void *opaque, con
 int iscsi_negotiate_key(struct iscsi_params *params, bool discovery, const char *key, const char *value,
                         struct iscsi_text *answer);
 void iscsi_params_defaults(struct iscsi_params *params);
+/* After a request's keys: the answers that depend on several keys (FirstBurstLength). */
+void iscsi_negotiation_finish(struct iscsi_params *params, struct iscsi_text *answer);
+
+/* ---- iscsi_chap.c ---- */
+/* Take key into keys when it is a CHAP key (true), else false. */
+bool iscsi_chap_key(struct iscsi_chap_keys *keys, const char *key, const char *value);
+/* Run the exchange one step with the request's CHAP keys; NULL, or why authentication failed. */
+const char *iscsi_chap_step(struct iscsi_session *session, const struct iscsi_chap *credentials,
+                            const struct iscsi_chap_keys *keys, struct iscsi_text *answer);
 
 /* ---- iscsi_discovery.c ---- */
 void iscsi_text_pdu(struct iscsi_session *session);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "block/export.h"
+#include "block/overlay.h"
 #include "common/log.h"
 #include "protocols/iscsi/iscsi_internal.h"
 
@@ -42,7 +43,10 @@ struct login_request {
     int stage;
     unsigned status;           /* LOGIN_* */
     const char *failure;       /* for the log */
-    bool auth_method_seen;
+    char auth_methods[256];    /* AuthMethod's list, "" when not sent */
+    struct iscsi_chap_keys chap;
+    char seen[64][64];         /* the keys of this request: one may not come twice (§6.2) */
+    size_t seen_count;
 };
 
 static atomic_uint next_tsih = 1;
@@ -53,6 +57,20 @@ static const struct iscsi_target_config *target_find(const struct iscsi_settings
         if (strcmp(settings->targets[i].iqn, iqn) == 0)
             return &settings->targets[i];
     return NULL;
+}
+
+/* True when the comma-separated list holds item. */
+static bool list_has(const char *list, const char *item)
+{
+    size_t length = strlen(item);
+    for (const char *p = list; p && *p;) {
+        if (strncmp(p, item, length) == 0 && (p[length] == ',' || p[length] == '\0'))
+            return true;
+        p = strchr(p, ',');
+        if (p)
+            p++;
+    }
+    return false;
 }
 
 static void fail(struct login_request *request, unsigned status, const char *why)
@@ -67,6 +85,19 @@ static int login_key(void *opaque, const char *key, const char *value)
 {
     struct login_request *request = opaque;
     struct iscsi_session *session = request->session;
+    log_debug("iscsi %s: login key %s=%s", session->peer, key, value);
+    for (size_t i = 0; i < request->seen_count; i++)
+        if (strcmp(request->seen[i], key) == 0) {
+            fail(request, LOGIN_INITIATOR_ERROR, "a key given twice");
+            return 0;
+        }
+    if (request->seen_count < sizeof(request->seen) / sizeof(request->seen[0]))
+        snprintf(request->seen[request->seen_count++], sizeof(request->seen[0]), "%s", key);
+    if ((strcmp(key, "SessionType") == 0 || strcmp(key, "InitiatorName") == 0 || strcmp(key, "TargetName") == 0) &&
+        session->login_answered) {
+        fail(request, LOGIN_INITIATOR_ERROR, "a leading-login key after the first request"); /* §6.3 */
+        return 0;
+    }
     if (strcmp(key, "InitiatorName") == 0) {
         if (!iscsi_name_valid(value)) {
             fail(request, LOGIN_INITIATOR_ERROR, "InitiatorName is not an iSCSI name");
@@ -88,15 +119,12 @@ static int login_key(void *opaque, const char *key, const char *value)
         else
             fail(request, LOGIN_SESSION_TYPE_UNSUPPORTED, "unknown SessionType");
     } else if (strcmp(key, "AuthMethod") == 0) {
-        request->auth_method_seen = true;
-        if (request->stage != STAGE_SECURITY) {
+        if (request->stage != STAGE_SECURITY)
             fail(request, LOGIN_INITIATOR_ERROR, "AuthMethod outside the security stage");
-        } else if (strstr(value, "None")) {
-            iscsi_text_add(&request->answer, key, "None");
-        } else {
-            iscsi_text_add(&request->answer, key, "Reject");
-            fail(request, LOGIN_AUTHENTICATION_FAILED, "no AuthMethod luna offers (None)");
-        }
+        snprintf(request->auth_methods, sizeof(request->auth_methods), "%s", value);
+    } else if (iscsi_chap_key(&request->chap, key, value)) {
+        if (request->stage != STAGE_SECURITY)
+            fail(request, LOGIN_INITIATOR_ERROR, "CHAP keys outside the security stage");
     } else if (strcmp(key, "InitiatorAlias") == 0 || strcmp(key, "TargetAlias") == 0 ||
                strcmp(key, "TargetAddress") == 0 || strcmp(key, "TargetPortalGroupTag") == 0) {
         /* Declarations of the initiator's, or target keys it may not send: nothing to answer. */
@@ -107,6 +135,45 @@ static int login_key(void *opaque, const char *key, const char *value)
         }
     }
     return 0;
+}
+
+/*
+ * The security stage: AuthMethod chosen by the target's credentials (CHAP
+ * when it has a CHAP user, else None), the CHAP exchange, and no way past
+ * the stage before it is done.  False: the login may not leave the
+ * security stage yet (or failed: request->status says).
+ */
+static bool authenticate(struct login_request *request)
+{
+    struct iscsi_session *session = request->session;
+    const struct iscsi_chap *credentials =
+        session->discovery ? &session->settings->discovery_chap : &session->target->chap;
+    bool chap_required = credentials->user != NULL;
+    if (request->auth_methods[0]) {
+        if (chap_required && list_has(request->auth_methods, "CHAP")) {
+            iscsi_text_add(&request->answer, "AuthMethod", "CHAP");
+            session->chap.state = ISCSI_CHAP_OFFERED;
+        } else if (!chap_required && list_has(request->auth_methods, "None")) {
+            iscsi_text_add(&request->answer, "AuthMethod", "None");
+        } else {
+            iscsi_text_add(&request->answer, "AuthMethod", "Reject");
+            fail(request, LOGIN_AUTHENTICATION_FAILED,
+                 chap_required ? "CHAP is required and the initiator does not offer it"
+                               : "no AuthMethod luna offers (None; CHAP needs chap_user and chap_secret)");
+            return false;
+        }
+    }
+    const char *why = iscsi_chap_step(session, credentials, &request->chap, &request->answer);
+    if (why) {
+        fail(request, LOGIN_AUTHENTICATION_FAILED, why);
+        return false;
+    }
+    if (!chap_required || session->chap.state == ISCSI_CHAP_DONE)
+        return true;
+    if (request->stage != STAGE_SECURITY)
+        fail(request, LOGIN_AUTHENTICATION_FAILED, "authentication required (CHAP)");
+    /* The initiator may ask to move on (T bit) before CHAP ran: the target stays (§6.3). */
+    return false;
 }
 
 /* Serial numbers, vendor strings and a stable NAA for each LUN (VPD 0x80, 0x83). */
@@ -121,7 +188,87 @@ static uint64_t name_hash(const char *a, const char *b)
     return h;
 }
 
-/* Open the target's LUNs for this session.  A missing export is logged and left out. */
+/* A SCSI LUN over the export (or the initiator's overlay view of it) in slot lun. */
+static int serve_lun(struct iscsi_session *session, struct iscsi_lun *lun, struct export *export,
+                     const char *export_name)
+{
+    struct scsi_lun_options options = {
+        .bdev = export->bdev,
+        .readonly = export->readonly,
+        .serial = export_name,
+        .naa = name_hash(session->target->iqn, export_name),
+        .write_cache = (export->bdev->caps & BDEV_CAP_FLUSH) != 0,
+    };
+    return scsi_lun_create(&options, &lun->scsi);
+}
+
+static void finish_login(struct iscsi_session *session);
+static void respond(struct iscsi_session *session, const uint8_t *header, uint8_t flags, unsigned status,
+                    const struct iscsi_text *answer);
+static void login_failed(struct iscsi_session *session, const uint8_t *header, unsigned status, const char *why);
+
+static void enter_full_feature(struct iscsi_session *session)
+{
+    for (size_t i = 0; i < session->lun_slots; i++)
+        if (session->luns[i].scsi)
+            session->lun_numbers[session->lun_count++] = session->luns[i].number;
+    session->phase = ISCSI_PHASE_FULL_FEATURE;
+    const struct iscsi_params *params = &session->params;
+    log_info("iscsi %s: %s session for %s%s%s (%zu LUN%s%s%s)", session->peer,
+             session->discovery ? "discovery" : "normal", session->initiator_name,
+             session->discovery ? "" : " on ", session->discovery ? "" : session->target->iqn,
+             session->lun_count, session->lun_count == 1 ? "" : "s",
+             params->header_digest ? ", header digest" : "", params->data_digest ? ", data digest" : "");
+}
+
+/* Every overlay the login waited for is open (or failed): answer it. */
+static void finish_login(struct iscsi_session *session)
+{
+    struct iscsi_text answer = session->login_answer;
+    session->login_answer = (struct iscsi_text){0};
+    if (session->freed) {
+        free(answer.data);
+        return;
+    }
+    session->input = ISCSI_INPUT_HEADER;
+    if (session->lun_attach_failed) {
+        login_failed(session, session->login_header, LOGIN_OUT_OF_RESOURCES, "an overlay could not be opened");
+    } else {
+        respond(session, session->login_header, session->login_flags, LOGIN_SUCCESS, &answer);
+        enter_full_feature(session);
+    }
+    free(answer.data);
+    iscsi_wake(session);
+}
+
+/* The initiator's overlay of a LUN's export opened (or failed to). */
+static void lun_attached(void *opaque, int result, struct export *view, char *error_message)
+{
+    struct iscsi_lun *lun = opaque;
+    struct iscsi_session *session = lun->session;
+    const struct iscsi_lun_config *config = &session->target->luns[lun - session->luns]; /* slot i is LUN i's */
+    lun->attaching = NULL;
+    if (result < 0) {
+        log_warn("iscsi %s: target %s LUN %llu: cannot open %s's overlay: %s", session->peer,
+                 session->target->iqn, (unsigned long long)lun->number, session->initiator_name,
+                 error_message ? error_message : strerror(-result));
+        session->lun_attach_failed = true;
+    } else {
+        lun->export = view;
+        if (serve_lun(session, lun, view, config->export_name) < 0)
+            session->lun_attach_failed = true;
+    }
+    free(error_message);
+    if (--session->luns_attaching == 0)
+        finish_login(session);
+}
+
+/*
+ * Open the target's LUNs for this session: an export without overlays at
+ * once, one with overlays as this initiator's view (its IQN is the
+ * overlay's identity: one golden image, each machine its own layer), on
+ * the pool.  A missing export is logged and left out.
+ */
 static int open_luns(struct iscsi_session *session)
 {
     const struct iscsi_target_config *target = session->target;
@@ -130,8 +277,12 @@ static int open_luns(struct iscsi_session *session)
     session->lun_numbers = calloc(slots, sizeof(*session->lun_numbers));
     if (!session->luns || !session->lun_numbers)
         return -ENOMEM;
+    session->lun_slots = target->lun_count;
     for (size_t i = 0; i < target->lun_count; i++) {
         const struct iscsi_lun_config *config = &target->luns[i];
+        struct iscsi_lun *lun = &session->luns[i];
+        lun->number = config->number;
+        lun->session = session;
         struct export *export = export_table_find(session->exports, config->export_name);
         if (!export) {
             log_warn("iscsi %s: target %s LUN %llu: no export '%s'", session->peer, target->iqn,
@@ -139,24 +290,16 @@ static int open_luns(struct iscsi_session *session)
             continue;
         }
         if (export->config.overlay != EXPORT_OVERLAY_NONE) {
-            log_warn("iscsi %s: target %s LUN %llu: export '%s' has overlays, not served over iSCSI yet",
-                     session->peer, target->iqn, (unsigned long long)config->number, config->export_name);
+            lun->attaching = export_attach_async(export, session->initiator_name, session->ctx, lun_attached, lun);
+            if (!lun->attaching)
+                return -ENOMEM;
+            session->luns_attaching++;
             continue;
         }
-        struct iscsi_lun *lun = &session->luns[session->lun_count];
-        struct scsi_lun_options options = {
-            .bdev = export->bdev,
-            .readonly = export->readonly,
-            .serial = config->export_name,
-            .naa = name_hash(target->iqn, config->export_name),
-            .write_cache = (export->bdev->caps & BDEV_CAP_FLUSH) != 0,
-        };
-        int ret = scsi_lun_create(&options, &lun->scsi);
+        int ret = serve_lun(session, lun, export, config->export_name);
         if (ret < 0)
             return ret;
-        lun->number = config->number;
         lun->export = export_ref(export);
-        session->lun_numbers[session->lun_count++] = config->number;
     }
     return 0;
 }
@@ -237,9 +380,10 @@ void iscsi_login_pdu(struct iscsi_session *session)
         return;
 
     bool first = !session->login_answered;
-    session->login_answered = true;
     struct login_request request = {.session = session, .stage = stage};
     int ret = iscsi_text_each(session->login_text, session->login_text_length, login_key, &request);
+    session->login_answered = true;
+    iscsi_negotiation_finish(&session->params, &request.answer);
     free(session->login_text);
     session->login_text = NULL;
     session->login_text_length = 0;
@@ -256,6 +400,11 @@ void iscsi_login_pdu(struct iscsi_session *session)
         else if (!session->discovery && !session->target)
             fail(&request, LOGIN_MISSING_PARAMETER, "no TargetName");
     }
+    if (first && request.status == LOGIN_SUCCESS && !session->discovery &&
+        !iscsi_target_allows(session->target, session->initiator_name))
+        fail(&request, LOGIN_AUTHORIZATION_FAILED, "the initiator is not in the target's initiators list");
+    if (request.status == LOGIN_SUCCESS && !authenticate(&request))
+        transit = false;
     if (request.status != LOGIN_SUCCESS) {
         free(request.answer.data);
         login_failed(session, header, request.status, request.failure);
@@ -291,17 +440,20 @@ void iscsi_login_pdu(struct iscsi_session *session)
     uint8_t flags = (uint8_t)(stage << 2);
     if (transit)
         flags |= (uint8_t)(ISCSI_FINAL | next_stage);
-    respond(session, header, flags, LOGIN_SUCCESS, &request.answer);
-    free(request.answer.data);
     if (transit)
         session->login_stage = next_stage;
-    if (entering_full_feature) {
-        session->phase = ISCSI_PHASE_FULL_FEATURE;
-        log_info("iscsi %s: %s session for %s%s%s (%zu LUN%s)", session->peer,
-                 session->discovery ? "discovery" : "normal", session->initiator_name,
-                 session->discovery ? "" : " on ", session->discovery ? "" : session->target->iqn,
-                 session->lun_count, session->lun_count == 1 ? "" : "s");
+    if (entering_full_feature && session->luns_attaching) {
+        /* The answer waits for the overlays; no input meanwhile (a login has nothing else to say). */
+        memcpy(session->login_header, header, ISCSI_BHS_SIZE);
+        session->login_flags = flags;
+        session->login_answer = request.answer;
+        session->input = ISCSI_INPUT_ATTACHING;
+        return;
     }
+    respond(session, header, flags, LOGIN_SUCCESS, &request.answer);
+    free(request.answer.data);
+    if (entering_full_feature)
+        enter_full_feature(session);
 }
 
 void iscsi_login_free(struct iscsi_session *session)

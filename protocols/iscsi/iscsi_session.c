@@ -12,8 +12,10 @@
 #include <string.h>
 
 #include "block/export.h"
+#include "block/overlay.h"
 #include "common/log.h"
 #include "common/send_queue.h"
+#include <isa-l/crc.h>
 #include "protocols/iscsi/iscsi_internal.h"
 
 /* ---- sequence numbers ---- */
@@ -38,6 +40,11 @@ bool iscsi_accept_cmd_sn(struct iscsi_session *session)
     if (session->header[0] & ISCSI_IMMEDIATE)
         return true;
     uint32_t cmd_sn = load_be32(session->header + 24);
+    if (cmd_sn == session->exp_cmd_sn && session->task_count >= ISCSI_QUEUE_DEPTH) {
+        log_warn("iscsi %s: CmdSN %u beyond MaxCmdSN (%u commands queued); ignored", session->peer, cmd_sn,
+                 session->task_count);
+        return false;
+    }
     if (cmd_sn != session->exp_cmd_sn) {
         log_warn("iscsi %s: CmdSN %u outside the window (expected %u); ignored", session->peer, cmd_sn,
                  session->exp_cmd_sn);
@@ -67,19 +74,53 @@ void iscsi_session_violation(struct iscsi_session *session, const char *format, 
     session->input = ISCSI_INPUT_STOPPED;
 }
 
-void iscsi_send(struct iscsi_session *session, uint8_t *bhs, const void *data, uint32_t length)
+static bool header_digest_on(const struct iscsi_session *session);
+static bool data_digest_on(const struct iscsi_session *session);
+
+static int queue_pdu(struct iscsi_session *session, uint8_t *bhs, const void *data, uint32_t length, bool lend,
+                     void (*release)(void *arg), void *arg)
 {
     static const uint8_t zeroes[4];
     store_be24(bhs + 5, length);
     uint32_t pad = (4 - (length & 3)) & 3;
-    if (send_queue_copy(session->out, bhs, ISCSI_BHS_SIZE) < 0 ||
-        (length && send_queue_copy(session->out, data, length) < 0) ||
-        (pad && send_queue_copy(session->out, zeroes, pad) < 0)) {
+    uint8_t header_digest[4], data_digest[4];
+    bool with_header_digest = header_digest_on(session), with_data_digest = length && data_digest_on(session);
+    if (with_header_digest)
+        iscsi_digest_store(iscsi_crc_update(0xffffffffu, bhs, ISCSI_BHS_SIZE), header_digest);
+    if (with_data_digest) {
+        uint32_t crc = iscsi_crc_update(0xffffffffu, data, length);
+        iscsi_digest_store(iscsi_crc_update(crc, zeroes, pad), data_digest);
+    }
+    struct send_queue *out = session->out;
+    int ret = send_queue_copy(out, bhs, ISCSI_BHS_SIZE);
+    if (ret == 0 && with_header_digest)
+        ret = send_queue_copy(out, header_digest, 4);
+    if (ret == 0 && length)
+        ret = lend ? send_queue_lend(out, data, length, release, arg) : send_queue_copy(out, data, length);
+    bool released = lend && ret == 0; /* from here the queue runs release, even on failure */
+    if (ret == 0 && pad)
+        ret = send_queue_copy(out, zeroes, pad);
+    if (ret == 0 && with_data_digest)
+        ret = send_queue_copy(out, data_digest, 4);
+    if (ret < 0) {
         if (session->status != SESSION_CLOSED)
             log_error("iscsi %s: out of memory queuing a PDU; closing", session->peer);
         session->status = SESSION_CLOSED;
         session->input = ISCSI_INPUT_STOPPED;
+        return released ? 0 : -ENOMEM;
     }
+    return 0;
+}
+
+void iscsi_send(struct iscsi_session *session, uint8_t *bhs, const void *data, uint32_t length)
+{
+    queue_pdu(session, bhs, data, length, false, NULL, NULL);
+}
+
+int iscsi_send_lent(struct iscsi_session *session, uint8_t *bhs, const void *data, uint32_t length,
+                    void (*release)(void *arg), void *arg)
+{
+    return queue_pdu(session, bhs, data, length, true, release, arg);
 }
 
 void iscsi_reject(struct iscsi_session *session, const uint8_t *header, uint8_t reason)
@@ -114,8 +155,8 @@ void iscsi_lun_encode(uint64_t lun, uint8_t *field)
 
 const struct iscsi_lun *iscsi_lun_find(const struct iscsi_session *session, uint64_t lun)
 {
-    for (size_t i = 0; i < session->lun_count; i++)
-        if (session->luns[i].number == lun)
+    for (size_t i = 0; i < session->lun_slots; i++)
+        if (session->luns[i].scsi && session->luns[i].number == lun)
             return &session->luns[i];
     return NULL;
 }
@@ -157,7 +198,11 @@ static void nop_out(struct iscsi_session *session)
     store_be32(bhs + 16, itt);
     store_be32(bhs + 20, ISCSI_RESERVED_TAG);
     iscsi_fill_sequence(session, bhs, true);
-    iscsi_send(session, bhs, session->data, session->data_length); /* the ping data comes back */
+    /* The ping data comes back, as much as the initiator takes in one PDU. */
+    uint32_t length = session->data_length;
+    if (length > session->params.max_recv_segment)
+        length = session->params.max_recv_segment;
+    iscsi_send(session, bhs, session->data, length);
 }
 
 static void logout(struct iscsi_session *session)
@@ -174,6 +219,7 @@ static void logout(struct iscsi_session *session)
     iscsi_send(session, bhs, NULL, 0);
     if (reason != 2) {
         log_info("iscsi %s: logged out", session->peer);
+        session->logged_out = true;
         session->input = ISCSI_INPUT_STOPPED;
         if (session->status == SESSION_ACTIVE)
             session->status = SESSION_DRAINING;
@@ -292,6 +338,10 @@ static void dispatch(struct iscsi_session *session)
         iscsi_login_pdu(session);
         return;
     }
+    if (session->discovery && opcode != ISCSI_OP_TEXT && opcode != ISCSI_OP_LOGOUT && opcode != ISCSI_OP_NOP_OUT) {
+        iscsi_reject(session, header, ISCSI_REJECT_PROTOCOL_ERROR); /* a discovery session: Text and Logout */
+        return;
+    }
     switch (opcode) {
     case ISCSI_OP_NOP_OUT: nop_out(session); break;
     case ISCSI_OP_TASK_MANAGEMENT: task_management(session); break;
@@ -305,22 +355,47 @@ static void dispatch(struct iscsi_session *session)
     }
 }
 
-/* Padding and the data digest after a segment of length bytes. */
-static size_t trailer_length(const struct iscsi_session *session, uint32_t length)
+/* ---- digests (CRC32C, RFC 7143 §12.1: from the full feature phase on, when negotiated) ---- */
+
+static bool header_digest_on(const struct iscsi_session *session)
 {
-    if (length == 0)
-        return 0;
-    return ((4 - (length & 3)) & 3) + (session->params.data_digest ? 4u : 0u);
+    return session->phase == ISCSI_PHASE_FULL_FEATURE && session->params.header_digest;
 }
 
-/* The segment went into a task's buffer: the task takes it from here. */
+static bool data_digest_on(const struct iscsi_session *session)
+{
+    return session->phase == ISCSI_PHASE_FULL_FEATURE && session->params.data_digest;
+}
+
+/* The running CRC32C (ISA-L's crc32_iscsi; the digest is its complement, sent least significant byte first). */
+uint32_t iscsi_crc_update(uint32_t crc, const void *data, size_t length)
+{
+    return crc32_iscsi((unsigned char *)data, (int)length, crc);
+}
+
+void iscsi_digest_store(uint32_t crc, uint8_t out[4])
+{
+    uint32_t digest = ~crc;
+    for (int i = 0; i < 4; i++)
+        out[i] = (uint8_t)(digest >> (8 * i));
+}
+
+static bool digest_matches(uint32_t crc, const uint8_t received[4])
+{
+    uint8_t expected[4];
+    iscsi_digest_store(crc, expected);
+    return memcmp(expected, received, 4) == 0;
+}
+
+/* ---- acting on a complete PDU ---- */
+
+/* The data segment (and its digest) is in: hand it to its task, or act on the PDU. */
 static void segment_done(struct iscsi_session *session)
 {
     struct iscsi_task *task = session->data_task;
     session->data_task = NULL;
     session->data_target = NULL;
-    session->skip = trailer_length(session, session->data_length);
-    session->input = session->skip ? ISCSI_INPUT_SKIP : ISCSI_INPUT_HEADER;
+    session->input = ISCSI_INPUT_HEADER;
     if (task) {
         if (opcode_of(session->header) == ISCSI_OP_DATA_OUT)
             iscsi_data_out_end(session, task);
@@ -331,6 +406,44 @@ static void segment_done(struct iscsi_session *session)
         free(session->data);
         session->data = NULL;
     }
+}
+
+/* A data digest that does not match: Reject, and at ErrorRecoveryLevel 0 the connection ends (§7.8). */
+static void data_digest_failed(struct iscsi_session *session)
+{
+    log_warn("iscsi %s: data digest error; closing the connection", session->peer);
+    if (session->data_task && !session->data_task->executing)
+        iscsi_task_free(session->data_task);
+    session->data_task = NULL;
+    iscsi_reject(session, session->header, ISCSI_REJECT_DATA_DIGEST);
+    session->input = ISCSI_INPUT_STOPPED;
+    if (session->status == SESSION_ACTIVE)
+        session->status = SESSION_DRAINING;
+}
+
+/* Data segment bytes arrived (n of them, just stored at the target). */
+static void segment_progress(struct iscsi_session *session, size_t n)
+{
+    if (data_digest_on(session))
+        session->crc = iscsi_crc_update(session->crc, session->data_target + session->data_have, n);
+    session->data_have += (uint32_t)n;
+    if (session->data_have < session->data_length)
+        return;
+    session->skip = (4 - (session->data_length & 3)) & 3;
+    session->digest_have = 0;
+    session->input = ISCSI_INPUT_PAD;
+    if (session->skip == 0)
+        session->input = data_digest_on(session) ? ISCSI_INPUT_DATA_DIGEST : ISCSI_INPUT_HEADER;
+    if (session->input == ISCSI_INPUT_HEADER)
+        segment_done(session);
+}
+
+/* Padding, digest and all of a segment nobody takes. */
+static size_t dropped_segment_length(const struct iscsi_session *session, uint32_t length)
+{
+    if (length == 0)
+        return 0;
+    return length + ((4 - (length & 3)) & 3) + (data_digest_on(session) ? 4u : 0u);
 }
 
 /* The header (and AHS) is in: decide where the data segment goes. */
@@ -344,6 +457,7 @@ static void header_done(struct iscsi_session *session)
     session->data_have = 0;
     session->data = NULL;
     session->data_task = NULL;
+    session->crc = 0xffffffffu;
     if (length > limit) {
         iscsi_session_violation(session, "a %u-byte data segment (at most %u)", length, limit);
         return;
@@ -362,7 +476,7 @@ static void header_done(struct iscsi_session *session)
         if (length == 0 || !session->data_task) {
             /* No data, or data nobody takes (an answered or dropped PDU): skip it. */
             session->data_task = NULL;
-            session->skip = length ? length + trailer_length(session, length) : 0;
+            session->skip = dropped_segment_length(session, length);
             session->input = session->skip ? ISCSI_INPUT_SKIP : ISCSI_INPUT_HEADER;
             return;
         }
@@ -387,11 +501,17 @@ static void header_done(struct iscsi_session *session)
 static void bhs_done(struct iscsi_session *session)
 {
     session->header_have = 0;
-    size_t extra = (size_t)session->header[4] * 4 + (session->params.header_digest ? 4 : 0);
-    if (extra) {
-        /* Additional header segments (extended CDBs, bidirectional lengths) are not used: dropped. */
-        session->skip = extra;
+    session->digest_have = 0;
+    if (header_digest_on(session))
+        session->crc = iscsi_crc_update(0xffffffffu, session->header, ISCSI_BHS_SIZE);
+    /* Additional header segments (extended CDBs, bidirectional lengths) are not used: dropped. */
+    session->skip = (size_t)session->header[4] * 4;
+    if (session->skip) {
         session->input = ISCSI_INPUT_AHS;
+        return;
+    }
+    if (header_digest_on(session)) {
+        session->input = ISCSI_INPUT_HEADER_DIGEST;
         return;
     }
     header_done(session);
@@ -404,10 +524,22 @@ static void stop_input(struct iscsi_session *session)
         session->status = SESSION_DRAINING;
 }
 
+/* Gather the 4 digest bytes; true once complete. */
+static bool gather_digest(struct iscsi_session *session, const uint8_t *data, size_t available, size_t *used)
+{
+    size_t n = 4 - session->digest_have;
+    n = n < available ? n : available;
+    memcpy(session->digest + session->digest_have, data, n);
+    session->digest_have += n;
+    *used += n;
+    return session->digest_have == 4;
+}
+
 static size_t session_input(void *opaque, const uint8_t *data, size_t len)
 {
     struct iscsi_session *session = opaque;
     size_t used = 0;
+    session->input_seen = true;
     while (used < len && session->status == SESSION_ACTIVE) {
         size_t available = len - used, n;
         switch (session->input) {
@@ -421,16 +553,47 @@ static size_t session_input(void *opaque, const uint8_t *data, size_t len)
                 bhs_done(session);
             break;
         case ISCSI_INPUT_AHS:
+        case ISCSI_INPUT_PAD:
         case ISCSI_INPUT_SKIP:
             n = session->skip < available ? session->skip : available;
+            if (session->input == ISCSI_INPUT_AHS ? header_digest_on(session)
+                                                  : session->input == ISCSI_INPUT_PAD && data_digest_on(session))
+                session->crc = iscsi_crc_update(session->crc, data + used, n);
             session->skip -= n;
             used += n;
-            if (session->skip == 0) {
-                if (session->input == ISCSI_INPUT_AHS)
-                    header_done(session);
+            if (session->skip)
+                break;
+            session->digest_have = 0;
+            if (session->input == ISCSI_INPUT_AHS) {
+                if (header_digest_on(session))
+                    session->input = ISCSI_INPUT_HEADER_DIGEST;
                 else
-                    session->input = ISCSI_INPUT_HEADER;
+                    header_done(session);
+            } else if (session->input == ISCSI_INPUT_PAD && data_digest_on(session)) {
+                session->input = ISCSI_INPUT_DATA_DIGEST;
+            } else if (session->input == ISCSI_INPUT_PAD) {
+                segment_done(session);
+            } else {
+                session->input = ISCSI_INPUT_HEADER;
             }
+            break;
+        case ISCSI_INPUT_HEADER_DIGEST:
+            if (!gather_digest(session, data + used, available, &used))
+                break;
+            if (!digest_matches(session->crc, session->digest)) {
+                /* The header's lengths cannot be trusted: nothing after it can be framed. */
+                iscsi_session_violation(session, "header digest error");
+                break;
+            }
+            header_done(session);
+            break;
+        case ISCSI_INPUT_DATA_DIGEST:
+            if (!gather_digest(session, data + used, available, &used))
+                break;
+            if (digest_matches(session->crc, session->digest))
+                segment_done(session);
+            else
+                data_digest_failed(session);
             break;
         default:
             return used; /* DATA: read into the target through payload(); STOPPED: nothing more */
@@ -453,16 +616,56 @@ static bool session_payload(void *opaque, struct iovec *target)
 
 static void session_payload_done(void *opaque, size_t n)
 {
+    ((struct iscsi_session *)opaque)->input_seen = true;
+    segment_progress(opaque, n);
+}
+
+/* ---- pings: a dead initiator (a host that vanished) must not hold its session forever ---- */
+
+static double session_tick_interval(const void *opaque)
+{
+    const struct iscsi_session *session = opaque;
+    return session->settings ? session->settings->ping_interval : 0;
+}
+
+/*
+ * Once per interval: after a silent interval in the full feature phase,
+ * ping with a NOP-In the initiator must answer (RFC 7143 §11.19); after two
+ * more silent intervals, the connection is taken for dead.
+ */
+static void session_tick(void *opaque)
+{
     struct iscsi_session *session = opaque;
-    session->data_have += (uint32_t)n;
-    if (session->data_have == session->data_length)
-        segment_done(session);
+    if (session->phase != ISCSI_PHASE_FULL_FEATURE || session->status != SESSION_ACTIVE)
+        return;
+    if (session->input_seen) {
+        session->input_seen = false;
+        session->silent_ticks = 0;
+        session->ping_outstanding = false;
+        return;
+    }
+    session->silent_ticks++;
+    if (session->ping_outstanding) {
+        if (session->silent_ticks >= 3) {
+            log_warn("iscsi %s: no answer to a NOP-In ping; closing the connection", session->peer);
+            session->status = SESSION_CLOSED;
+            session->input = ISCSI_INPUT_STOPPED;
+        }
+        return;
+    }
+    uint8_t bhs[ISCSI_BHS_SIZE] = {ISCSI_OP_NOP_IN, ISCSI_FINAL};
+    store_be32(bhs + 16, ISCSI_RESERVED_TAG);
+    store_be32(bhs + 20, session->next_ttt++ & 0x7fffffff); /* an answer is wanted */
+    iscsi_fill_sequence(session, bhs, false); /* StatSN is not taken by a ping */
+    iscsi_send(session, bhs, NULL, 0);
+    session->ping_outstanding = true;
 }
 
 static bool session_wants_input(const void *opaque)
 {
     const struct iscsi_session *session = opaque;
-    if (session->status != SESSION_ACTIVE || session->input == ISCSI_INPUT_STOPPED)
+    if (session->status != SESSION_ACTIVE || session->input == ISCSI_INPUT_STOPPED ||
+        session->input == ISCSI_INPUT_ATTACHING)
         return false;
     /* Replies the initiator is not reading: stop taking commands until they drain. */
     return send_queue_length(session->out) < 8u * ISCSI_MAX_TRANSFER / 4;
@@ -512,11 +715,14 @@ static bool session_negotiated(const void *opaque)
 
 static void session_destroy(struct iscsi_session *session)
 {
-    for (size_t i = 0; i < session->lun_count; i++) {
+    for (size_t i = 0; i < session->lun_slots; i++) {
+        if (session->luns[i].attaching)
+            export_attach_cancel(session->luns[i].attaching);
         scsi_lun_destroy(session->luns[i].scsi);
         if (session->luns[i].export)
             export_unref(session->luns[i].export);
     }
+    free(session->login_answer.data);
     free(session->luns);
     free(session->lun_numbers);
     iscsi_login_free(session);
@@ -607,4 +813,6 @@ const struct session_protocol iscsi_session_protocol = {
     .inflight = session_inflight,
     .negotiated = session_negotiated,
     .free = session_free,
+    .tick_interval = session_tick_interval,
+    .tick = session_tick,
 };

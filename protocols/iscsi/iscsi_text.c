@@ -116,18 +116,18 @@ static int parse_number(const char *value, uint32_t low, uint32_t high, uint32_t
     return 0;
 }
 
-/* A list of values: pick the first the target supports (here, only None for digests). */
-static bool list_contains(const char *list, const char *wanted)
+/* The first value of a list ("CRC32C,None") that luna supports, or NULL. */
+static const char *first_supported_digest(const char *list)
 {
-    size_t length = strlen(wanted);
-    for (const char *p = list; p;) {
-        if (strncmp(p, wanted, length) == 0 && (p[length] == ',' || p[length] == '\0'))
-            return true;
-        p = strchr(p, ',');
-        if (p)
-            p++;
+    for (const char *p = list; p && *p;) {
+        size_t length = strcspn(p, ",");
+        if (length == 6 && strncmp(p, "CRC32C", 6) == 0)
+            return "CRC32C";
+        if (length == 4 && strncmp(p, "None", 4) == 0)
+            return "None";
+        p = p[length] ? p + length + 1 : NULL;
     }
-    return false;
+    return NULL;
 }
 
 /* Keys that only mean something in a Normal session (§13: "LO" / session-wide data keys). */
@@ -154,9 +154,16 @@ int iscsi_negotiate_key(struct iscsi_params *params, bool discovery, const char 
         return 0;
     }
     if (strcmp(key, "HeaderDigest") == 0 || strcmp(key, "DataDigest") == 0) {
-        if (!list_contains(value, "None"))
-            return -EINVAL; /* CRC32C alone: luna does not offer digests */
-        iscsi_text_add(answer, key, "None");
+        /* The first of the initiator's choices luna supports (§6.2.1). */
+        const char *chosen = first_supported_digest(value);
+        if (!chosen)
+            return -EINVAL;
+        bool crc32c = strcmp(chosen, "CRC32C") == 0;
+        if (key[0] == 'H')
+            params->header_digest = crc32c;
+        else
+            params->data_digest = crc32c;
+        iscsi_text_add(answer, key, "%s", chosen);
     } else if (strcmp(key, "MaxRecvDataSegmentLength") == 0) {
         /* Declarative: how much the initiator takes per PDU; ours is declared by the login. */
         if (parse_number(value, 512, 16777215, &n) < 0)
@@ -190,8 +197,9 @@ int iscsi_negotiate_key(struct iscsi_params *params, bool discovery, const char 
     } else if (strcmp(key, "FirstBurstLength") == 0) {
         if (parse_number(value, 512, 16777215, &n) < 0)
             return -EINVAL;
-        params->first_burst = min_u32(min_u32(n, TARGET_FIRST_BURST), params->max_burst);
-        iscsi_text_add(answer, key, "%u", params->first_burst);
+        /* Answered by iscsi_negotiation_finish: a MaxBurstLength later in the keys may lower it. */
+        params->first_burst = min_u32(n, TARGET_FIRST_BURST);
+        params->first_burst_offered = true;
     } else if (strcmp(key, "MaxOutstandingR2T") == 0) {
         if (parse_number(value, 1, 65535, &n) < 0)
             return -EINVAL;
@@ -219,4 +227,13 @@ int iscsi_negotiate_key(struct iscsi_params *params, bool discovery, const char 
         iscsi_text_add(answer, key, "NotUnderstood");
     }
     return 0;
+}
+
+void iscsi_negotiation_finish(struct iscsi_params *params, struct iscsi_text *answer)
+{
+    if (params->first_burst > params->max_burst) /* FirstBurstLength never exceeds MaxBurstLength (§13.14) */
+        params->first_burst = params->max_burst;
+    if (params->first_burst_offered)
+        iscsi_text_add(answer, "FirstBurstLength", "%u", params->first_burst);
+    params->first_burst_offered = false;
 }

@@ -14,7 +14,7 @@ if(LUNA_FUZZ)
     -fno-omit-frame-pointer)
   # Coverage feedback must reach the code under test, not just the target;
   # whatever links these libraries then needs the sanitizer runtimes too.
-  foreach(library luna_common luna_block luna_nbd)
+  foreach(library luna_common luna_block luna_nbd luna_scsi luna_iscsi)
     target_compile_options(${library} PRIVATE -fsanitize=fuzzer-no-link ${luna_fuzz_sanitizers})
     target_link_options(${library} INTERFACE -fsanitize=address,undefined)
   endforeach()
@@ -68,6 +68,7 @@ function(luna_fuzz_target name library)
 endfunction()
 
 luna_fuzz_target(fuzz_nbd_session luna_nbd CHECKERS)
+luna_fuzz_target(fuzz_iscsi_session luna_iscsi)
 luna_fuzz_target(fuzz_qcow2_open luna_block BDEV_CONTRACT)
 luna_fuzz_target(fuzz_foreign_open luna_block BDEV_CONTRACT)
 luna_fuzz_target(fuzz_lvm_metadata luna_block)

@@ -17,8 +17,10 @@ LUNAD_LOG=$WORK/lunad.log
 # Debian's Python has python3-libnbd; the pyenv python3 on PATH may not.
 SYSTEM_PYTHON=/usr/bin/python3
 
+# _luna_cleanup [STATUS]: a test's own EXIT trap passes the status it saw (under set -e, the
+# usual `(exit $status)` before the call would end the trap right there).
 _luna_cleanup() {
-  local status=$?
+  local status=${1:-$?}
   if [ -n "$LUNAD_PID" ] && kill -0 "$LUNAD_PID" 2>/dev/null; then
     kill -KILL "$LUNAD_PID" 2>/dev/null || true
   fi

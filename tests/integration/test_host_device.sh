@@ -11,7 +11,7 @@ if ! loop=$(losetup -f --show "$WORK/backing.img" 2>"$WORK/losetup.err"); then
   echo "SKIP: losetup not permitted here: $(cat "$WORK/losetup.err")"
   exit 0
 fi
-trap 'status=$?; [ -n "$loop" ] && losetup -d "$loop" 2>/dev/null; (exit $status); _luna_cleanup' EXIT
+trap 'status=$?; [ -n "$loop" ] && losetup -d "$loop" 2>/dev/null; _luna_cleanup "$status"' EXIT
 echo "loop device: $loop"
 
 buffered=(

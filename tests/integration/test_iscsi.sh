@@ -6,9 +6,11 @@
 # 0x83, 0xb0, 0xb2 and READ CAPACITY 16 are right, an unsupported VPD page is refused; 8 MiB of
 # random data written to a LUN reads back and is exactly what the raw file holds (the qcow2 LUN's
 # data is in the qcow2 image); the read-only LUN refuses writes with DATA PROTECT and its file is
-# unchanged; two iscsi-perf initiators and a verifying reader run at once; a chosen subset of
-# libiscsi's conformance suite (CU_TESTS below) passes; with qemu's iscsi driver present (Debian
-# package qemu-block-extra), qemu-img/qemu-io read and write the LUNs too.
+# unchanged; two iscsi-perf initiators and a verifying reader run at once; libiscsi's conformance
+# suite, its whole ALL family with a second initiator name, runs on the raw and on the qcow2 LUN
+# with no failure, pass / fail / skip counted (against tgt: the chosen CU_TESTS below); with qemu's
+# iscsi driver present (Debian package qemu-block-extra), qemu-img/qemu-io read and write the LUNs
+# too; after the target stops, the qcow2 image is clean and holds what its LUN served.
 #
 # ISCSI_TEST_TARGET=tgt runs the same checks against tgt (tgtd, started here on 127.0.0.1 with a
 # scratch control port) instead of lunad: that is how this script was validated.  tgt serves
@@ -76,6 +78,11 @@ CU_TESTS=(
 # A test whose target lacks a feature reports "[SKIPPED]" and counts as passed; a thin disk must
 # really run these (SUITE.TEST as iscsi-test-cu prints them).
 CU_MUST_RUN=(Read16.Simple Write16.Simple WriteSame16.Simple WriteSame16.Unmap Unmap.Simple GetLBAStatus.Simple)
+# lunad also implements the optional ones (and COMPARE AND WRITE, which tgt lacks).
+if [ "$MODE" = lunad ]; then
+  CU_MUST_RUN+=(Verify16.Simple WriteVerify16.Simple CompareAndWrite.Simple CompareAndWrite.Miscompare
+    ReportSupportedOpcodes.Simple Write10.DpoFua iSCSIdatasn.iSCSIDataSnInvalid GetLBAStatus.UnmapSingle)
+fi
 
 # --- the target -----------------------------------------------------------------------------------
 truncate -s 64M disk.raw
@@ -139,7 +146,7 @@ _iscsi_cleanup() {
   tgt_stop
   return "$status"
 }
-trap 'status=$?; set +e; _iscsi_cleanup "$status"; _luna_cleanup' EXIT
+trap 'status=$?; set +e; _iscsi_cleanup "$status"; _luna_cleanup "$status"' EXIT
 
 target_start() {
   if [ "$MODE" = tgt ]; then
@@ -406,25 +413,31 @@ pass "two iscsi-perf initiators (sequential, random) and a verifying reader at o
 
 # --- libiscsi's conformance tests -----------------------------------------------------------------
 timeout 30 iscsi-test-cu --list >cu-list.txt || fail "iscsi-test-cu --list failed"
-expected=0
-: >cu-tests.txt
-for t in "${CU_TESTS[@]}"; do
-  n=$(grep -Ec "^${t//./\\.}(\\.[^.]+)?$" <(grep -E '^[^.]+\.[^.]+\.[^.]+$' cu-list.txt) || true)
-  [ "$n" -gt 0 ] || fail "iscsi-test-cu has no test $t"
-  expected=$((expected + n))
-  echo "$t" >>cu-tests.txt
-done
-# --test=FILE reads one test name a line and keeps their order (a comma list runs backwards).
-status=0
-timeout 300 iscsi-test-cu -d --test="$WORK/cu-tests.txt" "$URL0" >cu.txt 2>&1 || status=$?
-summary=$(grep -E '^ +tests +[0-9]' cu.txt || true)
-read -r _ total ran passed failed _ <<<"$summary" || true
-echo "  iscsi-test-cu: $summary (expected $expected tests), exit $status"
-# Per test: its result, whether it skipped, its messages.  "[SKIPPED]" between "Test: X ..." and
-# its "passed" is the test's own skip; after "passed" (same line or not) it comes from the next
-# test's set-up (e.g. "PERSISTENT RESERVE IN is not implemented"), not from X.
-cu_bad=
-"$SYSTEM_PYTHON" - cu.txt "${CU_MUST_RUN[@]}" <<'PY' >cu-results.txt || cu_bad=1
+
+# conformance URL LABEL TEST...: run the tests (FAMILY[.SUITE[.TEST]], in this order) with a second
+# initiator name for the multi-initiator ones; every one must run and pass, CU_MUST_RUN must not
+# skip; print pass / fail / skip.
+conformance() {
+  local url=$1 label=$2 expected=0 t n status=0
+  shift 2
+  : >cu-tests.txt
+  for t in "$@"; do
+    n=$(grep -Ec "^${t//./\\.}(\\.[^.]+)*$" <(grep -E '^[^.]+\.[^.]+\.[^.]+$' cu-list.txt) || true)
+    [ "$n" -gt 0 ] || fail "iscsi-test-cu has no test $t"
+    expected=$((expected + n))
+    echo "$t" >>cu-tests.txt
+  done
+  # --test=FILE reads one test name a line and keeps their order (a comma list runs backwards).
+  timeout 600 iscsi-test-cu -d -i iqn.2026-11.org.luna.test:initiator-a -I iqn.2026-11.org.luna.test:initiator-b \
+    --test="$WORK/cu-tests.txt" "$url" >cu.txt 2>&1 || status=$?
+  local summary total ran passed failed
+  summary=$(grep -E '^ +tests +[0-9]' cu.txt || true)
+  read -r _ total ran passed failed _ <<<"$summary" || true
+  # Per test: its result, whether it skipped, its messages.  "[SKIPPED]" between "Test: X ..." and
+  # its "passed" is the test's own skip; after "passed" (same line or not) it comes from the next
+  # test's set-up (e.g. "PERSISTENT RESERVE IN is not implemented"), not from X.
+  local cu_bad=
+  "$SYSTEM_PYTHON" - cu.txt "${CU_MUST_RUN[@]}" <<'PY' >cu-results.txt || cu_bad=1
 import re, sys
 tests, cur, suite = {}, None, None
 for line in open(sys.argv[1], errors="replace"):
@@ -445,31 +458,54 @@ for line in open(sys.argv[1], errors="replace"):
             cur["result"] = r.group(1)
     if line.strip(" .") and len(cur["lines"]) < 8:
         cur["lines"].append(line.strip(" ."))
+skipped = 0
 for name, t in tests.items():
     if t["result"] == "FAILED":
         print(f"  FAILED: {name}")
         for line in t["lines"]:
             print(f"      {line}")
     elif t["skipped"]:
+        skipped += 1
         print(f"  skipped: {name} {next((l for l in t['lines'] if '[SKIPPED]' in l), '')}")
+passed = sum(1 for t in tests.values() if t["result"] == "passed" and not t["skipped"])
+failed = sum(1 for t in tests.values() if t["result"] == "FAILED")
+print(f"  counts: {passed} pass / {failed} fail / {skipped} skip")
 bad = [n for n in sys.argv[2:] if n not in tests or tests[n]["skipped"] or tests[n]["result"] != "passed"]
 for n in bad:
     print(f"  must run and pass, did not: {n}")
 sys.exit(1 if bad else 0)
 PY
-cat cu-results.txt
-if [ "$status" != 0 ] || [ "${failed:-x}" != 0 ] || [ "${ran:-x}" != "$expected" ] || [ "${total:-x}" != "$expected" ]; then
-  fail "iscsi-test-cu: not all of the $expected chosen tests ran and passed (see above)"
+  grep -v "^  skipped:" cu-results.txt
+  grep -c "^  skipped:" cu-results.txt >/dev/null && grep "^  skipped:" cu-results.txt | sed 's/^  skipped: [^ ]* //' | sort | uniq -c | sort -rn | sed 's/^/    skips: /'
+  if [ "$status" != 0 ] || [ "${failed:-x}" != 0 ] || [ "${ran:-x}" != "$expected" ] || [ "${total:-x}" != "$expected" ]; then
+    fail "iscsi-test-cu on $label: not all of the $expected chosen tests ran and passed (see above)"
+  fi
+  [ -z "$cu_bad" ] || fail "iscsi-test-cu on $label skipped some of ${CU_MUST_RUN[*]}"
+  pass "iscsi-test-cu on $label: $(grep -o '[0-9]* pass / [0-9]* fail / [0-9]* skip' cu-results.txt) of $expected ($*)"
+}
+
+if [ "$MODE" = lunad ]; then
+  # The whole suite (its ALL family) on a thick (raw) and a thin (qcow2) LUN.
+  conformance "$URL0" "the raw LUN" ALL
+  conformance "$URL1" "the qcow2 LUN" ALL
+else
+  conformance "$URL0" "tgt's first LUN" "${CU_TESTS[@]}"
 fi
-[ -z "$cu_bad" ] || fail "iscsi-test-cu skipped some of ${CU_MUST_RUN[*]} (the target lacks what a thin SBC disk needs)"
-pass "iscsi-test-cu: $passed of $expected tests passed (${#CU_TESTS[@]} suites/tests chosen; ${CU_MUST_RUN[*]} really ran)"
 
 # --- the files after the target is gone -----------------------------------------------------------
+if [ "$MODE" = lunad ]; then
+  # The conformance tests rewrote LUN 1: what it holds now, read through the target, must be
+  # what the qcow2 image holds once lunad has stopped.
+  iscsi_io read "$URL1" lun1-live.raw $((32 * MiB)) || fail "reading LUN $L1 back"
+else
+  cp qdata.bin lun1-live.raw
+fi
 target_stop
 sha256sum -c --quiet golden.sha256 || fail "golden.raw changed"
 if [ "$MODE" = lunad ]; then
   qemu-img check -q disk.qcow2 || fail "disk.qcow2 is not clean after lunad stopped"
   qemu-img convert -f qcow2 -O raw disk.qcow2 disk2.raw
 fi
-cmp -s <(head -c 4M disk2.raw) qdata.bin || fail "the second LUN's image does not hold the data written to LUN $L1"
-pass "after the target stopped: $SECOND holds LUN $L1's data, golden.raw unchanged"
+cmp -s <(head -c "$(stat -c %s lun1-live.raw)" disk2.raw) lun1-live.raw ||
+  fail "the second LUN's image does not hold what LUN $L1 served"
+pass "after the target stopped: $SECOND holds what LUN $L1 served, golden.raw unchanged"

@@ -27,7 +27,7 @@ export LVM_SYSTEM_DIR=$WORK/lvm-etc
 truncate -s 64M pv1.img pv2.img
 LOOPS=()
 detach() { for loop in "${LOOPS[@]}"; do losetup -d "$loop" 2>/dev/null || true; done; LOOPS=(); }
-trap 'detach; _luna_cleanup' EXIT
+trap 'status=$?; detach; _luna_cleanup "$status"' EXIT
 attach() {
   LOOPS=("$(losetup -f --show pv1.img)" "$(losetup -f --show pv2.img)") ||
     fail "losetup cannot attach the PV files (loop devices are needed to build the VG with lvm2)"

@@ -31,7 +31,7 @@ target_start() {
   tgtadm -C "$CONTROL" --lld iscsi --op bind --mode target --tid 1 -I ALL
 }
 target_stop() { kill -KILL "$TGTD_PID" 2>/dev/null || true; wait "$TGTD_PID" 2>/dev/null || true; }
-trap 'target_stop; _luna_cleanup' EXIT
+trap 'status=$?; target_stop; _luna_cleanup "$status"' EXIT
 
 qemu-img create -q -f raw lun.raw 128M
 qemu-io -f raw -c 'write -P 5 0 8M' -c 'write -P 6 100M 1M' lun.raw >/dev/null

@@ -28,7 +28,7 @@ upstream_start() {
   fail "qemu-nbd did not start"
 }
 upstream_stop() { kill -KILL "$QEMU_NBD_PID" 2>/dev/null || true; wait "$QEMU_NBD_PID" 2>/dev/null || true; }
-trap 'upstream_stop; _luna_cleanup' EXIT
+trap 'status=$?; upstream_stop; _luna_cleanup "$status"' EXIT
 
 qemu-img create -q -f raw upstream.raw 256M
 qemu-io -f raw -c 'write -P 3 0 16M' -c 'write -P 4 200M 1M' upstream.raw >/dev/null

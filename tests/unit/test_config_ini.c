@@ -309,10 +309,10 @@ Test(config_ini, shipped_example_is_valid)
 Test(config_ini, unknown_section)
 {
     expect_error("[server]\nnbd_listen = :1\n\n[exprot demo]\npath = x\n",
-                 "test.ini:4: [exprot demo]: unknown section (expected [server], [export NAME] or [target IQN])");
+                 "test.ini:4: [exprot demo]: unknown section (expected [server], [export NAME], [target IQN] or [discovery])");
     /* Reported even when the section holds no key at all. */
     expect_error("[export a]\npath = a\n[servers]\n",
-                 "test.ini:3: [servers]: unknown section (expected [server], [export NAME] or [target IQN])");
+                 "test.ini:3: [servers]: unknown section (expected [server], [export NAME], [target IQN] or [discovery])");
 }
 
 Test(config_ini, export_without_name)
@@ -340,7 +340,7 @@ Test(config_ini, unknown_server_key)
 {
     expect_error("[server]\nnbd_listen = :1\nthreads = 4\n",
                  "test.ini:3: [server] threads: unknown key (expected nbd_listen, iscsi_listen, "
-                 "unix_socket, workers, log_level, pidfile, admin_socket)");
+                 "iscsi_ping_interval, unix_socket, workers, log_level, pidfile, admin_socket)");
 }
 
 Test(config_ini, dashed_key_is_unknown_in_files)
@@ -580,6 +580,7 @@ Test(config_ini, iscsi_targets)
 {
     static const char text[] = "[server]\n"
                                "iscsi_listen = 127.0.0.1\n"
+                               "iscsi_ping_interval = 5\n"
                                "iscsi_listen = [::1]:3261\n"
                                "[export a]\npath = /tmp/a.img\n"
                                "[export b]\npath = /tmp/b.img\n"
@@ -592,6 +593,7 @@ Test(config_ini, iscsi_targets)
     cr_assert_eq(ret, 0, "%s", message ? message : "");
     cr_assert_eq(lunad_config_validate(&config, &message), 0, "%s", message ? message : "");
     cr_assert_eq(config.iscsi_listen_count, 2);
+    cr_assert_eq(config.iscsi_ping_interval, 5);
     cr_assert_str_eq(config.iscsi_listen[0].port, "3260", "iSCSI's port by default");
     cr_assert_str_eq(config.iscsi_listen[1].host, "::1");
     cr_assert_eq(config.target_count, 1);
@@ -612,7 +614,7 @@ Test(config_ini, iscsi_target_errors)
     expect_error("[target iqn.2026-12.org.example:t]\nlun.0 = a\nlun.0 = b\n",
                  "test.ini:3: [target iqn.2026-12.org.example:t] lun.0: LUN 0 is given twice");
     expect_error("[target iqn.2026-12.org.example:t]\nlun = a\n",
-                 "test.ini:2: [target iqn.2026-12.org.example:t] lun: unknown key (expected alias or lun.N)");
+                 "test.ini:2: [target iqn.2026-12.org.example:t] lun: unknown key (expected lun.N, alias, initiators, chap_user, chap_secret, mutual_chap_user or mutual_chap_secret)");
     expect_error("[target iqn.2026-12.org.example:t]\n[target iqn.2026-12.org.example:t]\n",
                  "test.ini:2: [target iqn.2026-12.org.example:t]: target iqn.2026-12.org.example:t is defined twice");
 
