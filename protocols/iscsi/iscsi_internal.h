@@ -281,6 +281,12 @@ void iscsi_params_defaults(struct iscsi_params *params);
 /* After a request's keys: the answers that depend on several keys (FirstBurstLength). */
 void iscsi_negotiation_finish(struct iscsi_params *params, struct iscsi_text *answer);
 
+/* ---- iscsi_shared_lun.c ---- */
+/* The SCSI LUN of (export, target, number), created with options when it is the first user's. */
+int iscsi_shared_lun_get(struct export *export, const char *iqn, uint64_t number,
+                         const struct scsi_lun_options *options, struct scsi_lun **out);
+void iscsi_shared_lun_put(struct scsi_lun *scsi);
+
 /* ---- iscsi_chap.c ---- */
 /* Take key into keys when it is a CHAP key (true), else false. */
 bool iscsi_chap_key(struct iscsi_chap_keys *keys, const char *key, const char *value);

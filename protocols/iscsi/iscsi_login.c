@@ -188,7 +188,7 @@ static uint64_t name_hash(const char *a, const char *b)
     return h;
 }
 
-/* A SCSI LUN over the export (or the initiator's overlay view of it) in slot lun. */
+/* The SCSI LUN over the export (or the initiator's overlay view of it) in slot lun, shared with other sessions. */
 static int serve_lun(struct iscsi_session *session, struct iscsi_lun *lun, struct export *export,
                      const char *export_name)
 {
@@ -199,7 +199,7 @@ static int serve_lun(struct iscsi_session *session, struct iscsi_lun *lun, struc
         .naa = name_hash(session->target->iqn, export_name),
         .write_cache = (export->bdev->caps & BDEV_CAP_FLUSH) != 0,
     };
-    return scsi_lun_create(&options, &lun->scsi);
+    return iscsi_shared_lun_get(export, session->target->iqn, lun->number, &options, &lun->scsi);
 }
 
 static void finish_login(struct iscsi_session *session);

@@ -301,14 +301,19 @@ static void task_management(struct iscsi_session *session)
     case TMF_ABORT_TASK_SET:
     case TMF_CLEAR_TASK_SET:
     case TMF_LUN_RESET:
-        if (!iscsi_lun_find(session, lun))
+        if (!iscsi_lun_find(session, lun)) {
             response = TMF_NO_LUN;
-        else
+        } else {
             abort_tasks(session, false, lun);
+            if (function == TMF_LUN_RESET)
+                scsi_lun_reset(iscsi_lun_find(session, lun)->scsi, session->nexus);
+        }
         break;
     case TMF_TARGET_WARM_RESET:
     case TMF_TARGET_COLD_RESET:
         abort_tasks(session, true, 0);
+        for (size_t i = 0; i < session->lun_slots; i++)
+            scsi_lun_reset(session->luns[i].scsi, session->nexus);
         break;
     case TMF_TASK_REASSIGN: response = TMF_REASSIGN_UNSUPPORTED; break;
     case TMF_CLEAR_ACA:
@@ -718,7 +723,8 @@ static void session_destroy(struct iscsi_session *session)
     for (size_t i = 0; i < session->lun_slots; i++) {
         if (session->luns[i].attaching)
             export_attach_cancel(session->luns[i].attaching);
-        scsi_lun_destroy(session->luns[i].scsi);
+        scsi_lun_nexus_lost(session->luns[i].scsi, session->nexus);
+        iscsi_shared_lun_put(session->luns[i].scsi);
         if (session->luns[i].export)
             export_unref(session->luns[i].export);
     }

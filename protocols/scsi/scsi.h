@@ -10,7 +10,9 @@
  * Errors are answered as the standards say: CHECK CONDITION with fixed
  * format sense (key / ASC / ASCQ, and the sense-key-specific field
  * pointer for invalid fields in the CDB); unit attentions (power on /
- * reset) once per I_T nexus; DATA PROTECT for writes to a read-only LUN.
+ * reset) once per I_T nexus; DATA PROTECT for writes to a read-only LUN;
+ * RESERVATION CONFLICT as the LUN's reservations say (persistent ones and
+ * SPC-2 RESERVE / RELEASE).
  *
  * Tasks of every transport and thread may share a LUN: a COMPARE AND
  * WRITE's read, compare and write run with no overlapping write of another
@@ -49,6 +51,15 @@ struct scsi_lun_options {
 /* 0 or a negative errno (-ENOMEM). */
 int scsi_lun_create(const struct scsi_lun_options *options, struct scsi_lun **out);
 void scsi_lun_destroy(struct scsi_lun *lun);
+
+/* The I_T nexus is gone (logout, a dropped connection): its RESERVE(6)/(10) reservation goes with it. */
+void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *nexus);
+/*
+ * LOGICAL UNIT RESET or a target reset, received from nexus: RESERVE(6)/(10)
+ * reservations are released (persistent ones stay) and every other nexus
+ * gets the reset unit attention.
+ */
+void scsi_lun_reset(struct scsi_lun *lun, const char *nexus);
 
 struct scsi_task {
     /* Filled by the transport. */

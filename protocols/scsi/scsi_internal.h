@@ -46,6 +46,25 @@ enum {
 /* Bounds how long a COMPARE AND WRITE holds the writers of its range off, and its buffer. */
 #define MAX_COMPARE_AND_WRITE_BLOCKS 128u
 
+/*
+ * What a command does to the medium, for the reservation check: ANY runs
+ * whatever is reserved (INQUIRY, REPORT LUNS, the reservation commands
+ * themselves); STATUS only conflicts with an SPC-2 reservation (TEST UNIT
+ * READY, READ CAPACITY); READ and WRITE as the reservation type says.
+ */
+enum scsi_access {
+    SCSI_ACCESS_WRITE, /* the default: a command not classified is treated as writing */
+    SCSI_ACCESS_READ,
+    SCSI_ACCESS_STATUS,
+    SCSI_ACCESS_ANY,
+};
+
+/* A persistent reservation registration: an I_T nexus and its key. */
+struct scsi_registration {
+    char *nexus;
+    uint64_t key;
+};
+
 struct scsi_lun {
     struct bdev *bdev;
     bool readonly;
@@ -57,7 +76,15 @@ struct scsi_lun {
     char vendor[9], product[17], revision[5];
     char *serial;
     uint64_t naa;
-    pthread_mutex_t lock;  /* attended */
+    pthread_mutex_t lock;  /* attended, the reservations */
+    /* Reservations (scsi_reservation.c). */
+    struct scsi_registration *registrations;
+    size_t registration_count;
+    uint32_t generation;
+    bool reserved;
+    uint8_t reservation_type;
+    char reservation_holder[256];
+    char *legacy_holder;   /* RESERVE(6)/(10): the nexus holding the LUN, or NULL */
     char **attended;       /* nexuses that have been told of the power-on reset */
     size_t attended_count;
     /*
@@ -74,6 +101,16 @@ static inline uint32_t scsi_max_compare_and_write(const struct scsi_lun *lun)
     uint32_t by_transfer = lun->bdev->limits.max_transfer / lun->block_size;
     return by_transfer < MAX_COMPARE_AND_WRITE_BLOCKS ? by_transfer : MAX_COMPARE_AND_WRITE_BLOCKS;
 }
+
+/* ---- scsi_reservation.c ---- */
+bool scsi_reservation_conflict(struct scsi_lun *lun, const char *nexus, enum scsi_access access);
+void scsi_reservations_clear(struct scsi_lun *lun);
+void scsi_reserve(struct scsi_task *task);
+void scsi_release(struct scsi_task *task);
+void scsi_persistent_reserve_in(struct scsi_task *task);
+void scsi_persistent_reserve_out(struct scsi_task *task);
+/* RESERVATION CONFLICT status (no sense data). */
+void scsi_task_conflict(struct scsi_task *task);
 
 /* Answering (each calls task->complete, after leaving the task's write guard). */
 void scsi_task_good(struct scsi_task *task, size_t data_in_length);
@@ -157,6 +194,7 @@ size_t scsi_mode_page(const struct scsi_lun *lun, uint8_t page, bool changeable,
 
 struct scsi_command {
     uint8_t opcode;
+    enum scsi_access access;
     uint8_t service_action;   /* when has_service_action: CDB byte 1, bits 4-0 */
     bool has_service_action;
     bool without_attention;   /* INQUIRY, REPORT LUNS, REQUEST SENSE: not held up by a unit attention */

@@ -42,6 +42,15 @@ void scsi_sense_set(struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t as
     task->data_in_wanted = 0;
 }
 
+void scsi_task_conflict(struct scsi_task *task)
+{
+    task->status = SCSI_STATUS_RESERVATION_CONFLICT;
+    task->sense_length = 0;
+    task->data_in_length = 0;
+    task->data_in_wanted = 0;
+    finish(task);
+}
+
 void scsi_task_check(struct scsi_task *task, uint8_t key, uint8_t asc, uint8_t ascq)
 {
     scsi_sense_set(task, key, asc, ascq);
@@ -158,6 +167,37 @@ static bool attention_due(struct scsi_lun *lun, const char *nexus)
     return due;
 }
 
+void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *nexus)
+{
+    if (!lun || !nexus)
+        return;
+    pthread_mutex_lock(&lun->lock);
+    if (lun->legacy_holder && strcmp(lun->legacy_holder, nexus) == 0) {
+        free(lun->legacy_holder);
+        lun->legacy_holder = NULL;
+    }
+    pthread_mutex_unlock(&lun->lock);
+}
+
+void scsi_lun_reset(struct scsi_lun *lun, const char *nexus)
+{
+    if (!lun)
+        return;
+    pthread_mutex_lock(&lun->lock);
+    free(lun->legacy_holder);
+    lun->legacy_holder = NULL;
+    /* Every other nexus is owed the reset's unit attention again (SAM-5 §5.11). */
+    size_t kept = 0;
+    for (size_t i = 0; i < lun->attended_count; i++) {
+        if (nexus && strcmp(lun->attended[i], nexus) == 0)
+            lun->attended[kept++] = lun->attended[i];
+        else
+            free(lun->attended[i]);
+    }
+    lun->attended_count = kept;
+    pthread_mutex_unlock(&lun->lock);
+}
+
 void scsi_task_execute(struct scsi_task *task)
 {
     task->status = SCSI_STATUS_GOOD;
@@ -191,6 +231,10 @@ void scsi_task_execute(struct scsi_task *task)
     }
     if (command->has_service_action && command->service_action != (task->cdb[1] & 0x1f)) {
         scsi_task_invalid_field(task, 1, 4); /* the opcode exists, not this service action */
+        return;
+    }
+    if (scsi_reservation_conflict(task->lun, task->nexus, command->access)) {
+        scsi_task_conflict(task);
         return;
     }
     command->run(task);
@@ -243,6 +287,8 @@ void scsi_lun_destroy(struct scsi_lun *lun)
     for (size_t i = 0; i < lun->attended_count; i++)
         free(lun->attended[i]);
     free(lun->attended);
+    scsi_reservations_clear(lun);
+    free(lun->registrations);
     free(lun->serial);
     range_lock_destroy(&lun->writers);
     pthread_mutex_destroy(&lun->lock);
