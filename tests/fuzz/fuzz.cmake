@@ -28,22 +28,30 @@ if(LUNA_FUZZ)
   target_compile_options(luna_fuzz_bdev_contract PRIVATE ${luna_fuzz_sanitizers})
 endif()
 
-# luna_fuzz_target(NAME LIBRARY [CHECKERS | BDEV_CONTRACT]): tests/fuzz/NAME.c replayed by
-# ctest over corpus/NAME-without-fuzz_ and regressions/..., and the libFuzzer binary with
-# LUNA_FUZZ.  CHECKERS links the NBD reply audit and shadow disk, BDEV_CONTRACT the checked
-# bdev calls of the image-driver targets.
+# luna_fuzz_target(NAME LIBRARY [CHECKERS] [BDEV_CONTRACT] [SESSION_WORLD]): tests/fuzz/NAME.c
+# replayed by ctest over corpus/NAME-without-fuzz_ and regressions/..., and the libFuzzer binary
+# with LUNA_FUZZ.  CHECKERS links the NBD reply audit and shadow disk, BDEV_CONTRACT the checked
+# bdev calls of the image-driver targets, SESSION_WORLD the exports and session driver of the
+# protocol targets (fuzz_world.c: compiled as part of the target, so the libFuzzer build
+# instruments it as it did when each target carried its own copy).
 function(luna_fuzz_target name library)
+  cmake_parse_arguments(ARG "CHECKERS;BDEV_CONTRACT;SESSION_WORLD" "" "" ${ARGN})
   string(REGEX REPLACE "^fuzz_" "" inputs ${name})
+  set(sources ${luna_fuzz_dir}/${name}.c)
+  if(ARG_SESSION_WORLD)
+    list(APPEND sources ${luna_fuzz_dir}/fuzz_world.c)
+  endif()
   set(checkers)
   set(checker_objects)
-  if(ARGN STREQUAL "CHECKERS")
-    set(checkers ${luna_fuzz_dir}/nbd_reply_audit.c ${luna_fuzz_dir}/shadow_disk.c)
-    set(checker_objects luna_fuzz_checkers)
-  elseif(ARGN STREQUAL "BDEV_CONTRACT")
-    set(checkers ${luna_fuzz_dir}/bdev_contract.c)
-    set(checker_objects luna_fuzz_bdev_contract)
+  if(ARG_CHECKERS)
+    list(APPEND checkers ${luna_fuzz_dir}/nbd_reply_audit.c ${luna_fuzz_dir}/shadow_disk.c)
+    list(APPEND checker_objects luna_fuzz_checkers)
   endif()
-  add_executable(${name}_replay ${luna_fuzz_dir}/${name}.c ${checkers} ${luna_fuzz_dir}/replay_main.c)
+  if(ARG_BDEV_CONTRACT)
+    list(APPEND checkers ${luna_fuzz_dir}/bdev_contract.c)
+    list(APPEND checker_objects luna_fuzz_bdev_contract)
+  endif()
+  add_executable(${name}_replay ${sources} ${checkers} ${luna_fuzz_dir}/replay_main.c)
   target_link_libraries(${name}_replay PRIVATE ${library})
   set_target_properties(${name}_replay PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
   # Regressions only once a crash was found and kept (git keeps no empty directory).
@@ -56,10 +64,10 @@ function(luna_fuzz_target name library)
 
   if(LUNA_FUZZ)
     set(objects)
-    if(checker_objects)
-      set(objects $<TARGET_OBJECTS:${checker_objects}>)
-    endif()
-    add_executable(${name} ${luna_fuzz_dir}/${name}.c ${objects})
+    foreach(object IN LISTS checker_objects)
+      list(APPEND objects $<TARGET_OBJECTS:${object}>)
+    endforeach()
+    add_executable(${name} ${sources} ${objects})
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer ${luna_fuzz_sanitizers})
     target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_libraries(${name} PRIVATE ${library})
@@ -67,8 +75,8 @@ function(luna_fuzz_target name library)
   endif()
 endfunction()
 
-luna_fuzz_target(fuzz_nbd_session luna_nbd CHECKERS)
-luna_fuzz_target(fuzz_iscsi_session luna_iscsi)
+luna_fuzz_target(fuzz_nbd_session luna_nbd CHECKERS SESSION_WORLD)
+luna_fuzz_target(fuzz_iscsi_session luna_iscsi SESSION_WORLD)
 luna_fuzz_target(fuzz_qcow2_open luna_block BDEV_CONTRACT)
 luna_fuzz_target(fuzz_foreign_open luna_block BDEV_CONTRACT)
 luna_fuzz_target(fuzz_lvm_metadata luna_block)

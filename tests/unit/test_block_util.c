@@ -43,13 +43,15 @@ char *temp_file(uint64_t size)
 
 uint8_t pattern_byte(uint64_t offset) { return (uint8_t)(offset * 7 + offset / 4096 + 1); }
 
-char *temp_file_with_pattern(uint64_t size)
+char *temp_file_with_pattern(uint64_t size) { return temp_file_filled(size, pattern_byte); }
+
+char *temp_file_filled(uint64_t size, uint8_t (*byte_at)(uint64_t offset))
 {
     char *path = temp_file(size);
     uint8_t *data = malloc(size);
     cr_assert_not_null(data);
     for (uint64_t i = 0; i < size; i++)
-        data[i] = pattern_byte(i);
+        data[i] = byte_at(i);
     int fd = open(path, O_WRONLY);
     cr_assert(fd >= 0);
     cr_assert_eq(pwrite(fd, data, size, 0), (ssize_t)size);

@@ -25,6 +25,8 @@ void test_loop_fini(struct test_loop *t);
 char *temp_file(uint64_t size);
 /* Same, filled with pattern_byte(offset). */
 char *temp_file_with_pattern(uint64_t size);
+/* Same, filled with byte_at(offset): the protocol tests use a pattern of their own. */
+char *temp_file_filled(uint64_t size, uint8_t (*byte_at)(uint64_t offset));
 uint8_t pattern_byte(uint64_t offset);
 
 struct bdev *open_bdev(const char *path, enum bdev_cache_mode cache, enum bdev_aio_engine aio,

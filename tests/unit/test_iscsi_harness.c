@@ -1,64 +1,14 @@
 #include "test_iscsi_harness.h"
 
 #include <criterion/criterion.h>
-#include <errno.h>
-#include <ev.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "block/aio.h"
-#include "block/export.h"
 #include "common/log.h"
-#include "common/send_queue.h"
-
-uint8_t ih_pattern_byte(uint64_t offset) { return (uint8_t)(offset * 13 + offset / 4096 + 5); }
-
-static char *temp_file(uint64_t size, bool pattern)
-{
-    char *path = strdup("/tmp/luna-iscsi-test-XXXXXX");
-    cr_assert_not_null(path);
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
-    cr_assert_eq(ftruncate(fd, (off_t)size), 0);
-    if (pattern) {
-        uint8_t *data = malloc(size);
-        cr_assert_not_null(data);
-        for (uint64_t i = 0; i < size; i++)
-            data[i] = ih_pattern_byte(i);
-        cr_assert_eq(pwrite(fd, data, size, 0), (ssize_t)size);
-        free(data);
-    }
-    close(fd);
-    return path;
-}
-
-/* The thread-pool engine: completions arrive through the loop, so a command stays executing until ih_wait. */
-static void add_export(struct iscsi_harness *h, const char *name, const char *path, bool readonly)
-{
-    struct export_config config = {0};
-    config.name = (char *)name;
-    bdev_options_init(&config.bdev);
-    config.bdev.path = path;
-    config.bdev.readonly = readonly;
-    config.bdev.aio = BDEV_AIO_THREADS;
-    struct export *export = NULL;
-    char *message = NULL;
-    int rc = export_open(&config, &export, &message);
-    cr_assert_eq(rc, 0, "export_open %s: %s", path, message ? message : "?");
-    cr_assert_eq(export_table_add(h->table, export), 0);
-}
-
-static void wake(void *opaque)
-{
-    struct iscsi_harness *h = opaque;
-    h->wakes++;
-}
-
-static const struct session_ops harness_ops = {.wake = wake};
+#include "test_block_util.h"
 
 static void settings_init(struct iscsi_harness *h, size_t extra_portals)
 {
@@ -84,18 +34,15 @@ void ih_init(struct iscsi_harness *h, const struct ih_options *options)
     memset(h, 0, sizeof(*h));
     /* Refusals and violations are what many tests provoke: their warnings would drown the output. */
     log_set_level(getenv("LUNA_TEST_VERBOSE") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
-    h->loop = ev_loop_new(EVFLAG_AUTO);
-    cr_assert_not_null(h->loop);
-    h->ctx = aio_context_new(h->loop);
-    cr_assert_not_null(h->ctx);
-    h->disk_path = temp_file(IH_DISK_SIZE, false);
-    h->pattern_path = temp_file(IH_PATTERN_SIZE, true);
-    h->table = export_table_new();
-    cr_assert_not_null(h->table);
-    add_export(h, "disk", h->disk_path, false);
-    add_export(h, "pattern", h->pattern_path, true);
-    h->out = send_queue_new();
-    cr_assert_not_null(h->out);
+    session_world_init(&h->world);
+    /* The thread-pool engine: completions arrive through the loop, so a command stays executing until ih_wait. */
+    h->disk_path = session_world_add_export(
+        &h->world, &(struct session_export){.name = "disk", .size = IH_DISK_SIZE, .aio = BDEV_AIO_THREADS});
+    session_world_add_export(&h->world, &(struct session_export){.name = "pattern",
+                                                                 .size = IH_PATTERN_SIZE,
+                                                                 .pattern = true,
+                                                                 .readonly = true,
+                                                                 .aio = BDEV_AIO_THREADS});
     settings_init(h, options ? options->extra_portals : 0);
     const uint8_t isid[6] = {0x80, 0x12, 0x34, 0x56, 0x00, 0x01}; /* random format (§11.12.5) */
     memcpy(h->isid, isid, sizeof(isid));
@@ -104,11 +51,11 @@ void ih_init(struct iscsi_harness *h, const struct ih_options *options)
     struct session_start start = {
         .peer = "test-initiator",
         .local = options && options->local ? options->local : IH_LOCAL,
-        .exports = h->table,
-        .ctx = h->ctx,
-        .out = h->out,
-        .ops = &harness_ops,
-        .opaque = h,
+        .exports = h->world.table,
+        .ctx = h->world.ctx,
+        .out = h->world.out,
+        .ops = &session_world_ops,
+        .opaque = &h->world,
         .settings = &h->settings,
     };
     h->session = iscsi_session_protocol.create(&start);
@@ -117,22 +64,10 @@ void ih_init(struct iscsi_harness *h, const struct ih_options *options)
 
 void ih_fini(struct iscsi_harness *h)
 {
-    /* server/connection.c order: the queue (and what it lends) first, then the session. */
-    send_queue_free(h->out);
-    if (h->session)
-        iscsi_session_protocol.free(h->session);
-    aio_context_drain(h->ctx);
-    export_table_unref(h->table);
-    cr_assert_eq(aio_context_free(h->ctx), 0);
-    ev_loop_destroy(h->loop);
-    unlink(h->disk_path);
-    unlink(h->pattern_path);
-    free(h->disk_path);
-    free(h->pattern_path);
+    session_world_fini(&h->world, &iscsi_session_protocol, h->session);
     for (size_t i = 0; i < h->portal_count; i++)
         free(h->portals[i]);
     free(h->portals);
-    free(h->output);
 }
 
 /* server/connection.c process_input: payload targets are filled directly, the rest offered to input(). */
@@ -174,8 +109,8 @@ void ih_feed(struct iscsi_harness *h, const void *data, size_t length)
 
 void ih_wait(struct iscsi_harness *h)
 {
-    aio_context_drain(h->ctx);
-    cr_assert_eq(aio_context_pending(h->ctx), 0);
+    aio_context_drain(h->world.ctx);
+    cr_assert_eq(aio_context_pending(h->world.ctx), 0);
 }
 
 enum session_status ih_status(const struct iscsi_harness *h) { return iscsi_session_protocol.status(h->session); }
@@ -185,38 +120,9 @@ uint32_t ih_inflight(const struct iscsi_harness *h) { return iscsi_session_proto
 
 /* ---- output ---- */
 
-static void pull_output(struct iscsi_harness *h)
-{
-    size_t queued = send_queue_length(h->out);
-    if (queued == 0)
-        return;
-    if (h->output_length + queued > h->output_capacity) {
-        size_t capacity = (h->output_length + queued) * 2;
-        uint8_t *grown = realloc(h->output, capacity);
-        cr_assert_not_null(grown);
-        h->output = grown;
-        h->output_capacity = capacity;
-    }
-    size_t n = send_queue_drain(h->out, h->output + h->output_length, queued);
-    cr_assert_eq(n, queued);
-    h->output_length += n;
-}
+size_t ih_output_left(struct iscsi_harness *h) { return session_world_output_left(&h->world); }
 
-size_t ih_output_left(struct iscsi_harness *h)
-{
-    pull_output(h);
-    return h->output_length - h->output_position;
-}
-
-static const uint8_t *take(struct iscsi_harness *h, size_t n)
-{
-    pull_output(h);
-    cr_assert_geq(h->output_length - h->output_position, n, "expected %zu more output bytes, have %zu", n,
-                  h->output_length - h->output_position);
-    const uint8_t *bytes = h->output + h->output_position;
-    h->output_position += n;
-    return bytes;
-}
+static const uint8_t *take(struct iscsi_harness *h, size_t n) { return session_world_take(&h->world, n); }
 
 void ih_next(struct iscsi_harness *h, struct ih_pdu *pdu)
 {
@@ -234,7 +140,7 @@ void ih_expect_nothing(struct iscsi_harness *h)
 {
     size_t left = ih_output_left(h);
     cr_assert_eq(left, 0, "%zu unexpected output bytes (opcode %#x)", left,
-                 left ? h->output[h->output_position] & 0x3f : 0);
+                 left ? h->world.output[h->world.output_position] & 0x3f : 0);
 }
 
 void ih_expect_stat_sn(struct iscsi_harness *h, const struct ih_pdu *pdu)
@@ -532,8 +438,5 @@ void ih_clear_unit_attention(struct iscsi_harness *h, uint64_t lun)
 
 void ih_read_disk(struct iscsi_harness *h, uint64_t offset, void *buffer, size_t length)
 {
-    int fd = open(h->disk_path, O_RDONLY);
-    cr_assert(fd >= 0);
-    cr_assert_eq(pread(fd, buffer, length, (off_t)offset), (ssize_t)length);
-    close(fd);
+    read_file_directly(h->disk_path, offset, buffer, length);
 }

@@ -7,7 +7,7 @@
  *
  * The target: IH_TARGET_IQN (alias IH_TARGET_ALIAS) with LUN 0 -> "disk"
  * (writable, IH_DISK_SIZE, sparse) and LUN 1 -> "pattern" (read-only,
- * IH_PATTERN_SIZE, filled with ih_pattern_byte()).  Portals: IH_PORTAL and
+ * IH_PATTERN_SIZE, filled with session_pattern_byte()).  Portals: IH_PORTAL and
  * the wildcard "0.0.0.0:3260", which SendTargets must answer with the
  * session's local address (IH_LOCAL), plus options.extra_portals more.
  *
@@ -23,6 +23,7 @@
 
 #include "common/byte_order.h"
 #include "protocols/iscsi/iscsi_target.h"
+#include "test_session_util.h"
 
 #define IH_TARGET_IQN "iqn.2026-12.org.example:disk"
 #define IH_TARGET_ALIAS "test disk"
@@ -81,7 +82,7 @@ enum { IH_SECURITY = 0, IH_OPERATIONAL = 1, IH_FULL_FEATURE = 3 };
 /* One PDU the target queued. */
 struct ih_pdu {
     uint8_t bhs[IH_BHS];
-    const uint8_t *data; /* into the harness's output; valid until the harness is torn down */
+    const uint8_t *data; /* into the harness's output; valid until more output is read */
     uint32_t length;
 };
 
@@ -107,18 +108,14 @@ struct ih_login_params {
 };
 
 struct iscsi_harness {
-    struct ev_loop *loop;
-    struct aio_context *ctx;
-    struct export_table *table;
-    struct send_queue *out;
+    struct session_world world; /* loop, exports, send queue, output */
     void *session;
-    char *disk_path, *pattern_path;
+    const char *disk_path;
     struct iscsi_lun_config luns[2];
     struct iscsi_target_config target;
     struct iscsi_settings settings;
     char **portals;
     size_t portal_count;
-    unsigned wakes;
     size_t chunk; /* feed at most this many bytes per input() call; 0: all at once */
 
     /* The initiator's side. */
@@ -131,15 +128,11 @@ struct iscsi_harness {
     uint32_t max_burst, first_burst, max_outstanding_r2t;
     bool immediate_data;
     uint16_t tsih;
-
-    uint8_t *output;
-    size_t output_length, output_position, output_capacity;
 };
 
 /* options may be NULL. */
 void ih_init(struct iscsi_harness *h, const struct ih_options *options);
 void ih_fini(struct iscsi_harness *h);
-uint8_t ih_pattern_byte(uint64_t offset);
 
 /*
  * Feed bytes; asserts an active session took them all (one that stopped may

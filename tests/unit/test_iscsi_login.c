@@ -4,6 +4,7 @@
  * PDUs, discovery sessions and every refusal's status class and detail.
  */
 #include <criterion/criterion.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +20,24 @@ TestSuite(iscsi_login, .init = setup, .fini = teardown);
 #define SECURITY_TO_OPERATIONAL (IH_LOGIN_T | IH_STAGES(IH_SECURITY, IH_OPERATIONAL))
 #define OPERATIONAL_TO_FULL (IH_LOGIN_T | IH_STAGES(IH_OPERATIONAL, IH_FULL_FEATURE))
 
+#define INITIATOR "InitiatorName=" IH_INITIATOR_IQN
+#define TARGET "TargetName=" IH_TARGET_IQN
+
 static void login(uint8_t flags, const char *keys, uint32_t length) { ih_login(&h, flags, 0, keys, length); }
+
+/* One login PDU offering the "key=value" strings listed (NULL-terminated): what most tests send. */
+static void login_offering(uint8_t flags, ...) __attribute__((sentinel));
+static void login_offering(uint8_t flags, ...)
+{
+    char keys[1024];
+    uint32_t length = 0;
+    va_list pairs;
+    va_start(pairs, flags);
+    for (const char *pair; (pair = va_arg(pairs, const char *)) != NULL;)
+        length += ih_keys(keys + length, sizeof(keys) - length, pair, NULL);
+    va_end(pairs);
+    login(flags, keys, length);
+}
 
 /* A refused login: the status, no keys, no T bit, no TSIH; the connection closes once the answer is written. */
 static void expect_refused(uint8_t csg, uint16_t status)
@@ -36,10 +54,8 @@ static void expect_refused(uint8_t csg, uint16_t status)
 
 Test(iscsi_login, security_operational_full_feature_with_negotiated_answers)
 {
-    char keys[1024];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "InitiatorAlias=test",
-                              "TargetName=" IH_TARGET_IQN, "SessionType=Normal", "AuthMethod=None", NULL);
-    login(SECURITY_TO_OPERATIONAL, keys, length);
+    login_offering(SECURITY_TO_OPERATIONAL, INITIATOR, "InitiatorAlias=test", TARGET, "SessionType=Normal",
+                   "AuthMethod=None", NULL);
     struct ih_pdu first;
     ih_login_response(&h, &first, SECURITY_TO_OPERATIONAL, 0);
     ih_expect_key(&first, "AuthMethod", "None");
@@ -49,12 +65,11 @@ Test(iscsi_login, security_operational_full_feature_with_negotiated_answers)
     cr_assert_eq(load_be16(first.bhs + 14), 0, "TSIH only in the final response");
     cr_assert_not(ih_negotiated(&h));
 
-    length = ih_keys(keys, sizeof(keys), "HeaderDigest=None,CRC32C", "DataDigest=None",
-                     "MaxRecvDataSegmentLength=65536", "MaxBurstLength=1048576", "FirstBurstLength=16384",
-                     "ImmediateData=No", "InitialR2T=No", "MaxOutstandingR2T=4", "ErrorRecoveryLevel=0",
-                     "DefaultTime2Wait=0", "DefaultTime2Retain=60", "MaxConnections=4", "DataPDUInOrder=Yes",
-                     "DataSequenceInOrder=Yes", "X-com.example.Unknown=1", "IFMarker=No", NULL);
-    login(OPERATIONAL_TO_FULL, keys, length);
+    login_offering(OPERATIONAL_TO_FULL, "HeaderDigest=None,CRC32C", "DataDigest=None",
+                   "MaxRecvDataSegmentLength=65536", "MaxBurstLength=1048576", "FirstBurstLength=16384",
+                   "ImmediateData=No", "InitialR2T=No", "MaxOutstandingR2T=4", "ErrorRecoveryLevel=0",
+                   "DefaultTime2Wait=0", "DefaultTime2Retain=60", "MaxConnections=4", "DataPDUInOrder=Yes",
+                   "DataSequenceInOrder=Yes", "X-com.example.Unknown=1", "IFMarker=No", NULL);
     struct ih_pdu last;
     ih_login_response(&h, &last, OPERATIONAL_TO_FULL, 0);
     cr_assert_eq(ih_stat_sn(&last), ih_stat_sn(&first) + 1);
@@ -104,10 +119,7 @@ Test(iscsi_login, immediate_data_yes_and_small_bursts_are_kept)
 
 Test(iscsi_login, security_stage_may_be_skipped)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              "MaxRecvDataSegmentLength=8192", NULL);
-    login(OPERATIONAL_TO_FULL, keys, length);
+    login_offering(OPERATIONAL_TO_FULL, INITIATOR, TARGET, "MaxRecvDataSegmentLength=8192", NULL);
     struct ih_pdu pdu;
     ih_login_response(&h, &pdu, OPERATIONAL_TO_FULL, 0);
     ih_expect_key(&pdu, "TargetPortalGroupTag", "1");
@@ -118,10 +130,7 @@ Test(iscsi_login, security_stage_may_be_skipped)
 
 Test(iscsi_login, security_stage_without_transit_stays)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              "AuthMethod=CHAP,None", NULL);
-    login(IH_STAGES(IH_SECURITY, IH_SECURITY), keys, length);
+    login_offering(IH_STAGES(IH_SECURITY, IH_SECURITY), INITIATOR, TARGET, "AuthMethod=CHAP,None", NULL);
     struct ih_pdu pdu;
     ih_login_response(&h, &pdu, IH_STAGES(IH_SECURITY, 0), 0);
     ih_expect_key(&pdu, "AuthMethod", "None");
@@ -151,9 +160,8 @@ Test(iscsi_login, login_fed_one_byte_at_a_time)
 Test(iscsi_login, keys_continued_over_two_pdus_are_gathered)
 {
     char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              "SessionType=Normal", "AuthMethod=None", NULL);
-    uint32_t split = (uint32_t)strlen("InitiatorName=" IH_INITIATOR_IQN) + 1 + 6; /* inside "TargetName" */
+    uint32_t length = ih_keys(keys, sizeof(keys), INITIATOR, TARGET, "SessionType=Normal", "AuthMethod=None", NULL);
+    uint32_t split = (uint32_t)strlen(INITIATOR) + 1 + 6; /* inside "TargetName" */
     login(IH_LOGIN_C | IH_STAGES(IH_SECURITY, IH_OPERATIONAL), keys, split);
     struct ih_pdu pdu;
     /* §11.13: the answer to a continued PDU is empty, without T, so the initiator sends the rest. */
@@ -171,18 +179,13 @@ Test(iscsi_login, keys_continued_over_two_pdus_are_gathered)
 
 Test(iscsi_login, discovery_answers_session_keys_irrelevant)
 {
-    char keys[1024];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "SessionType=Discovery",
-                              "AuthMethod=None", NULL);
-    login(SECURITY_TO_OPERATIONAL, keys, length);
+    login_offering(SECURITY_TO_OPERATIONAL, INITIATOR, "SessionType=Discovery", "AuthMethod=None", NULL);
     struct ih_pdu pdu;
     ih_login_response(&h, &pdu, SECURITY_TO_OPERATIONAL, 0);
     ih_expect_key(&pdu, "AuthMethod", "None");
-    length = ih_keys(keys, sizeof(keys), "HeaderDigest=None", "MaxRecvDataSegmentLength=4096", "InitialR2T=No",
-                     "ImmediateData=Yes", "MaxBurstLength=65536", "FirstBurstLength=4096",
-                     "MaxOutstandingR2T=2", "MaxConnections=2", "DefaultTime2Wait=5", "X-org.example.Foo=bar",
-                     NULL);
-    login(OPERATIONAL_TO_FULL, keys, length);
+    login_offering(OPERATIONAL_TO_FULL, "HeaderDigest=None", "MaxRecvDataSegmentLength=4096", "InitialR2T=No",
+                   "ImmediateData=Yes", "MaxBurstLength=65536", "FirstBurstLength=4096", "MaxOutstandingR2T=2",
+                   "MaxConnections=2", "DefaultTime2Wait=5", "X-org.example.Foo=bar", NULL);
     ih_login_response(&h, &pdu, OPERATIONAL_TO_FULL, 0);
     ih_expect_key(&pdu, "HeaderDigest", "None");
     static const char *const irrelevant[] = {"InitialR2T", "ImmediateData", "MaxBurstLength", "FirstBurstLength",
@@ -199,53 +202,38 @@ Test(iscsi_login, discovery_answers_session_keys_irrelevant)
 
 Test(iscsi_login, unknown_target_is_0203)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN,
-                              "TargetName=iqn.2026-12.org.example:nope", "AuthMethod=None", NULL);
-    login(SECURITY_TO_OPERATIONAL, keys, length);
+    login_offering(SECURITY_TO_OPERATIONAL, INITIATOR, "TargetName=iqn.2026-12.org.example:nope", "AuthMethod=None",
+                   NULL);
     expect_refused(IH_SECURITY, 0x0203);
 }
 
 Test(iscsi_login, missing_initiator_name_is_0207)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "TargetName=" IH_TARGET_IQN, "AuthMethod=None", NULL);
-    login(SECURITY_TO_OPERATIONAL, keys, length);
+    login_offering(SECURITY_TO_OPERATIONAL, TARGET, "AuthMethod=None", NULL);
     expect_refused(IH_SECURITY, 0x0207);
 }
 
 Test(iscsi_login, missing_target_name_in_a_normal_session_is_0207)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, NULL);
-    login(OPERATIONAL_TO_FULL, keys, length);
+    login_offering(OPERATIONAL_TO_FULL, INITIATOR, NULL);
     expect_refused(IH_OPERATIONAL, 0x0207);
 }
 
 Test(iscsi_login, chap_only_auth_method_is_0201)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              "AuthMethod=CHAP", NULL);
-    login(SECURITY_TO_OPERATIONAL, keys, length);
+    login_offering(SECURITY_TO_OPERATIONAL, INITIATOR, TARGET, "AuthMethod=CHAP", NULL);
     expect_refused(IH_SECURITY, 0x0201);
 }
 
 Test(iscsi_login, transit_backwards_is_0200)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              NULL);
-    login(IH_LOGIN_T | IH_STAGES(IH_OPERATIONAL, IH_SECURITY), keys, length);
+    login_offering(IH_LOGIN_T | IH_STAGES(IH_OPERATIONAL, IH_SECURITY), INITIATOR, TARGET, NULL);
     expect_refused(IH_OPERATIONAL, 0x0200);
 }
 
 Test(iscsi_login, back_to_the_security_stage_is_0200)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              "AuthMethod=None", NULL);
-    login(SECURITY_TO_OPERATIONAL, keys, length);
+    login_offering(SECURITY_TO_OPERATIONAL, INITIATOR, TARGET, "AuthMethod=None", NULL);
     struct ih_pdu pdu;
     ih_login_response(&h, &pdu, SECURITY_TO_OPERATIONAL, 0);
     login(SECURITY_TO_OPERATIONAL, NULL, 0); /* CSG must now be operational */
@@ -254,18 +242,14 @@ Test(iscsi_login, back_to_the_security_stage_is_0200)
 
 Test(iscsi_login, reserved_next_stage_is_0200)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              NULL);
-    login(IH_LOGIN_T | IH_STAGES(IH_SECURITY, 2), keys, length);
+    login_offering(IH_LOGIN_T | IH_STAGES(IH_SECURITY, 2), INITIATOR, TARGET, NULL);
     expect_refused(IH_SECURITY, 0x0200);
 }
 
 Test(iscsi_login, tsih_of_an_existing_session_is_020a)
 {
     char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              NULL);
+    uint32_t length = ih_keys(keys, sizeof(keys), INITIATOR, TARGET, NULL);
     ih_login(&h, OPERATIONAL_TO_FULL, 0x1234, keys, length);
     expect_refused(IH_OPERATIONAL, 0x020a);
 }
@@ -273,8 +257,7 @@ Test(iscsi_login, tsih_of_an_existing_session_is_020a)
 Test(iscsi_login, unsupported_version_is_0205)
 {
     char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              NULL);
+    uint32_t length = ih_keys(keys, sizeof(keys), INITIATOR, TARGET, NULL);
     uint8_t bhs[IH_BHS] = {IH_OP_LOGIN | IH_IMMEDIATE, OPERATIONAL_TO_FULL, 0x02, 0x01}; /* Version-max 2, min 1 */
     memcpy(bhs + 8, h.isid, 6);
     store_be32(bhs + 16, h.login_itt);
@@ -285,10 +268,7 @@ Test(iscsi_login, unsupported_version_is_0205)
 
 Test(iscsi_login, value_outside_the_domain_is_rejected_with_0200)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              "MaxBurstLength=100", NULL);
-    login(OPERATIONAL_TO_FULL, keys, length);
+    login_offering(OPERATIONAL_TO_FULL, INITIATOR, TARGET, "MaxBurstLength=100", NULL);
     expect_refused(IH_OPERATIONAL, 0x0200);
 }
 
@@ -324,13 +304,10 @@ TestSuite(iscsi_login_regressions, .init = setup, .fini = teardown);
  */
 Test(iscsi_login_regressions, session_type_changed_to_normal_without_target_name)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "SessionType=Discovery", NULL);
-    login(SECURITY_TO_OPERATIONAL, keys, length);
+    login_offering(SECURITY_TO_OPERATIONAL, INITIATOR, "SessionType=Discovery", NULL);
     struct ih_pdu pdu;
     ih_login_response(&h, &pdu, SECURITY_TO_OPERATIONAL, 0);
-    length = ih_keys(keys, sizeof(keys), "SessionType=Normal", NULL);
-    login(OPERATIONAL_TO_FULL, keys, length);
+    login_offering(OPERATIONAL_TO_FULL, "SessionType=Normal", NULL);
     ih_next(&h, &pdu);
     cr_assert_eq(ih_opcode(&pdu), IH_OP_LOGIN_RESPONSE);
     cr_assert_neq(pdu.bhs[36], 0, "a normal session without TargetName must be refused");
@@ -345,10 +322,7 @@ Test(iscsi_login_regressions, session_type_changed_to_normal_without_target_name
  */
 Test(iscsi_login_regressions, first_burst_answer_never_exceeds_max_burst)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              "FirstBurstLength=65536", "MaxBurstLength=8192", NULL);
-    login(OPERATIONAL_TO_FULL, keys, length);
+    login_offering(OPERATIONAL_TO_FULL, INITIATOR, TARGET, "FirstBurstLength=65536", "MaxBurstLength=8192", NULL);
     struct ih_pdu pdu;
     ih_login_response(&h, &pdu, OPERATIONAL_TO_FULL, 0);
     ih_expect_key(&pdu, "MaxBurstLength", "8192");
@@ -368,9 +342,6 @@ Test(iscsi_login_regressions, first_burst_answer_never_exceeds_max_burst)
  */
 Test(iscsi_login_regressions, a_repeated_key_is_refused)
 {
-    char keys[256];
-    uint32_t length = ih_keys(keys, sizeof(keys), "InitiatorName=" IH_INITIATOR_IQN, "TargetName=" IH_TARGET_IQN,
-                              "ImmediateData=Yes", "ImmediateData=No", NULL);
-    login(OPERATIONAL_TO_FULL, keys, length);
+    login_offering(OPERATIONAL_TO_FULL, INITIATOR, TARGET, "ImmediateData=Yes", "ImmediateData=No", NULL);
     expect_refused(IH_OPERATIONAL, 0x0200);
 }

@@ -202,7 +202,7 @@ Test(iscsi_full_feature, read_split_by_max_recv_and_max_burst)
             ih_expect_stat_sn(&h, &pdu);
         }
         for (uint32_t i = 0; i < pdu.length; i++)
-            if (pdu.data[i] != ih_pattern_byte(offset + i))
+            if (pdu.data[i] != session_pattern_byte(offset + i))
                 cr_assert_fail("byte %u differs", offset + i);
         offset += pdu.length;
         data_sn++;
@@ -226,7 +226,7 @@ Test(iscsi_full_feature, read_longer_than_expected_reports_overflow)
     cr_assert_eq(load_be32(pdu.bhs + 44), 4096 - 1024);
     ih_expect_stat_sn(&h, &pdu);
     for (uint32_t i = 0; i < pdu.length; i++)
-        cr_assert_eq(pdu.data[i], ih_pattern_byte(2 * IH_BLOCK + i));
+        cr_assert_eq(pdu.data[i], session_pattern_byte(2 * IH_BLOCK + i));
 }
 
 /* An R2T: its fields, returned for the Data-Out that answers it. */

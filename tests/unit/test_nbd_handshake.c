@@ -89,7 +89,7 @@ Test(nbd_handshake, export_name_with_no_zeroes_enters_transmission)
     harness_expect_simple(&h, 1, 0);
     const uint8_t *data = harness_take(&h, 100);
     for (int i = 0; i < 100; i++)
-        cr_assert_eq(data[i], harness_pattern_byte(4096 + i));
+        cr_assert_eq(data[i], session_pattern_byte(4096 + i));
 }
 
 Test(nbd_handshake, empty_export_name_selects_the_first_export)
@@ -134,7 +134,7 @@ Test(nbd_handshake, go_answers_requested_infos)
     cr_assert_eq(type, NBD_REP_INFO);
     cr_assert_eq(reply_length, 14);
     cr_assert_eq(load_be16(reply), NBD_INFO_BLOCK_SIZE);
-    uint32_t alignment = h.table->exports[0]->bdev->limits.request_alignment;
+    uint32_t alignment = h.world.table->exports[0]->bdev->limits.request_alignment;
     cr_assert_eq(load_be32(reply + 2), alignment ? alignment : 1);
     cr_assert_eq(load_be32(reply + 6), 4096);
     cr_assert_eq(load_be32(reply + 10), 32u << 20);
@@ -455,5 +455,5 @@ Test(nbd_handshake, byte_at_a_time)
     harness_expect_simple(&h, 3, 0);
     const uint8_t *data = harness_take(&h, 8);
     for (int i = 0; i < 8; i++)
-        cr_assert_eq(data[i], harness_pattern_byte(i));
+        cr_assert_eq(data[i], session_pattern_byte(i));
 }

@@ -1,107 +1,31 @@
 #include "test_nbd_harness.h"
 
 #include <criterion/criterion.h>
-#include <errno.h>
-#include <ev.h>
-#include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "block/aio.h"
-#include "block/export.h"
-#include "common/send_queue.h"
 #include "protocols/nbd/nbd_session.h"
 #include "protocols/nbd/nbd_wire.h"
-
-uint8_t harness_pattern_byte(uint64_t offset) { return (uint8_t)(offset * 13 + offset / 4096 + 5); }
-
-static char *temp_file(uint64_t size, bool pattern)
-{
-    char *path = strdup("/tmp/luna-nbd-test-XXXXXX");
-    cr_assert_not_null(path);
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
-    cr_assert_eq(ftruncate(fd, (off_t)size), 0);
-    if (pattern) {
-        uint8_t *data = malloc(size);
-        cr_assert_not_null(data);
-        for (uint64_t i = 0; i < size; i++)
-            data[i] = harness_pattern_byte(i);
-        cr_assert_eq(pwrite(fd, data, size, 0), (ssize_t)size);
-        free(data);
-    }
-    close(fd);
-    return path;
-}
-
-static void add_export(struct harness *h, const char *name, const char *description,
-                       const char *path, bool readonly)
-{
-    struct export_config config = {0};
-    config.name = (char *)name;
-    config.description = (char *)description;
-    bdev_options_init(&config.bdev);
-    config.bdev.path = path;
-    config.bdev.readonly = readonly;
-    struct export *export = NULL;
-    char *message = NULL;
-    int rc = export_open(&config, &export, &message);
-    cr_assert_eq(rc, 0, "export_open %s: %s", path, message ? message : "?");
-    cr_assert_eq(export_table_add(h->table, export), 0);
-}
-
-static void wake(void *opaque)
-{
-    struct harness *h = opaque;
-    h->wakes++;
-}
-
-static const struct session_ops harness_ops = {.wake = wake};
 
 void harness_init(struct harness *h, uint32_t max_inflight)
 {
     memset(h, 0, sizeof(*h));
-    h->loop = ev_loop_new(EVFLAG_AUTO);
-    cr_assert_not_null(h->loop);
-    h->ctx = aio_context_new(h->loop);
-    cr_assert_not_null(h->ctx);
-    h->disk_path = temp_file(HARNESS_DISK_SIZE, false);
-    h->ro_path = temp_file(HARNESS_RO_SIZE, true);
-    h->big_path = temp_file(HARNESS_BIG_SIZE, false);
-    h->table = export_table_new();
-    cr_assert_not_null(h->table);
-    add_export(h, "disk", "test disk", h->disk_path, false);
-    add_export(h, "ro", NULL, h->ro_path, true);
-    add_export(h, "big", NULL, h->big_path, false);
-    h->out = send_queue_new();
-    cr_assert_not_null(h->out);
+    session_world_init(&h->world);
+    h->disk_path = session_world_add_export(
+        &h->world, &(struct session_export){.name = "disk", .description = "test disk", .size = HARNESS_DISK_SIZE});
+    session_world_add_export(&h->world, &(struct session_export){
+                                            .name = "ro", .size = HARNESS_RO_SIZE, .pattern = true, .readonly = true});
+    session_world_add_export(&h->world, &(struct session_export){.name = "big", .size = HARNESS_BIG_SIZE});
     struct nbd_session_config config = {
         .max_inflight = max_inflight,
         .max_payload = 0,
         .peer = "test-peer",
     };
-    h->session = nbd_session_new(&config, h->table, h->ctx, h->out, &harness_ops, h);
+    h->session = nbd_session_new(&config, h->world.table, h->world.ctx, h->world.out, &session_world_ops, &h->world);
     cr_assert_not_null(h->session);
 }
 
-void harness_fini(struct harness *h)
-{
-    if (h->session)
-        nbd_session_free(h->session);
-    aio_context_drain(h->ctx);
-    send_queue_free(h->out);
-    export_table_unref(h->table);
-    aio_context_free(h->ctx);
-    ev_loop_destroy(h->loop);
-    unlink(h->disk_path);
-    unlink(h->ro_path);
-    unlink(h->big_path);
-    free(h->big_path);
-    free(h->disk_path);
-    free(h->ro_path);
-    free(h->output);
-}
+void harness_fini(struct harness *h) { session_world_fini(&h->world, &nbd_session_protocol, h->session); }
 
 void harness_feed(struct harness *h, const void *data, size_t length)
 {
@@ -109,39 +33,11 @@ void harness_feed(struct harness *h, const void *data, size_t length)
     cr_assert_eq(used, length, "session consumed %zu of %zu bytes", used, length);
 }
 
-void harness_wait(struct harness *h) { aio_context_drain(h->ctx); }
+void harness_wait(struct harness *h) { aio_context_drain(h->world.ctx); }
 
-static void pull_output(struct harness *h)
-{
-    size_t queued = send_queue_length(h->out);
-    if (queued == 0)
-        return;
-    if (h->output_length + queued > h->output_capacity) {
-        size_t capacity = (h->output_length + queued) * 2;
-        h->output = realloc(h->output, capacity);
-        cr_assert_not_null(h->output);
-        h->output_capacity = capacity;
-    }
-    size_t n = send_queue_drain(h->out, h->output + h->output_length, queued);
-    cr_assert_eq(n, queued);
-    h->output_length += n;
-}
+size_t harness_output_left(struct harness *h) { return session_world_output_left(&h->world); }
 
-size_t harness_output_left(struct harness *h)
-{
-    pull_output(h);
-    return h->output_length - h->output_position;
-}
-
-const uint8_t *harness_take(struct harness *h, size_t n)
-{
-    pull_output(h);
-    cr_assert(h->output_length - h->output_position >= n,
-              "expected %zu more output bytes, have %zu", n, h->output_length - h->output_position);
-    const uint8_t *bytes = h->output + h->output_position;
-    h->output_position += n;
-    return bytes;
-}
+const uint8_t *harness_take(struct harness *h, size_t n) { return session_world_take(&h->world, n); }
 
 void harness_skip_greeting(struct harness *h)
 {

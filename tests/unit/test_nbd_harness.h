@@ -5,8 +5,9 @@
  *
  * Exports: "disk" (writable, HARNESS_DISK_SIZE, sparse, description
  * "test disk"; the default export) and "ro" (read-only, filled with
- * harness_pattern_byte()) and "big" (writable, HARNESS_BIG_SIZE, sparse: for
- * requests whose length needs more than 32 bits).
+ * session_pattern_byte()) and "big" (writable, HARNESS_BIG_SIZE, sparse: for
+ * requests whose length needs more than 32 bits).  The loop, table, queue
+ * and output reader are test_session_util's.
  */
 #ifndef LUNA_TESTS_TEST_NBD_HARNESS_H
 #define LUNA_TESTS_TEST_NBD_HARNESS_H
@@ -15,34 +16,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "test_session_util.h"
+
 #define HARNESS_DISK_SIZE (16u << 20)
 #define HARNESS_RO_SIZE (1u << 20)
 #define HARNESS_BIG_SIZE (8ull << 30)
 
 struct harness {
-    struct ev_loop *loop;
-    struct aio_context *ctx;
-    struct export_table *table;
-    struct send_queue *out;
+    struct session_world world;
     struct nbd_session *session;
-    char *disk_path;
-    char *ro_path;
-    char *big_path;
-    unsigned wakes;
+    const char *disk_path;
     bool structured; /* what harness_go negotiated */
     bool extended;
     uint32_t context_id; /* base:allocation id from SET_META_CONTEXT */
-    uint8_t *output;
-    size_t output_length;
-    size_t output_position;
-    size_t output_capacity;
 };
 
 /* max_inflight 0: the default. */
 void harness_init(struct harness *h, uint32_t max_inflight);
 void harness_fini(struct harness *h);
-
-uint8_t harness_pattern_byte(uint64_t offset);
 
 /* Feed bytes; asserts they are all consumed. */
 void harness_feed(struct harness *h, const void *data, size_t length);

@@ -28,7 +28,7 @@ static uint8_t *pattern(uint64_t offset, size_t length, uint8_t salt)
     uint8_t *data = malloc(length);
     cr_assert_not_null(data);
     for (size_t i = 0; i < length; i++)
-        data[i] = (uint8_t)(harness_pattern_byte(offset + i) ^ salt);
+        data[i] = (uint8_t)(session_pattern_byte(offset + i) ^ salt);
     return data;
 }
 
@@ -128,7 +128,7 @@ Test(nbd_transmission, simple_write_then_read)
     cr_assert(memcmp(expect_simple_data(2, 8192), data, 8192) == 0);
     cr_assert_eq(harness_output_left(&h), 0);
     cr_assert_eq(nbd_session_inflight(h.session), 0);
-    cr_assert_geq(h.wakes, 2, "each completion wakes the server");
+    cr_assert_geq(h.world.wakes, 2, "each completion wakes the server");
     free(data);
 }
 
@@ -145,7 +145,7 @@ Test(nbd_transmission, structured_small_read_is_one_data_chunk)
     cr_assert_eq(chunk.length, 8 + 3000);
     cr_assert_eq(load_be64(chunk.payload), 1000);
     for (int i = 0; i < 3000; i++)
-        cr_assert_eq(chunk.payload[8 + i], harness_pattern_byte(1000 + i));
+        cr_assert_eq(chunk.payload[8 + i], session_pattern_byte(1000 + i));
     cr_assert_eq(harness_output_left(&h), 0);
 }
 
@@ -349,7 +349,7 @@ Test(nbd_transmission, write_zeroes_flags)
         if (zeroed)
             cr_assert_eq(file[i], 0, "byte %zu", i);
         else
-            cr_assert_eq(file[i], (uint8_t)(harness_pattern_byte(i) ^ 0x77), "byte %zu", i);
+            cr_assert_eq(file[i], (uint8_t)(session_pattern_byte(i) ^ 0x77), "byte %zu", i);
     }
     free(file);
     harness_request(&h, 0, NBD_CMD_BLOCK_STATUS, 4, 0, 1 << 20, NULL);
@@ -365,7 +365,7 @@ Test(nbd_transmission, write_zeroes_flags)
 Test(nbd_transmission, fast_zero_refused_when_the_disk_cannot)
 {
     /* Take FAST_ZERO away from the disk: the flag is still advertised, the request fails fast. */
-    h.table->exports[0]->bdev->caps &= ~BDEV_CAP_FAST_ZERO;
+    h.world.table->exports[0]->bdev->caps &= ~BDEV_CAP_FAST_ZERO;
     uint16_t flags = harness_go(&h, "disk", false, false, false);
     cr_assert(flags & NBD_FLAG_SEND_FAST_ZERO);
     harness_request(&h, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_WRITE_ZEROES, 8, 0, 4096, NULL);
@@ -460,7 +460,7 @@ Test(nbd_transmission, read_only_export_refuses_writes_with_eperm)
     harness_wait(&h);
     const uint8_t *out = expect_simple_data(4, 16);
     for (int i = 0; i < 16; i++)
-        cr_assert_eq(out[i], harness_pattern_byte(i));
+        cr_assert_eq(out[i], session_pattern_byte(i));
 }
 
 Test(nbd_transmission, out_of_range_errors)
@@ -568,7 +568,7 @@ Test(nbd_transmission, pipelined_requests_in_one_chunk)
         seen[index] = true;
         const uint8_t *data = harness_take(&h, 4096);
         for (int j = 0; j < 4096; j += 511)
-            cr_assert_eq(data[j], harness_pattern_byte(4096 * index + j));
+            cr_assert_eq(data[j], session_pattern_byte(4096 * index + j));
     }
     cr_assert_eq(harness_output_left(&h), 0);
     cr_assert_eq(nbd_session_inflight(h.session), 0);
@@ -651,13 +651,13 @@ Test(nbd_transmission, free_with_requests_in_flight)
     }
     harness_request(&h, 0, NBD_CMD_READ, 40, 0, 1 << 20, NULL); /* sparse read path */
     cr_assert_eq(nbd_session_inflight(h.session), 25);
-    size_t queued = send_queue_length(h.out);
-    unsigned wakes = h.wakes;
+    size_t queued = send_queue_length(h.world.out);
+    unsigned wakes = h.world.wakes;
     nbd_session_free(h.session);
     h.session = NULL;
     harness_wait(&h); /* completions land in the detached session (ASan watches) */
-    cr_assert_eq(send_queue_length(h.out), queued, "nothing queued after free");
-    cr_assert_eq(h.wakes, wakes, "no wake after free");
+    cr_assert_eq(send_queue_length(h.world.out), queued, "nothing queued after free");
+    cr_assert_eq(h.world.wakes, wakes, "no wake after free");
     free(data);
 }
 
@@ -667,7 +667,7 @@ Test(nbd_transmission, sparse_read_in_flight_when_freed)
     prepare_sparse_region();
     harness_request(&h, 0, NBD_CMD_READ, 1, 0, 256 << 10, NULL);
     /* Let the block-status step finish so the data reads are in flight. */
-    ev_run(h.loop, EVRUN_ONCE);
+    ev_run(h.world.loop, EVRUN_ONCE);
     nbd_session_free(h.session);
     h.session = NULL;
     harness_wait(&h);
@@ -694,16 +694,16 @@ Test(nbd_backpressure, reading_pauses_at_max_inflight, .init = small_setup, .fin
     cr_assert_not(nbd_session_wants_input(small.session));
     cr_assert_eq(nbd_session_inflight(small.session), 2);
     cr_assert_eq(nbd_session_status(small.session), SESSION_ACTIVE);
-    unsigned wakes = small.wakes;
-    aio_context_drain(small.ctx);
-    cr_assert_gt(small.wakes, wakes, "completions wake the server");
+    unsigned wakes = small.world.wakes;
+    aio_context_drain(small.world.ctx);
+    cr_assert_gt(small.world.wakes, wakes, "completions wake the server");
     cr_assert(nbd_session_wants_input(small.session));
     size_t offered = used;
     while (offered < sizeof(bytes)) {
         size_t n = nbd_session_input(small.session, bytes + offered, sizeof(bytes) - offered);
         cr_assert_gt(n, 0);
         offered += n;
-        aio_context_drain(small.ctx);
+        aio_context_drain(small.world.ctx);
     }
     bool seen[COUNT] = {false};
     for (int i = 0; i < COUNT; i++) {
