@@ -159,7 +159,7 @@ static int parse_segment(const struct lvm_vg *vg, const struct lvm_node *section
                                  (unsigned long long)segment->extent_count, (unsigned long long)expected_start);
     if (strcmp(type, "striped") != 0)
         return 0; /* not mapped: lvm_lv_check_mappable names it */
-    uint64_t stripes;
+    uint64_t stripes = 0; /* set by find_integer on success; GCC -O3 cannot see that */
     rc = find_integer(section, "stripe_count", MAX_STRIPES, &stripes, error_message);
     if (rc < 0)
         return rc;
@@ -188,7 +188,7 @@ static int parse_lv(const struct lvm_vg *vg, const struct lvm_node *section, str
     if (!lv->name)
         return -ENOMEM;
     lv->writable = status_has(section, "WRITE");
-    uint64_t count;
+    uint64_t count = 0; /* set by find_integer on success; GCC -O3 cannot see that */
     int rc = find_integer(section, "segment_count", MAX_EXTENTS, &count, error_message);
     if (rc < 0)
         return rc;

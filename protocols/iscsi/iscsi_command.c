@@ -289,6 +289,19 @@ void iscsi_command_pdu(struct iscsi_session *session)
         iscsi_session_violation(session, "%u bytes of immediate data not allowed here", immediate);
         return;
     }
+    if (session->task_count > 0 && session->buffered + expected > ISCSI_MAX_BUFFERED) {
+        /*
+         * The commands alive already hold their share of memory (an initiator
+         * that does not read its socket would otherwise have lunad buffer
+         * 128 x 32 MiB): TASK SET FULL, which initiators retry later.
+         */
+        uint8_t bhs[ISCSI_BHS_SIZE] = {ISCSI_OP_SCSI_RESPONSE, ISCSI_FINAL, 0x00, SCSI_STATUS_TASK_SET_FULL};
+        store_be32(bhs + 16, load_be32(header + 16));
+        iscsi_fill_sequence(session, bhs, true);
+        iscsi_send(session, bhs, NULL, 0);
+        iscsi_wake(session);
+        return;
+    }
     struct iscsi_task *task = calloc(1, sizeof(*task));
     if (!task || (expected && !(task->buffer = malloc(expected)))) {
         free(task);
@@ -296,6 +309,7 @@ void iscsi_command_pdu(struct iscsi_session *session)
         return;
     }
     task->session = session;
+    session->buffered += expected;
     task->itt = load_be32(header + 16);
     task->ttt = session->next_ttt++ & 0x7fffffff;
     task->cmd_sn = load_be32(header + 24);

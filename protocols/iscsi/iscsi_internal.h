@@ -66,6 +66,7 @@ enum {
 #define ISCSI_MAX_TEXT (64u * 1024)                  /* login / text keys gathered over C-bit PDUs */
 #define ISCSI_QUEUE_DEPTH 128u                       /* commands accepted at once (the CmdSN window) */
 #define ISCSI_MAX_TRANSFER (32u << 20)               /* the largest expected data transfer length */
+#define ISCSI_MAX_BUFFERED (256u << 20)              /* task buffers of one session, at most (then TASK SET FULL) */
 
 /* What login negotiated (§13); the defaults are RFC 7143's, ours where we choose. */
 struct iscsi_params {
@@ -222,6 +223,7 @@ struct iscsi_session {
     uint32_t next_ttt;
     struct iscsi_task tasks;  /* list head */
     uint32_t task_count;      /* tasks alive (received, executing, or sending) */
+    uint64_t buffered;        /* their expected transfer lengths: the memory their buffers take */
     bool input_seen;          /* since the last tick */
     unsigned silent_ticks;
     bool ping_outstanding;

@@ -177,6 +177,7 @@ void iscsi_task_free(struct iscsi_task *task)
     task->prev->next = task->next;
     task->next->prev = task->prev;
     session->task_count--;
+    session->buffered -= task->expected_length;
     free(task->buffer);
     free(task);
     if (session->freed && session->task_count == 0)

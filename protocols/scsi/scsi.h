@@ -32,6 +32,7 @@
 #define SCSI_STATUS_GOOD 0x00
 #define SCSI_STATUS_CHECK_CONDITION 0x02
 #define SCSI_STATUS_RESERVATION_CONFLICT 0x18
+#define SCSI_STATUS_TASK_SET_FULL 0x28
 
 #define SCSI_SENSE_MAX 18 /* fixed-format sense, as luna returns it */
 
