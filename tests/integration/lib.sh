@@ -16,6 +16,8 @@ LUNAD_PID=
 LUNAD_LOG=$WORK/lunad.log
 # Debian's Python has python3-libnbd; the pyenv python3 on PATH may not.
 SYSTEM_PYTHON=/usr/bin/python3
+# Helpers import each other (iscsi_pdu.py): no __pycache__ left in the source tree.
+export PYTHONDONTWRITEBYTECODE=1
 
 # _luna_cleanup [STATUS]: a test's own EXIT trap passes the status it saw (under set -e, the
 # usual `(exit $status)` before the call would end the trap right there).
