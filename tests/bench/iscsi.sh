@@ -88,8 +88,8 @@ all_jobs=(
     "write-1m-qd$depth|write|1M"
 )
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "iscsi.sh: $*"; exit 1; }
+BENCH_NAME=iscsi.sh
+source "$here/lib.sh"
 
 for tool in iscsi-perf iscsi-readcapacity16 qemu-img tgtd tgtadm fio jq nbdinfo; do
     command -v "$tool" >/dev/null ||
@@ -105,21 +105,6 @@ server_kind=
 client_pid=
 perf_pid=
 tgt_control=
-
-stop_pid() { # pid [seconds]: SIGTERM, then SIGKILL if it does not go away in time
-    local pid=$1 limit=${2:-10} waited=0
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((waited < limit * 10)); do
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "iscsi.sh: pid $pid ignored SIGTERM for ${limit}s, killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 stop_server() {
     [[ -n $server_pid ]] || return 0
@@ -156,19 +141,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 # --- helpers -----------------------------------------------------------------------------
-free_port() {
-    "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-cpu_ticks() { # utime + stime of the whole process (all threads), in clock ticks
-    local stat rest
-    stat=$(<"/proc/$1/stat") || { echo 0; return; }
-    rest=${stat##*) }
-    read -r -a fields <<<"$rest"
-    echo $((fields[11] + fields[12]))
-}
-
-now_ns() { date +%s%N; }
 
 find_lunad() {
     if [[ -n ${LUNAD:-} ]]; then

@@ -56,8 +56,8 @@ all_jobs=(
 )
 selected_jobs=${BENCH_JOBS:-}
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "nbd.sh: $*"; exit 1; }
+BENCH_NAME=nbd.sh
+source "$here/lib.sh"
 
 for tool in fio jq nbdinfo; do
     command -v "$tool" >/dev/null || die "$tool is missing (Debian packages: fio jq libnbd-bin)"
@@ -72,21 +72,6 @@ fio_pid=
 perf_pid=
 control_fd=
 
-stop_pid() { # pid [seconds]: SIGTERM, then SIGKILL if it does not go away in time
-    local pid=$1 limit=${2:-10} waited=0
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((waited < limit * 10)); do
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "nbd.sh: pid $pid ignored SIGTERM for ${limit}s, killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     [[ -n $control_fd ]] && exec {control_fd}>&- 2>/dev/null
     stop_pid "$helper_pid" 5
@@ -100,23 +85,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 # --- helpers -----------------------------------------------------------------------------
-free_port() {
-    "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-cpu_ticks() { # utime + stime of the whole process (all threads), in clock ticks
-    local stat rest
-    stat=$(<"/proc/$1/stat")
-    rest=${stat##*) } # the command name may contain spaces and parentheses
-    read -r -a fields <<<"$rest"
-    echo $((fields[11] + fields[12])) # fields 14 and 15 of stat(5), counted from the state field
-}
-
-rss_kib() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
-}
-
-now_ns() { date +%s%N; }
 
 find_lunad() {
     if [[ -n ${LUNAD:-} ]]; then
