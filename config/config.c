@@ -51,13 +51,33 @@ void lunad_config_init(struct lunad_config *config)
     };
 }
 
+/* A list of listen addresses (nbd_listen, iscsi_listen): emptied, or one taken over at its end. */
+static void listen_list_clear(struct listen_address **list, size_t *count)
+{
+    for (size_t i = 0; i < *count; i++)
+        listen_address_clear(&(*list)[i]);
+    free(*list);
+    *list = NULL;
+    *count = 0;
+}
+
+static int listen_list_add(struct listen_address **list, size_t *count, struct listen_address *address)
+{
+    if (config_grow((void **)list, *count, sizeof(**list)) < 0)
+        return -ENOMEM;
+    (*list)[(*count)++] = *address;
+    *address = (struct listen_address){0};
+    return 0;
+}
+
 void lunad_config_clear_nbd_listen(struct lunad_config *config)
 {
-    for (size_t i = 0; i < config->nbd_listen_count; i++)
-        listen_address_clear(&config->nbd_listen[i]);
-    free(config->nbd_listen);
-    config->nbd_listen = NULL;
-    config->nbd_listen_count = 0;
+    listen_list_clear(&config->nbd_listen, &config->nbd_listen_count);
+}
+
+void lunad_config_clear_iscsi_listen(struct lunad_config *config)
+{
+    listen_list_clear(&config->iscsi_listen, &config->iscsi_listen_count);
 }
 
 void lunad_config_clear_unix_sockets(struct lunad_config *config)
@@ -85,8 +105,7 @@ void lunad_config_clear(struct lunad_config *config)
     lunad_config_init(config);
 }
 
-/* Grow an array by one element; the arrays are small, so no doubling. */
-static int grow(void **array, size_t count, size_t element_size)
+int config_grow(void **array, size_t count, size_t element_size)
 {
     void *bigger = realloc(*array, (count + 1) * element_size);
     if (!bigger)
@@ -95,20 +114,31 @@ static int grow(void **array, size_t count, size_t element_size)
     return 0;
 }
 
+int config_replace_string(char **slot, const char *value)
+{
+    char *copy = strdup(value);
+    if (!copy)
+        return -ENOMEM;
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
 int lunad_config_add_nbd_listen(struct lunad_config *config, struct listen_address *address)
 {
-    if (grow((void **)&config->nbd_listen, config->nbd_listen_count, sizeof(*config->nbd_listen)) < 0)
-        return -ENOMEM;
-    config->nbd_listen[config->nbd_listen_count++] = *address;
-    *address = (struct listen_address){0};
-    return 0;
+    return listen_list_add(&config->nbd_listen, &config->nbd_listen_count, address);
+}
+
+int lunad_config_add_iscsi_listen(struct lunad_config *config, struct listen_address *address)
+{
+    return listen_list_add(&config->iscsi_listen, &config->iscsi_listen_count, address);
 }
 
 int lunad_config_add_unix_socket(struct lunad_config *config, const char *path)
 {
     char *copy = strdup(path);
     if (!copy ||
-        grow((void **)&config->unix_sockets, config->unix_socket_count, sizeof(*config->unix_sockets)) < 0) {
+        config_grow((void **)&config->unix_sockets, config->unix_socket_count, sizeof(*config->unix_sockets)) < 0) {
         free(copy);
         return -ENOMEM;
     }
@@ -118,7 +148,7 @@ int lunad_config_add_unix_socket(struct lunad_config *config, const char *path)
 
 int lunad_config_add_export(struct lunad_config *config, struct export_config *export)
 {
-    if (grow((void **)&config->exports, config->export_count, sizeof(*config->exports)) < 0)
+    if (config_grow((void **)&config->exports, config->export_count, sizeof(*config->exports)) < 0)
         return -ENOMEM;
     config->exports[config->export_count++] = *export;
     *export = (struct export_config){0};

@@ -24,6 +24,11 @@
 char *config_printf(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
 
+/* Grow an array by one element (the arrays are small, so no doubling): 0 or -ENOMEM. */
+int config_grow(void **array, size_t count, size_t element_size);
+/* Replace *slot with a copy of value: 0 or -ENOMEM (then *slot is unchanged). */
+int config_replace_string(char **slot, const char *value);
+
 /* reason, or a stand-in when it could not be allocated. */
 const char *config_reason_text(const char *reason);
 

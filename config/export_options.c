@@ -96,16 +96,6 @@ static const char *cache_name(int i) { return bdev_cache_mode_name((enum bdev_ca
 static const char *aio_name(int i) { return bdev_aio_engine_name((enum bdev_aio_engine)i); }
 static const char *format_name(int i) { return bdev_format_name((enum bdev_format)i); }
 
-static int replace_string(char **slot, const char *value)
-{
-    char *copy = strdup(value);
-    if (!copy)
-        return -ENOMEM;
-    free(*slot);
-    *slot = copy;
-    return 0;
-}
-
 /* none | ephemeral[:DIR] | persistent:DIR */
 static int parse_overlay(const char *value, struct export_config *export, char **reason)
 {
@@ -138,7 +128,7 @@ static int parse_overlay(const char *value, struct export_config *export, char *
         export->overlay_dir = NULL;
         return 0;
     }
-    return replace_string(&export->overlay_dir, dir);
+    return config_replace_string(&export->overlay_dir, dir);
 }
 
 static int parse_discard(const char *value, bool *out, char **reason)
@@ -168,7 +158,7 @@ int export_option_set(struct export_config *export, enum export_option option, c
     switch (option) {
     case EXPORT_OPTION_PATH: {
         char *path = (char *)bdev->path;
-        int ret = replace_string(&path, value);
+        int ret = config_replace_string(&path, value);
         bdev->path = path;
         return ret;
     }
@@ -195,7 +185,7 @@ int export_option_set(struct export_config *export, enum export_option option, c
     case EXPORT_OPTION_DISCARD:
         return parse_discard(value, &bdev->discard, reason);
     case EXPORT_OPTION_DESCRIPTION:
-        return replace_string(&export->description, value);
+        return config_replace_string(&export->description, value);
     case EXPORT_OPTION_CREATE_SIZE: {
         int ret = config_parse_size(value, &bdev->create_size, reason);
         if (ret == 0)
@@ -208,7 +198,7 @@ int export_option_set(struct export_config *export, enum export_option option, c
         return parse_overlay(value, export, reason);
     case EXPORT_OPTION_LVM_DEVICES: {
         char *devices = (char *)bdev->lvm_devices;
-        int ret = replace_string(&devices, value);
+        int ret = config_replace_string(&devices, value);
         bdev->lvm_devices = devices;
         return ret;
     }

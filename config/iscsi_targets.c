@@ -1,5 +1,5 @@
 /*
- * iSCSI in the configuration: iscsi_listen portals and [target IQN]
+ * iSCSI in the configuration: [target IQN] and [discovery]
  * sections (alias, lun.N = EXPORT), the --target flag's IQN=EXPORT[,...]
  * form, the checks that need the whole configuration (every LUN names an
  * export), and a deep copy lunad keeps for its sessions across reloads.
@@ -11,27 +11,6 @@
 #include "config/config_internal.h"
 
 #define ISCSI_LUN_MAX 16383 /* flat space addressing: 14 bits */
-
-int lunad_config_add_iscsi_listen(struct lunad_config *config, struct listen_address *address)
-{
-    struct listen_address *grown =
-        realloc(config->iscsi_listen, (config->iscsi_listen_count + 1) * sizeof(*grown));
-    if (!grown)
-        return -ENOMEM;
-    config->iscsi_listen = grown;
-    grown[config->iscsi_listen_count++] = *address;
-    *address = (struct listen_address){0};
-    return 0;
-}
-
-void lunad_config_clear_iscsi_listen(struct lunad_config *config)
-{
-    for (size_t i = 0; i < config->iscsi_listen_count; i++)
-        listen_address_clear(&config->iscsi_listen[i]);
-    free(config->iscsi_listen);
-    config->iscsi_listen = NULL;
-    config->iscsi_listen_count = 0;
-}
 
 void iscsi_chap_clear(struct iscsi_chap *chap)
 {
@@ -78,11 +57,9 @@ int lunad_config_add_target(struct lunad_config *config, const char *iqn, struct
             *reason = config_printf("target %s is defined twice", iqn);
             return -EINVAL;
         }
-    struct iscsi_target_config *grown = realloc(config->targets, (config->target_count + 1) * sizeof(*grown));
-    if (!grown)
+    if (config_grow((void **)&config->targets, config->target_count, sizeof(*config->targets)) < 0)
         return -ENOMEM;
-    config->targets = grown;
-    struct iscsi_target_config *target = &grown[config->target_count];
+    struct iscsi_target_config *target = &config->targets[config->target_count];
     *target = (struct iscsi_target_config){.iqn = strdup(iqn)};
     if (!target->iqn)
         return -ENOMEM;
@@ -106,27 +83,15 @@ int iscsi_target_add_lun(struct iscsi_target_config *target, uint64_t number, co
         *reason = config_printf("LUN %llu is given twice", (unsigned long long)number);
         return -EINVAL;
     }
-    struct iscsi_lun_config *grown = realloc(target->luns, (target->lun_count + 1) * sizeof(*grown));
-    if (!grown)
+    if (config_grow((void **)&target->luns, target->lun_count, sizeof(*target->luns)) < 0)
         return -ENOMEM;
-    target->luns = grown;
     char *name = strdup(export_name);
     if (!name)
         return -ENOMEM;
-    memmove(&grown[at + 1], &grown[at], (target->lun_count - at) * sizeof(*grown));
-    grown[at] = (struct iscsi_lun_config){.number = number, .export_name = name};
+    struct iscsi_lun_config *luns = target->luns;
+    memmove(&luns[at + 1], &luns[at], (target->lun_count - at) * sizeof(*luns));
+    luns[at] = (struct iscsi_lun_config){.number = number, .export_name = name};
     target->lun_count++;
-    return 0;
-}
-
-/* Replace *slot with a copy of value. */
-static int set_string(char **slot, const char *value)
-{
-    char *copy = strdup(value);
-    if (!copy)
-        return -ENOMEM;
-    free(*slot);
-    *slot = copy;
     return 0;
 }
 
@@ -134,13 +99,13 @@ int iscsi_chap_key_set(struct iscsi_chap *chap, const char *key, const char *val
 {
     *known = true;
     if (strcmp(key, "chap_user") == 0)
-        return set_string(&chap->user, value);
+        return config_replace_string(&chap->user, value);
     if (strcmp(key, "chap_secret") == 0)
-        return set_string(&chap->secret, value);
+        return config_replace_string(&chap->secret, value);
     if (strcmp(key, "mutual_chap_user") == 0)
-        return set_string(&chap->mutual_user, value);
+        return config_replace_string(&chap->mutual_user, value);
     if (strcmp(key, "mutual_chap_secret") == 0)
-        return set_string(&chap->mutual_secret, value);
+        return config_replace_string(&chap->mutual_secret, value);
     *known = false;
     return 0;
 }
@@ -165,13 +130,11 @@ static int set_initiators(struct iscsi_target_config *target, const char *value,
             free(name);
             return -EINVAL;
         }
-        char **grown = realloc(target->initiators, (target->initiator_count + 1) * sizeof(*grown));
-        if (!grown) {
+        if (config_grow((void **)&target->initiators, target->initiator_count, sizeof(*target->initiators)) < 0) {
             free(name);
             return -ENOMEM;
         }
-        target->initiators = grown;
-        grown[target->initiator_count++] = name;
+        target->initiators[target->initiator_count++] = name;
         p += length;
     }
     return 0;
@@ -184,7 +147,7 @@ int iscsi_target_key_set(struct iscsi_target_config *target, const char *key, co
     if (known)
         return ret;
     if (strcmp(key, "alias") == 0)
-        return set_string(&target->alias, value);
+        return config_replace_string(&target->alias, value);
     if (strcmp(key, "initiators") == 0)
         return set_initiators(target, value, reason);
     if (strncmp(key, "lun.", 4) == 0 && key[4] >= '0' && key[4] <= '9') {
