@@ -28,13 +28,9 @@ static void caw_written(struct bdev_io *io)
 static void caw_read(struct bdev_io *io)
 {
     struct scsi_task *task = io->opaque;
-    uint8_t *medium = task->work;
-    task->work = NULL;
-    if (io->result < 0) {
-        free(medium);
-        scsi_task_errno(task, io->result, false);
+    uint8_t *medium = scsi_task_read_result(io);
+    if (!medium)
         return;
-    }
     size_t length = io->length;
     size_t difference = scsi_first_difference(task->data_out, medium, length);
     free(medium);
@@ -43,40 +39,16 @@ static void caw_read(struct bdev_io *io)
         return;
     }
     bool fua = task->cdb[1] & 0x08;
-    task->iov = (struct iovec){.iov_base = (void *)(task->data_out + length), .iov_len = length};
-    task->io = (struct bdev_io){.op = BDEV_OP_WRITE,
-                                .flags = fua ? BDEV_FUA : 0,
-                                .offset = io->offset,
-                                .length = length,
-                                .iov = &task->iov,
-                                .iovcnt = 1,
-                                .ctx = task->ctx,
-                                .complete = caw_written,
-                                .opaque = task};
-    bdev_submit(task->lun->bdev, &task->io);
+    scsi_task_submit_io(task, BDEV_OP_WRITE, fua ? BDEV_FUA : 0, io->offset, length,
+                        (void *)(task->data_out + length), caw_written);
 }
 
 /* The range is the task's alone: read what is there. */
 static void caw_begin(struct scsi_task *task)
 {
-    struct scsi_lun *lun = task->lun;
-    uint64_t lba = load_be64(task->cdb + 2), length = (uint64_t)task->cdb[13] * lun->block_size;
-    uint8_t *medium = malloc(length);
-    if (!medium) {
-        scsi_task_errno(task, -ENOMEM, false);
-        return;
-    }
-    task->work = medium;
-    task->iov = (struct iovec){.iov_base = medium, .iov_len = length};
-    task->io = (struct bdev_io){.op = BDEV_OP_READ,
-                                .offset = lba * lun->block_size,
-                                .length = length,
-                                .iov = &task->iov,
-                                .iovcnt = 1,
-                                .ctx = task->ctx,
-                                .complete = caw_read,
-                                .opaque = task};
-    bdev_submit(lun->bdev, &task->io);
+    uint32_t block_size = task->lun->block_size;
+    scsi_task_read_into_work(task, load_be64(task->cdb + 2) * block_size, (uint64_t)task->cdb[13] * block_size,
+                             caw_read);
 }
 
 void scsi_compare_and_write(struct scsi_task *task)
@@ -84,14 +56,8 @@ void scsi_compare_and_write(struct scsi_task *task)
     const uint8_t *cdb = task->cdb;
     struct scsi_lun *lun = task->lun;
     uint64_t lba = load_be64(cdb + 2), blocks = cdb[13];
-    if (cdb[1] & 0xe0) {
-        scsi_task_invalid_field(task, 1, 7); /* WRPROTECT: no protection information */
+    if (scsi_task_refuses_protection(task) || scsi_task_refuses_write(task))
         return;
-    }
-    if (lun->readonly) {
-        scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
-        return;
-    }
     if (blocks > scsi_max_compare_and_write(lun)) {
         scsi_task_invalid_field(task, 13, -1); /* more than MAXIMUM COMPARE AND WRITE LENGTH */
         return;

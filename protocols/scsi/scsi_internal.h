@@ -124,6 +124,15 @@ void scsi_task_miscompare(struct scsi_task *task, uint64_t offset);
 /* A bdev error as sense: -EROFS write protected, -EINVAL out of range, others medium / hardware errors. */
 void scsi_task_errno(struct scsi_task *task, int error, bool write);
 
+/*
+ * Refusals several commands share; true after answering.  Protection
+ * information is not offered: RDPROTECT / WRPROTECT / VRPROTECT (CDB byte
+ * 1, bits 7-5) set is an invalid field.  A read-only LUN takes no write:
+ * DATA PROTECT / WRITE PROTECTED.
+ */
+bool scsi_task_refuses_protection(struct scsi_task *task);
+bool scsi_task_refuses_write(struct scsi_task *task);
+
 /* Copy length bytes of an answer built in a local buffer into data_in (cut at its capacity), then good. */
 void scsi_task_reply(struct scsi_task *task, const uint8_t *answer, size_t length);
 
@@ -179,8 +188,24 @@ void scsi_guard_leave(struct scsi_task *task);
 /* The offset of the first byte where a and b differ, length when they do not (scsi_verify.c). */
 size_t scsi_first_difference(const uint8_t *a, const uint8_t *b, size_t length);
 
+/* ---- one bdev request for the task (scsi_rw.c) ---- */
+/* Fill task->io (buffer NULL: none), to submit now or once the task's write guard lets it. */
+void scsi_task_prepare_io(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
+                          void *buffer, void (*complete)(struct bdev_io *io));
 /* Submit task->io, prepared by the caller, to the LUN's bdev (a guard's start). */
 void scsi_submit_prepared(struct scsi_task *task);
+/* Prepare and submit at once. */
+void scsi_task_submit_io(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
+                         void *buffer, void (*complete)(struct bdev_io *io));
+/*
+ * Read [offset, offset + length) into a buffer of its own, kept in
+ * task->work; its completion takes it with scsi_task_read_result: the
+ * buffer (the caller frees it), or NULL once a read error has answered the
+ * task.  Out of memory: the task is answered at once.
+ */
+void scsi_task_read_into_work(struct scsi_task *task, uint64_t offset, uint64_t length,
+                              void (*complete)(struct bdev_io *io));
+uint8_t *scsi_task_read_result(struct bdev_io *io);
 
 /*
  * A mode page as MODE SENSE returns it (scsi_mode.c): its current values,

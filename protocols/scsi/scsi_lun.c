@@ -111,6 +111,22 @@ bool scsi_task_range_check(struct scsi_task *task, uint64_t lba, uint64_t blocks
     return true;
 }
 
+bool scsi_task_refuses_protection(struct scsi_task *task)
+{
+    if (!(task->cdb[1] & 0xe0))
+        return false;
+    scsi_task_invalid_field(task, 1, 7);
+    return true;
+}
+
+bool scsi_task_refuses_write(struct scsi_task *task)
+{
+    if (!task->lun->readonly)
+        return false;
+    scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
+    return true;
+}
+
 void scsi_task_reply(struct scsi_task *task, const uint8_t *answer, size_t length)
 {
     size_t copied = length < task->data_in_capacity ? length : task->data_in_capacity;

@@ -27,9 +27,8 @@ static void io_done(struct bdev_io *io)
         scsi_task_good(task, io->op == BDEV_OP_READ ? io->length : 0);
 }
 
-/* Fill task->io for one request, to submit now or once the task's write guard lets it. */
-static void prepare(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
-                    void *buffer, void (*complete)(struct bdev_io *io))
+void scsi_task_prepare_io(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
+                          void *buffer, void (*complete)(struct bdev_io *io))
 {
     task->iov = (struct iovec){.iov_base = buffer, .iov_len = length};
     task->io = (struct bdev_io){.op = op,
@@ -45,11 +44,35 @@ static void prepare(struct scsi_task *task, enum bdev_op op, uint32_t flags, uin
 
 void scsi_submit_prepared(struct scsi_task *task) { bdev_submit(task->lun->bdev, &task->io); }
 
-static void submit(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
-                   void *buffer, void (*complete)(struct bdev_io *io))
+void scsi_task_submit_io(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint64_t offset, uint64_t length,
+                         void *buffer, void (*complete)(struct bdev_io *io))
 {
-    prepare(task, op, flags, offset, length, buffer, complete);
+    scsi_task_prepare_io(task, op, flags, offset, length, buffer, complete);
     scsi_submit_prepared(task);
+}
+
+void scsi_task_read_into_work(struct scsi_task *task, uint64_t offset, uint64_t length,
+                              void (*complete)(struct bdev_io *io))
+{
+    task->work = malloc(length);
+    if (!task->work) {
+        scsi_task_errno(task, -ENOMEM, false);
+        return;
+    }
+    scsi_task_submit_io(task, BDEV_OP_READ, 0, offset, length, task->work, complete);
+}
+
+uint8_t *scsi_task_read_result(struct bdev_io *io)
+{
+    struct scsi_task *task = io->opaque;
+    uint8_t *buffer = task->work;
+    task->work = NULL;
+    if (io->result < 0) {
+        free(buffer);
+        scsi_task_errno(task, io->result, false);
+        return NULL;
+    }
+    return buffer;
 }
 
 /* ---- READ / WRITE ---- */
@@ -57,13 +80,9 @@ static void submit(struct scsi_task *task, enum bdev_op op, uint32_t flags, uint
 static void bounced_read_done(struct bdev_io *io)
 {
     struct scsi_task *task = io->opaque;
-    uint8_t *bounce = task->work;
-    task->work = NULL;
-    if (io->result < 0) {
-        free(bounce);
-        scsi_task_errno(task, io->result, false);
+    uint8_t *bounce = scsi_task_read_result(io);
+    if (!bounce)
         return;
-    }
     if (task->data_in_capacity)
         memcpy(task->data_in, bounce, task->data_in_capacity);
     free(bounce);
@@ -86,14 +105,8 @@ void scsi_read_write(struct scsi_task *task)
     /* FUA: a write is stable before it completes; a read always sees the latest data, all FUA asks of it. */
     bool fua = !six && (cdb[1] & 0x08);
     bool write = cdb[0] == 0x0a || cdb[0] == 0x2a || cdb[0] == 0xaa || cdb[0] == 0x8a;
-    if (!six && (cdb[1] & 0xe0)) {
-        scsi_task_invalid_field(task, 1, 7); /* RDPROTECT / WRPROTECT: no protection information */
+    if ((!six && scsi_task_refuses_protection(task)) || (write && scsi_task_refuses_write(task)))
         return;
-    }
-    if (write && lun->readonly) {
-        scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
-        return;
-    }
     if (!scsi_task_range_check(task, lba, blocks))
         return;
     uint64_t bytes = blocks * lun->block_size;
@@ -115,19 +128,14 @@ void scsi_read_write(struct scsi_task *task)
                 return;
             }
         }
-        prepare(task, BDEV_OP_WRITE, fua ? BDEV_FUA : 0, lba * lun->block_size, bytes, (void *)task->data_out,
+        scsi_task_prepare_io(task, BDEV_OP_WRITE, fua ? BDEV_FUA : 0, lba * lun->block_size, bytes, (void *)task->data_out,
                 io_done);
         scsi_guard_enter(task, lba, bytes / lun->block_size, false, scsi_submit_prepared);
     } else if (task->data_in_capacity < bytes) {
         /* The initiator expects less than the CDB reads: read it all, return what fits (overflow). */
-        task->work = malloc(bytes);
-        if (!task->work) {
-            scsi_task_errno(task, -ENOMEM, false);
-            return;
-        }
-        submit(task, BDEV_OP_READ, 0, lba * lun->block_size, bytes, task->work, bounced_read_done);
+        scsi_task_read_into_work(task, lba * lun->block_size, bytes, bounced_read_done);
     } else {
-        submit(task, BDEV_OP_READ, 0, lba * lun->block_size, bytes, task->data_in, io_done);
+        scsi_task_submit_io(task, BDEV_OP_READ, 0, lba * lun->block_size, bytes, task->data_in, io_done);
     }
 }
 
@@ -223,7 +231,7 @@ void scsi_get_lba_status(struct scsi_task *task)
 void scsi_synchronize_cache(struct scsi_task *task)
 {
     /* The whole cache: a range asks for less, and flushing more is allowed. */
-    submit(task, BDEV_OP_FLUSH, 0, 0, 0, NULL, io_done);
+    scsi_task_submit_io(task, BDEV_OP_FLUSH, 0, 0, 0, NULL, io_done);
 }
 
 /* ---- UNMAP ---- */
@@ -261,10 +269,10 @@ static void unmap_step(struct scsi_task *task)
          * leave to unmap instead, which frees what it can and zeroes the rest.
          */
         if (lun->unmapped_zero && (lun->bdev->caps & BDEV_CAP_WRITE_ZEROES))
-            prepare(task, BDEV_OP_WRITE_ZEROES, BDEV_MAY_UNMAP, lba * lun->block_size, blocks * lun->block_size,
+            scsi_task_prepare_io(task, BDEV_OP_WRITE_ZEROES, BDEV_MAY_UNMAP, lba * lun->block_size, blocks * lun->block_size,
                     NULL, unmap_next);
         else
-            prepare(task, BDEV_OP_DISCARD, 0, lba * lun->block_size, blocks * lun->block_size, NULL, unmap_next);
+            scsi_task_prepare_io(task, BDEV_OP_DISCARD, 0, lba * lun->block_size, blocks * lun->block_size, NULL, unmap_next);
         scsi_guard_enter(task, lba, blocks, false, scsi_submit_prepared);
         return;
     }
@@ -285,10 +293,8 @@ static void unmap_next(struct bdev_io *io)
 void scsi_unmap(struct scsi_task *task)
 {
     struct scsi_lun *lun = task->lun;
-    if (lun->readonly) {
-        scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
+    if (scsi_task_refuses_write(task))
         return;
-    }
     if (task->cdb[1] & 0x01) { /* ANCHOR: anchored blocks are not offered */
         scsi_task_invalid_field(task, 1, 0);
         return;
@@ -338,7 +344,7 @@ static void pattern_step(struct scsi_task *task)
     uint64_t length = pattern->end - task->progress < PATTERN_CHUNK ? pattern->end - task->progress : PATTERN_CHUNK;
     uint64_t offset = task->progress;
     task->progress += length;
-    submit(task, BDEV_OP_WRITE, 0, offset, length, pattern->buffer, pattern_next);
+    scsi_task_submit_io(task, BDEV_OP_WRITE, 0, offset, length, pattern->buffer, pattern_next);
 }
 
 static void pattern_next(struct bdev_io *io)
@@ -394,14 +400,8 @@ void scsi_write_same(struct scsi_task *task)
     bool unmap = cdb[1] & 0x08, no_data = write_same_no_data(cdb);
     uint64_t lba, blocks;
     scsi_cdb_lba_length(cdb, &lba, &blocks);
-    if (lun->readonly) {
-        scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
+    if (scsi_task_refuses_write(task) || scsi_task_refuses_protection(task))
         return;
-    }
-    if (cdb[1] & 0xe0) { /* WRPROTECT: no protection information */
-        scsi_task_invalid_field(task, 1, 7);
-        return;
-    }
     if (cdb[1] & 0x10) { /* ANCHOR: anchored blocks are not offered (ANC_SUP is 0) */
         scsi_task_invalid_field(task, 1, 4);
         return;
@@ -426,7 +426,7 @@ void scsi_write_same(struct scsi_task *task)
             zeroes = task->data_out[i] == 0;
     }
     if (zeroes && (lun->bdev->caps & BDEV_CAP_WRITE_ZEROES)) {
-        prepare(task, BDEV_OP_WRITE_ZEROES, unmap && lun->thin ? BDEV_MAY_UNMAP : 0, offset, length, NULL, io_done);
+        scsi_task_prepare_io(task, BDEV_OP_WRITE_ZEROES, unmap && lun->thin ? BDEV_MAY_UNMAP : 0, offset, length, NULL, io_done);
         scsi_guard_enter(task, lba, blocks, false, scsi_submit_prepared);
         return;
     }

@@ -33,13 +33,9 @@ size_t scsi_first_difference(const uint8_t *a, const uint8_t *b, size_t length)
 static void compared(struct bdev_io *io)
 {
     struct scsi_task *task = io->opaque;
-    uint8_t *medium = task->work;
-    task->work = NULL;
-    if (io->result < 0) {
-        free(medium);
-        scsi_task_errno(task, io->result, false);
+    uint8_t *medium = scsi_task_read_result(io);
+    if (!medium)
         return;
-    }
     size_t length = io->length, difference = length;
     uint32_t block_size = task->lun->block_size;
     switch (byte_check(task)) {
@@ -67,22 +63,7 @@ static void compared(struct bdev_io *io)
 /* Read [offset, offset + length) into a buffer of the task's, then compare as BYTCHK says. */
 static void read_back(struct scsi_task *task, uint64_t offset, uint64_t length)
 {
-    uint8_t *medium = malloc(length);
-    if (!medium) {
-        scsi_task_errno(task, -ENOMEM, false);
-        return;
-    }
-    task->work = medium;
-    task->iov = (struct iovec){.iov_base = medium, .iov_len = length};
-    task->io = (struct bdev_io){.op = BDEV_OP_READ,
-                                .offset = offset,
-                                .length = length,
-                                .iov = &task->iov,
-                                .iovcnt = 1,
-                                .ctx = task->ctx,
-                                .complete = compared,
-                                .opaque = task};
-    bdev_submit(task->lun->bdev, &task->io);
+    scsi_task_read_into_work(task, offset, length, compared);
 }
 
 /*
@@ -141,10 +122,8 @@ void scsi_verify(struct scsi_task *task)
     struct scsi_lun *lun = task->lun;
     uint64_t lba, blocks;
     scsi_cdb_lba_length(task->cdb, &lba, &blocks);
-    if (task->cdb[1] & 0xe0) {
-        scsi_task_invalid_field(task, 1, 7); /* VRPROTECT */
+    if (scsi_task_refuses_protection(task)) /* VRPROTECT */
         return;
-    }
     unsigned check = byte_check(task);
     if (check != BYTCHK_NONE && check != BYTCHK_BLOCKS && check != BYTCHK_ONE_BLOCK) {
         scsi_task_invalid_field(task, 1, 2); /* 10b is reserved */
@@ -166,8 +145,7 @@ void scsi_verify(struct scsi_task *task)
         return;
     }
     /* SBC-3: a cache first writes the blocks it holds to the medium; the whole cache, as SYNCHRONIZE CACHE. */
-    task->io = (struct bdev_io){.op = BDEV_OP_FLUSH, .ctx = task->ctx, .complete = verify_flushed, .opaque = task};
-    bdev_submit(lun->bdev, &task->io);
+    scsi_task_submit_io(task, BDEV_OP_FLUSH, 0, 0, 0, NULL, verify_flushed);
 }
 
 /* ---- WRITE AND VERIFY ---- */
@@ -186,19 +164,15 @@ void scsi_write_and_verify(struct scsi_task *task)
     struct scsi_lun *lun = task->lun;
     uint64_t lba, blocks;
     scsi_cdb_lba_length(task->cdb, &lba, &blocks);
-    if (task->cdb[1] & 0xe0) {
-        scsi_task_invalid_field(task, 1, 7); /* WRPROTECT */
+    if (scsi_task_refuses_protection(task)) /* WRPROTECT */
         return;
-    }
     unsigned check = byte_check(task);
     if (check != BYTCHK_NONE && check != BYTCHK_BLOCKS) {
         scsi_task_invalid_field(task, 1, 2); /* 10b and 11b are reserved here */
         return;
     }
-    if (lun->readonly) {
-        scsi_task_check(task, SENSE_DATA_PROTECT, ASC_WRITE_PROTECTED);
+    if (scsi_task_refuses_write(task))
         return;
-    }
     if (!checked(task, lba, blocks))
         return;
     task->data_out_wanted = blocks * lun->block_size;
@@ -211,15 +185,7 @@ void scsi_write_and_verify(struct scsi_task *task)
         return;
     }
     /* FUA: what is read back must come from the medium, not from a cache in front of it. */
-    task->iov = (struct iovec){.iov_base = (void *)task->data_out, .iov_len = blocks * lun->block_size};
-    task->io = (struct bdev_io){.op = BDEV_OP_WRITE,
-                                .flags = BDEV_FUA,
-                                .offset = lba * lun->block_size,
-                                .length = blocks * lun->block_size,
-                                .iov = &task->iov,
-                                .iovcnt = 1,
-                                .ctx = task->ctx,
-                                .complete = written,
-                                .opaque = task};
+    scsi_task_prepare_io(task, BDEV_OP_WRITE, BDEV_FUA, lba * lun->block_size, blocks * lun->block_size,
+                         (void *)task->data_out, written);
     scsi_guard_enter(task, lba, blocks, false, scsi_submit_prepared);
 }
