@@ -10,6 +10,7 @@
 #define LUNA_PROTOCOLS_SCSI_SCSI_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "block/range_lock.h"
 #include "common/byte_order.h"
@@ -85,6 +86,12 @@ struct scsi_lun {
     uint8_t reservation_type;
     char reservation_holder[256];
     char *legacy_holder;   /* RESERVE(6)/(10): the nexus holding the LUN, or NULL */
+    /*
+     * reserved || legacy_holder, readable without the lock: the conflict
+     * check every command makes costs nothing while nothing is reserved.
+     * Set by scsi_reservations_changed, under the lock.
+     */
+    atomic_bool restricted;
     char **attended;       /* nexuses that have been told of the power-on reset */
     size_t attended_count;
     /*
@@ -104,6 +111,8 @@ static inline uint32_t scsi_max_compare_and_write(const struct scsi_lun *lun)
 
 /* ---- scsi_reservation.c ---- */
 bool scsi_reservation_conflict(struct scsi_lun *lun, const char *nexus, enum scsi_access access);
+/* After changing the reservations, under lun->lock: keeps lun->restricted true to them. */
+void scsi_reservations_changed(struct scsi_lun *lun);
 void scsi_reservations_clear(struct scsi_lun *lun);
 void scsi_reserve(struct scsi_task *task);
 void scsi_release(struct scsi_task *task);

@@ -192,6 +192,7 @@ void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *nexus)
         free(lun->legacy_holder);
         lun->legacy_holder = NULL;
     }
+    scsi_reservations_changed(lun);
     pthread_mutex_unlock(&lun->lock);
 }
 
@@ -202,6 +203,7 @@ void scsi_lun_reset(struct scsi_lun *lun, const char *nexus)
     pthread_mutex_lock(&lun->lock);
     free(lun->legacy_holder);
     lun->legacy_holder = NULL;
+    scsi_reservations_changed(lun);
     /* Every other nexus is owed the reset's unit attention again (SAM-5 §5.11). */
     size_t kept = 0;
     for (size_t i = 0; i < lun->attended_count; i++) {

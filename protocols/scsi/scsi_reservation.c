@@ -103,9 +103,14 @@ void scsi_reservations_clear(struct scsi_lun *lun)
 
 /* ---- the conflict check ---- */
 
+void scsi_reservations_changed(struct scsi_lun *lun)
+{
+    atomic_store_explicit(&lun->restricted, lun->reserved || lun->legacy_holder, memory_order_release);
+}
+
 bool scsi_reservation_conflict(struct scsi_lun *lun, const char *nexus, enum scsi_access access)
 {
-    if (access == SCSI_ACCESS_ANY || !nexus)
+    if (access == SCSI_ACCESS_ANY || !nexus || !atomic_load_explicit(&lun->restricted, memory_order_acquire))
         return false;
     pthread_mutex_lock(&lun->lock);
     bool conflict = false;
@@ -140,6 +145,7 @@ void scsi_reserve(struct scsi_task *task)
     bool failed = false;
     if (!conflict && !lun->legacy_holder)
         failed = !(lun->legacy_holder = strdup(task->nexus));
+    scsi_reservations_changed(lun);
     pthread_mutex_unlock(&lun->lock);
     if (conflict)
         scsi_task_conflict(task);
@@ -159,6 +165,7 @@ void scsi_release(struct scsi_task *task)
         free(lun->legacy_holder);
         lun->legacy_holder = NULL;
     }
+    scsi_reservations_changed(lun);
     pthread_mutex_unlock(&lun->lock);
     if (conflict)
         scsi_task_conflict(task);
@@ -425,6 +432,7 @@ void scsi_persistent_reserve_out(struct scsi_task *task)
     int ret = lun->legacy_holder && strcmp(lun->legacy_holder, task->nexus) != 0
                   ? 1 /* an SPC-2 reservation of another nexus blocks persistent ones */
                   : pr_out(lun, task->nexus, action, &out, &asc, &ascq);
+    scsi_reservations_changed(lun);
     pthread_mutex_unlock(&lun->lock);
     if (ret == 1)
         scsi_task_conflict(task);
