@@ -29,7 +29,7 @@ import struct
 import sys
 import time
 
-from iscsi_pdu import (BHS, BLOCK, FINAL, IMMEDIATE, LOGIN, LOGIN_RESPONSE, LOGOUT, LOGOUT_RESPONSE, NOP_IN,
+from iscsi_pdu import (BHS, BLOCK, DATA_IN, FINAL, IMMEDIATE, LOGIN, LOGIN_RESPONSE, LOGOUT, LOGOUT_RESPONSE, NOP_IN,
                        NOP_OUT, R2T, REJECT, REJECT_COMMAND_NOT_SUPPORTED, REJECT_DATA_DIGEST,
                        REJECT_INVALID_PDU_FIELD, REJECT_PROTOCOL_ERROR, RESERVED_TAG, SCSI_RESPONSE, SNACK,
                        TASK_MANAGEMENT, TEXT, TEXT_RESPONSE, Closed, Connection, describe, itt_of, keys, login_pdu,
@@ -576,9 +576,9 @@ def logout_then_more(host, port, iqn):
 
 def reads_never_read(host, port, iqn):
     """128 READs of 32 MiB (the whole CmdSN window) from an initiator that never reads its
-    socket: the caller watches lunad's memory while this holds the connection (the NBD
-    counterpart's bound is 256 MiB).  Not run by test_iscsi_misbehave.sh yet: lunad takes all
-    128 at once and reads each into its own 32 MiB buffer, 4 GiB for this one connection."""
+    socket: the caller watches lunad's memory while this holds the connection.  Without a bound
+    lunad would read each into its own 32 MiB buffer, 4 GiB for this one connection; past
+    256 MiB of buffers it answers TASK SET FULL."""
     c = session(host, port, iqn)
     c.sock.setblocking(False)
     sent = 0
@@ -589,7 +589,20 @@ def reads_never_read(host, port, iqn):
         except BlockingIOError:
             break
     time.sleep(float(os.environ.get("MISBEHAVE_HOLD_SECONDS", "3")))
-    ok(f"{sent} READs of 32 MiB sent, no reply read; connection held")
+    # Now read every answer: the commands beyond lunad's buffer bound got TASK SET FULL, the
+    # others their data and GOOD.
+    c.sock.setblocking(True)
+    c.sock.settimeout(TIMEOUT)
+    answered, full = set(), 0
+    while len(answered) < sent:
+        bhs, _ = c.recv_pdu()
+        op = opcode(bhs)
+        if op == SCSI_RESPONSE or (op == DATA_IN and bhs[1] & 0x01):
+            answered.add(itt_of(bhs))
+            full += bhs[3] == 0x28
+            expect(bhs[3] in (0x00, 0x28), f"READ {itt_of(bhs):#x}: status {bhs[3]:#x}")
+    expect(full >= sent // 2, f"only {full} of {sent} READs got TASK SET FULL: nothing bounds lunad's buffers")
+    ok(f"{sent} READs of 32 MiB sent and left unread for a while: {sent - full} answered, {full} TASK SET FULL")
     c.close()
 
 

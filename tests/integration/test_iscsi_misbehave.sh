@@ -8,7 +8,8 @@
 # with its reason and the rejected header, the connection closed, or the PDU ignored), checked
 # by the helper.  Meanwhile one well-behaved session stays logged in (answering lunad's NOP-In
 # pings, iscsi_ping_interval 2 s here) and after every case writes and reads back data.  Then a
-# flood of 300 half-open logins: lunad's memory stays bounded, each is closed by the 10 s login
+# initiator that never reads the 128 x 32 MiB it asks for and a flood of 300 half-open logins:
+# lunad's memory stays bounded, each is closed by the 10 s login
 # limit, and the well-behaved session keeps working.  At the end lunad still runs and stops
 # cleanly.  With an ASan build (LUNAD=.../lunad of -DLUNA_SANITIZE=ON) a sanitizer report in the
 # log fails the test.
@@ -75,6 +76,29 @@ for scenario in "${scenarios[@]}"; do
   good_check "$scenario"
   echo "    ($(($(now_ms) - started)) ms)"
 done
+# An initiator that sends 128 READs of 32 MiB and never reads its socket: lunad holds at most
+# 256 MiB of command buffers per session (TASK SET FULL beyond) plus what its send queue takes
+# before it stops reading, never the 4 GiB all 128 would take.
+echo "--- reads_never_read"
+rss_before=$(rss_kib)
+MISBEHAVE_HOLD_SECONDS=3 "$SYSTEM_PYTHON" "$helper" 127.0.0.1 "$PORT" "$IQN" reads_never_read \
+  >"$WORK/reads.log" 2>&1 &
+reads_pid=$!
+rss_peak=$rss_before
+while kill -0 $reads_pid 2>/dev/null; do
+  rss=$(rss_kib); [ "$rss" -gt "$rss_peak" ] && rss_peak=$rss
+  sleep 0.1
+done
+wait $reads_pid || { cat "$WORK/reads.log"; failed+=(reads_never_read); }
+reads_bound=400
+grep -qa __asan_init "$LUNAD" && reads_bound=900 # ASan keeps freed blocks in quarantine
+[ $((rss_peak - rss_before)) -lt $((reads_bound * 1024)) ] \
+  || fail "lunad grew by $(((rss_peak - rss_before) / 1024)) MiB for READs nobody reads (bound: $reads_bound MiB)"
+echo "    lunad grew by $(((rss_peak - rss_before) / 1024)) MiB"
+luna_alive
+sanitizer_clean reads_never_read
+good_check reads_never_read
+
 grep -q "header digest error" "$LUNAD_LOG" || failed+=("header digest error not logged")
 grep -q "data digest error" "$LUNAD_LOG" || failed+=("data digest error not logged")
 grep -q "outside the window" "$LUNAD_LOG" || failed+=("CmdSN outside the window not logged")
