@@ -721,8 +721,12 @@ static void set_bdev_properties(struct qcow2 *q, const struct bdev_options *opti
     bool zero_flag = h->version >= 3;
     if (zero_flag)
         bdev->caps |= BDEV_CAP_FAST_ZERO;
+    /*
+     * No BDEV_CAP_DISCARD_ZEROES: a discard leaves the parts of clusters it
+     * does not cover whole as they were.  Zeroes are write_zeroes' promise.
+     */
     if (options->discard && (zero_flag || !q->backing))
-        bdev->caps |= BDEV_CAP_DISCARD | BDEV_CAP_DISCARD_ZEROES;
+        bdev->caps |= BDEV_CAP_DISCARD;
     if (!q->backing)
         bdev->caps |= BDEV_CAP_ZERO_INIT;
     bdev->limits = (struct bdev_limits){

@@ -275,7 +275,8 @@ int scsi_lun_create(const struct scsi_lun_options *options, struct scsi_lun **ou
     lun->readonly = options->readonly || bdev_is_read_only(bdev);
     lun->write_cache = options->write_cache;
     lun->thin = (bdev->caps & BDEV_CAP_DISCARD) != 0;
-    lun->unmapped_zero = (bdev->caps & BDEV_CAP_DISCARD_ZEROES) != 0;
+    /* LBPRZ: UNMAP leaves zeroes, by a discard that zeroes or else by write_zeroes (scsi_rw.c). */
+    lun->unmapped_zero = lun->thin && (bdev->caps & (BDEV_CAP_DISCARD_ZEROES | BDEV_CAP_WRITE_ZEROES)) != 0;
     lun->block_size = bdev->limits.logical_block_size >= 512 ? bdev->limits.logical_block_size : 512;
     lun->blocks = bdev->size / lun->block_size;
     copy_padded(lun->vendor, sizeof(lun->vendor), options->vendor, "LUNA");

@@ -264,15 +264,17 @@ static void unmap_step(struct scsi_task *task)
         if (!blocks)
             continue;
         /*
-         * LBPRZ promises that unmapped blocks read as zeroes, but a discard
-         * may keep what it cannot free (part of a qcow2 cluster): zero with
-         * leave to unmap instead, which frees what it can and zeroes the rest.
+         * LBPRZ promises that unmapped blocks read as zeroes: a discard that
+         * does not promise it (a qcow2 image keeps what it cannot free) is
+         * replaced by zeroing with leave to unmap, which frees what it can.
          */
-        if (lun->unmapped_zero && (lun->bdev->caps & BDEV_CAP_WRITE_ZEROES))
-            scsi_task_prepare_io(task, BDEV_OP_WRITE_ZEROES, BDEV_MAY_UNMAP, lba * lun->block_size, blocks * lun->block_size,
-                    NULL, unmap_next);
+        bool discard_zeroes = lun->bdev->caps & BDEV_CAP_DISCARD_ZEROES;
+        if (lun->unmapped_zero && !discard_zeroes)
+            scsi_task_prepare_io(task, BDEV_OP_WRITE_ZEROES, BDEV_MAY_UNMAP, lba * lun->block_size,
+                                 blocks * lun->block_size, NULL, unmap_next);
         else
-            scsi_task_prepare_io(task, BDEV_OP_DISCARD, 0, lba * lun->block_size, blocks * lun->block_size, NULL, unmap_next);
+            scsi_task_prepare_io(task, BDEV_OP_DISCARD, 0, lba * lun->block_size, blocks * lun->block_size, NULL,
+                                 unmap_next);
         scsi_guard_enter(task, lba, blocks, false, scsi_submit_prepared);
         return;
     }
