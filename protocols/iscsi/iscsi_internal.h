@@ -67,6 +67,7 @@ enum {
 #define ISCSI_QUEUE_DEPTH 128u                       /* commands accepted at once (the CmdSN window) */
 #define ISCSI_MAX_TRANSFER (32u << 20)               /* the largest expected data transfer length */
 #define ISCSI_MAX_BUFFERED (256u << 20)              /* task buffers of one session, at most (then TASK SET FULL) */
+#define ISCSI_MAX_QUEUED_REPLIES (64u << 20)         /* replies waiting for the socket before input pauses */
 
 /* What login negotiated (§13); the defaults are RFC 7143's, ours where we choose. */
 struct iscsi_params {

@@ -674,7 +674,7 @@ static bool session_wants_input(const void *opaque)
         session->input == ISCSI_INPUT_ATTACHING)
         return false;
     /* Replies the initiator is not reading: stop taking commands until they drain. */
-    return send_queue_length(session->out) < 8u * ISCSI_MAX_TRANSFER / 4;
+    return send_queue_length(session->out) < ISCSI_MAX_QUEUED_REPLIES;
 }
 
 static enum session_status session_status_of(const void *opaque)
