@@ -76,21 +76,29 @@ static void kick_start(struct aio_context *ctx)
         ev_idle_start(ctx->loop, &ctx->kick);
 }
 
-void aio_request_started(struct bdev_io *io)
+/* While requests are pending the loop must not think it has nothing to wait for. */
+static void pending_add(struct aio_context *ctx)
 {
-    struct aio_context *ctx = io->ctx;
-    /* While requests are pending the loop must not think it has nothing to wait for. */
     if (ctx->pending++ == 0)
         ev_ref(ctx->loop);
 }
 
-void aio_request_finish(struct bdev_io *io, int result)
+static void pending_remove(struct aio_context *ctx)
 {
-    struct aio_context *ctx = io->ctx;
-    io->result = result;
-    io->next = NULL;
     if (--ctx->pending == 0)
         ev_unref(ctx->loop);
+}
+
+void aio_request_started(struct bdev_io *io)
+{
+    pending_add(io->ctx);
+}
+
+void aio_request_finish(struct bdev_io *io, int result)
+{
+    io->result = result;
+    io->next = NULL;
+    pending_remove(io->ctx);
     io->complete(io);
 }
 
@@ -225,6 +233,67 @@ int aio_context_run_in_pool(struct aio_context *ctx, struct aio_work *work)
     work->ctx = ctx;
     work->job.run = pool_job_run;
     return threadpool_submit(&work->job);
+}
+
+/* A plain function call carried by an aio_work, for the public entries below. */
+struct call_work {
+    struct aio_work work; /* first */
+    void (*run)(void *arg);
+    void (*done)(void *arg);
+    void *arg;
+};
+
+static void call_work_run(struct aio_work *work)
+{
+    struct call_work *call = (struct call_work *)work;
+    call->run(call->arg);
+}
+
+static void call_work_done(struct aio_work *work)
+{
+    struct call_work *call = (struct call_work *)work;
+    void (*done)(void *) = call->done;
+    void *arg = call->arg;
+    if (call->run)
+        pending_remove(work->ctx); /* blocking work counts as a pending request, as I/O does */
+    free(call);
+    done(arg);
+}
+
+static struct call_work *call_work_new(void (*run)(void *arg), void (*done)(void *arg), void *arg)
+{
+    struct call_work *call = calloc(1, sizeof(*call));
+    if (!call)
+        return NULL;
+    call->work.run = call_work_run;
+    call->work.done = call_work_done;
+    call->run = run;
+    call->done = done;
+    call->arg = arg;
+    return call;
+}
+
+int aio_context_run_blocking(struct aio_context *ctx, void (*run)(void *arg), void (*done)(void *arg), void *arg)
+{
+    struct call_work *call = call_work_new(run, done, arg);
+    if (!call)
+        return -ENOMEM;
+    int ret = aio_context_run_in_pool(ctx, &call->work);
+    if (ret < 0)
+        free(call);
+    else
+        pending_add(ctx);
+    return ret;
+}
+
+int aio_context_call_from_any_thread(struct aio_context *ctx, void (*fn)(void *arg), void *arg)
+{
+    struct call_work *call = call_work_new(NULL, fn, arg);
+    if (!call)
+        return -ENOMEM;
+    call->work.ctx = ctx;
+    aio_context_post_from_any_thread(ctx, &call->work);
+    return 0;
 }
 
 /* ---- io_uring ---- */

@@ -72,6 +72,20 @@ void aio_context_get_stats(const struct aio_context *ctx, struct aio_context_sta
 int aio_context_defer(struct aio_context *ctx, void (*fn)(void *arg), void *arg);
 
 /*
+ * For protocols' rare blocking steps (a state file): run(arg) on the
+ * thread pool, then done(arg) on ctx's loop; it counts as a pending
+ * request meanwhile (aio_context_drain waits for it).  0, or -errno when
+ * it could not be started (nothing runs).
+ */
+int aio_context_run_blocking(struct aio_context *ctx, void (*run)(void *arg), void (*done)(void *arg), void *arg);
+
+/*
+ * fn(arg) on ctx's loop, from any thread (another loop asking this one to
+ * act on what it owns).  0 or -ENOMEM (nothing runs).
+ */
+int aio_context_call_from_any_thread(struct aio_context *ctx, void (*fn)(void *arg), void *arg);
+
+/*
  * Run the loop until no request submitted through ctx is pending.  For
  * tools and tests that need a synchronous call (luna-img, unit tests).
  */

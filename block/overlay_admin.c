@@ -18,6 +18,7 @@
 #include "block/overlay.h"
 #include "block/overlay_internal.h"
 #include "common/error_message.h"
+#include "common/file_util.h"
 
 static const char overlay_suffix[] = ".qcow2";
 
@@ -240,17 +241,6 @@ static int persistent_overlay(struct export *export, const char *identity, char 
     return 0;
 }
 
-/* Make a rename in directory survive a crash. */
-static int sync_directory(const char *directory)
-{
-    int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
 /*
  * Replace path by an empty overlay: written beside it under a name no
  * overlay has (a leading '.'), then renamed over it, so the identity has a
@@ -277,7 +267,7 @@ static int recreate_overlay(struct export *export, const char *identity, const c
     }
     if (rc < 0) {
         unlink(temporary);
-    } else if ((rc = sync_directory(export->config.overlay_dir)) < 0) {
+    } else if ((rc = file_sync_directory(export->config.overlay_dir)) < 0) {
         error_message_set(error_message, rc, "%s: cannot sync the overlay directory: %s", export->config.overlay_dir,
                           strerror(-rc));
     }

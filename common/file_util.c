@@ -1,7 +1,9 @@
 #include "common/file_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -65,5 +67,68 @@ int file_make_directories(const char *path)
         *slash = '/';
     }
     free(copy);
+    return rc;
+}
+
+int file_sync_directory(const char *directory)
+{
+    int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* The directory part of path ("." for a bare name), malloc'd; NULL out of memory. */
+static char *directory_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+int file_replace_contents(const char *path, const void *data, size_t length)
+{
+    char *temporary = NULL;
+    char *directory = directory_of(path);
+    if (!directory || asprintf(&temporary, "%s.tmp", path) < 0) {
+        free(directory);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+    } else {
+        rc = file_pwrite_full(fd, data, length, 0);
+        if (rc == 0 && fsync(fd) < 0)
+            rc = -errno;
+        if (close(fd) < 0 && rc == 0)
+            rc = -errno;
+        if (rc == 0 && rename(temporary, path) < 0)
+            rc = -errno;
+        if (rc < 0)
+            unlink(temporary);
+        else
+            rc = file_sync_directory(directory);
+    }
+    free(temporary);
+    free(directory);
+    return rc;
+}
+
+int file_remove_durably(const char *path)
+{
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -errno;
+    char *directory = directory_of(path);
+    if (!directory)
+        return -ENOMEM;
+    int rc = file_sync_directory(directory);
+    free(directory);
     return rc;
 }

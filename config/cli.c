@@ -32,6 +32,7 @@ enum {
     OPTION_LOG_LEVEL,
     OPTION_PIDFILE,
     OPTION_ADMIN_SOCKET,
+    OPTION_STATE_DIR,
 };
 
 static const struct option long_options[] = {
@@ -46,6 +47,7 @@ static const struct option long_options[] = {
     {"log-level", required_argument, NULL, OPTION_LOG_LEVEL},
     {"pidfile", required_argument, NULL, OPTION_PIDFILE},
     {"admin-socket", required_argument, NULL, OPTION_ADMIN_SOCKET},
+    {"state-dir", required_argument, NULL, OPTION_STATE_DIR},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -83,6 +85,9 @@ static const char usage_text[] =
     "  --pidfile PATH           write the process id to PATH\n"
     "  --admin-socket PATH      accept lunactl commands on this Unix socket (none by\n"
     "                           default; /run/luna/admin.sock is lunactl's default)\n"
+    "  --state-dir DIR          keep state across restarts here: iSCSI persistent\n"
+    "                           reservations with APTPL (default: $STATE_DIRECTORY\n"
+    "                           under systemd, else none)\n"
     "  -h, --help               print this help and exit\n"
     "  -V, --version            print the version and exit\n"
     "\n"
@@ -299,14 +304,10 @@ static int parse_flag(int option, const char *value, struct cli_request *request
             return flag_fail(message, flag_text, reason, ret);
         request->log_level_given = true;
         return 0;
-    case OPTION_PIDFILE: {
-        char *copy = strdup(value);
-        if (!copy)
-            return -ENOMEM;
-        free(flags->pidfile);
-        flags->pidfile = copy;
-        return 0;
-    }
+    case OPTION_PIDFILE:
+        return config_replace_string(&flags->pidfile, value);
+    case OPTION_STATE_DIR:
+        return config_replace_string(&flags->state_dir, value);
     case OPTION_ADMIN_SOCKET: {
         ret = config_check_unix_socket(value, &reason);
         if (ret < 0)
@@ -323,6 +324,16 @@ static int parse_flag(int option, const char *value, struct cli_request *request
 }
 
 /* Move a list from flags into config, replacing config's. */
+/* A string flag given on the command line replaces the file's key. */
+static void take_string(char **result, char **flag)
+{
+    if (*flag) {
+        free(*result);
+        *result = *flag;
+        *flag = NULL;
+    }
+}
+
 static void take_listeners(struct lunad_config *config, struct lunad_config *flags)
 {
     if (flags->nbd_listen_count) {
@@ -370,16 +381,9 @@ static int build(struct cli_request *request, struct lunad_config *result, char 
         result->workers = flags->workers;
     if (request->log_level_given)
         result->log_level = flags->log_level;
-    if (flags->pidfile) {
-        free(result->pidfile);
-        result->pidfile = flags->pidfile;
-        flags->pidfile = NULL;
-    }
-    if (flags->admin_socket) {
-        free(result->admin_socket);
-        result->admin_socket = flags->admin_socket;
-        flags->admin_socket = NULL;
-    }
+    take_string(&result->pidfile, &flags->pidfile);
+    take_string(&result->admin_socket, &flags->admin_socket);
+    take_string(&result->state_dir, &flags->state_dir);
     for (size_t i = 0; i < flags->export_count; i++) {
         struct export_config *export = &flags->exports[i];
         if (lunad_config_find_export(result, export->name) >= 0)

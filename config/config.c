@@ -100,6 +100,7 @@ void lunad_config_clear(struct lunad_config *config)
         export_config_clear(&config->exports[i]);
     free(config->exports);
     free(config->pidfile);
+    free(config->state_dir);
     free(config->admin_socket);
     free(config->source);
     lunad_config_init(config);

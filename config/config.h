@@ -38,6 +38,7 @@ struct lunad_config {
     enum log_level log_level;
     char *pidfile;                /* NULL: none */
     char *admin_socket;           /* lunactl's Unix socket; NULL: none */
+    char *state_dir;              /* what lunad keeps across restarts (APTPL reservations); NULL: nothing */
 
     /* [export NAME], in file order */
     struct export_config *exports;

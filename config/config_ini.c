@@ -37,6 +37,7 @@ enum server_key {
     SERVER_LOG_LEVEL,
     SERVER_PIDFILE,
     SERVER_ADMIN_SOCKET,
+    SERVER_STATE_DIR,
     SERVER_KEY_COUNT,
 };
 
@@ -52,6 +53,7 @@ static const struct {
     [SERVER_LOG_LEVEL] = {"log_level", false},
     [SERVER_PIDFILE] = {"pidfile", false},
     [SERVER_ADMIN_SOCKET] = {"admin_socket", false},
+    [SERVER_STATE_DIR] = {"state_dir", false},
 };
 
 struct ini_parser {
@@ -307,7 +309,7 @@ static void server_key(struct ini_parser *parser, const char *key, const char *v
     if (index < 0) {
         key_fail(parser, -EINVAL, key,
                  "unknown key (expected nbd_listen, iscsi_listen, iscsi_ping_interval, unix_socket, workers, "
-                 "log_level, pidfile, admin_socket)");
+                 "log_level, pidfile, admin_socket, state_dir)");
         return;
     }
     if (!server_keys[index].repeatable &&
@@ -346,16 +348,12 @@ static void server_key(struct ini_parser *parser, const char *key, const char *v
     case SERVER_LOG_LEVEL:
         ret = config_parse_log_level(value, &config->log_level, &reason);
         break;
-    case SERVER_PIDFILE: {
-        char *copy = strdup(value);
-        if (!copy) {
-            ret = -ENOMEM;
-            break;
-        }
-        free(config->pidfile);
-        config->pidfile = copy;
+    case SERVER_PIDFILE:
+        ret = config_replace_string(&config->pidfile, value);
         break;
-    }
+    case SERVER_STATE_DIR:
+        ret = config_replace_string(&config->state_dir, value);
+        break;
     case SERVER_ADMIN_SOCKET: {
         ret = config_check_unix_socket(value, &reason);
         char *copy = ret == 0 ? strdup(value) : NULL;

@@ -230,9 +230,10 @@ static int serve(struct lunad *lunad)
     ret = start_workers(lunad);
     if (ret < 0)
         return ret;
-    ret = iscsi_settings_build(&lunad->config, &lunad->iscsi);
+    ret = iscsi_settings_build(&lunad->config, &lunad->iscsi, &message);
     if (ret < 0) {
-        log_error("out of memory at start-up");
+        log_error("%s", message ? message : strerror(-ret));
+        free(message);
         stop_workers(lunad);
         return ret;
     }
@@ -330,6 +331,7 @@ int main(int argc, char **argv)
     }
     int ret = serve(&lunad);
     export_registry_free(lunad.registry);
+    iscsi_shared_luns_release();
     iscsi_settings_free(lunad.iscsi);
     threadpool_shutdown();
     lunad_config_clear(&lunad.config);

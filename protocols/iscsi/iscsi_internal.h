@@ -228,6 +228,10 @@ struct iscsi_session {
     bool input_seen;          /* since the last tick */
     unsigned silent_ticks;
     bool ping_outstanding;
+    /* iscsi_reinstate.c: the list of normal sessions, for reinstatement. */
+    struct iscsi_session *listed_next;
+    uint64_t listed_number;   /* 0: not listed */
+    bool reinstated;          /* a newer login of this nexus asked for it to close (under the list's lock) */
     char *text_reply;         /* a SendTargets answer longer than one PDU */
     size_t text_reply_length, text_reply_sent;
     uint32_t text_ttt;
@@ -283,6 +287,12 @@ int iscsi_negotiate_key(struct iscsi_params *params, bool discovery, const char 
 void iscsi_params_defaults(struct iscsi_params *params);
 /* After a request's keys: the answers that depend on several keys (FirstBurstLength). */
 void iscsi_negotiation_finish(struct iscsi_params *params, struct iscsi_text *answer);
+
+/* ---- iscsi_reinstate.c ---- */
+/* A normal session entered the full feature phase: list it; an older session of its nexus is closed. */
+void iscsi_session_list(struct iscsi_session *session);
+/* Its connection is gone (on its own thread). */
+void iscsi_session_unlist(struct iscsi_session *session);
 
 /* ---- iscsi_shared_lun.c ---- */
 /* The SCSI LUN of (export, target, number), created with options when it is the first user's. */

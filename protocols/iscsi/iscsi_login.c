@@ -192,14 +192,23 @@ static uint64_t name_hash(const char *a, const char *b)
 static int serve_lun(struct iscsi_session *session, struct iscsi_lun *lun, struct export *export,
                      const char *export_name)
 {
+    /* APTPL's name for the LUN: its target, number and disk (an initiator's own overlay is a disk of its own). */
+    char *persist_key = NULL;
+    if (asprintf(&persist_key, "%s,%llu,%s%s%s", session->target->iqn, (unsigned long long)lun->number, export_name,
+                 export->identity ? "/" : "", export->identity ? export->identity : "") < 0)
+        return -ENOMEM;
     struct scsi_lun_options options = {
         .bdev = export->bdev,
         .readonly = export->readonly,
         .serial = export_name,
         .naa = name_hash(session->target->iqn, export_name),
         .write_cache = (export->bdev->caps & BDEV_CAP_FLUSH) != 0,
+        .persist = session->settings ? session->settings->reservations : NULL,
+        .persist_key = persist_key,
     };
-    return iscsi_shared_lun_get(export, session->target->iqn, lun->number, &options, &lun->scsi);
+    int ret = iscsi_shared_lun_get(export, session->target->iqn, lun->number, &options, &lun->scsi);
+    free(persist_key);
+    return ret;
 }
 
 static void finish_login(struct iscsi_session *session);
@@ -213,6 +222,8 @@ static void enter_full_feature(struct iscsi_session *session)
         if (session->luns[i].scsi)
             session->lun_numbers[session->lun_count++] = session->luns[i].number;
     session->phase = ISCSI_PHASE_FULL_FEATURE;
+    if (!session->discovery)
+        iscsi_session_list(session);
     const struct iscsi_params *params = &session->params;
     log_info("iscsi %s: %s session for %s%s%s (%zu LUN%s%s%s)", session->peer,
              session->discovery ? "discovery" : "normal", session->initiator_name,

@@ -693,13 +693,25 @@ static void session_input_closed(void *opaque)
 /*
  * Server shutdown: commands already received complete and are answered;
  * at the next PDU boundary input stops and the connection drains: it
- * closes once the commands executing have answered.
- * (An Asynchronous Message asking for logout would be kinder; initiators
- * reconnect either way.)
+ * closes once the commands executing have answered.  An initiator in the
+ * full feature phase is told first, with an Asynchronous Message (RFC 7143
+ * §11.9.1, AsyncEvent 2: "the target will drop this connection"), to stop
+ * sending commands and to wait DefaultTime2Wait before it logs in again,
+ * to the restarted lunad say.
  */
 static void session_shutdown(void *opaque)
 {
     struct iscsi_session *session = opaque;
+    if (session->phase == ISCSI_PHASE_FULL_FEATURE && !session->shutting_down && session->status == SESSION_ACTIVE) {
+        uint8_t bhs[ISCSI_BHS_SIZE] = {ISCSI_OP_ASYNC_MESSAGE, ISCSI_FINAL};
+        store_be32(bhs + 16, ISCSI_RESERVED_TAG);
+        iscsi_fill_sequence(session, bhs, true);
+        bhs[36] = 2;                                          /* AsyncEvent: dropping this connection */
+        store_be16(bhs + 38, 0);                              /* Parameter1: the CID (one connection) */
+        store_be16(bhs + 40, (uint16_t)session->params.time2wait); /* Parameter2: Time2Wait */
+        store_be16(bhs + 42, 0);                              /* Parameter3: Time2Retain (ERL 0: none) */
+        iscsi_send(session, bhs, NULL, 0);
+    }
     session->shutting_down = true;
     if (session->phase == ISCSI_PHASE_LOGIN || (session->input == ISCSI_INPUT_HEADER && session->header_have == 0))
         stop_input(session);
@@ -748,6 +760,7 @@ static void session_free(void *opaque)
     struct iscsi_session *session = opaque;
     if (!session)
         return;
+    iscsi_session_unlist(session);
     session->out = NULL;
     struct iscsi_task *task = session->tasks.next;
     while (task != &session->tasks) {

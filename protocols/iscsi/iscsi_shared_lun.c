@@ -4,7 +4,9 @@
  * LUN's reservations, unit attentions and COMPARE AND WRITE ordering are
  * the LUN's, not a session's.  Sessions live on different worker threads,
  * so the table has a mutex; the SCSI LUN guards its own state.  Each entry
- * holds a reference to the export, whose bdev the LUN uses.
+ * holds a reference to the export, whose bdev the LUN uses.  A LUN whose
+ * last session leaves stays while it holds persistent reservations: they
+ * belong to the initiators, who find them again when they come back.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,6 +27,16 @@ struct shared_lun {
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shared_lun *table;
+
+static void entry_free(struct shared_lun *entry)
+{
+    if (!entry)
+        return;
+    scsi_lun_destroy(entry->scsi);
+    export_unref(entry->export);
+    free(entry->iqn);
+    free(entry);
+}
 
 int iscsi_shared_lun_get(struct export *export, const char *iqn, uint64_t number,
                          const struct scsi_lun_options *options, struct scsi_lun **out)
@@ -65,7 +77,7 @@ void iscsi_shared_lun_put(struct scsi_lun *scsi)
     pthread_mutex_lock(&table_lock);
     for (struct shared_lun **link = &table; *link; link = &(*link)->next) {
         if ((*link)->scsi == scsi) {
-            if (--(*link)->users == 0) {
+            if (--(*link)->users == 0 && !scsi_lun_has_reservations(scsi)) {
                 gone = *link;
                 *link = gone->next;
             }
@@ -73,10 +85,18 @@ void iscsi_shared_lun_put(struct scsi_lun *scsi)
         }
     }
     pthread_mutex_unlock(&table_lock);
-    if (gone) {
-        scsi_lun_destroy(gone->scsi);
-        export_unref(gone->export);
-        free(gone->iqn);
-        free(gone);
+    entry_free(gone);
+}
+
+void iscsi_shared_luns_release(void)
+{
+    pthread_mutex_lock(&table_lock);
+    struct shared_lun *entries = table;
+    table = NULL;
+    pthread_mutex_unlock(&table_lock);
+    while (entries) {
+        struct shared_lun *entry = entries;
+        entries = entry->next;
+        entry_free(entry);
     }
 }

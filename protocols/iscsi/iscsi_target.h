@@ -17,6 +17,8 @@
 
 #include "protocols/session.h"
 
+struct scsi_persist_store;
+
 #define ISCSI_DEFAULT_PORT 3260
 #define ISCSI_DEFAULT_PING_INTERVAL 15.0 /* as LIO's nopin_timeout */
 
@@ -49,7 +51,15 @@ struct iscsi_settings {
     size_t portal_count;
     struct iscsi_chap discovery_chap; /* discovery sessions */
     double ping_interval;             /* seconds of silence before a NOP-In ping; 0: never */
+    struct scsi_persist_store *reservations; /* APTPL state (protocols/scsi/scsi_persist.h); NULL: not offered */
 };
+
+/*
+ * Free the LUNs kept for their persistent reservations after their last
+ * session left.  At exit, once no session is left, before the settings'
+ * reservations store closes.
+ */
+void iscsi_shared_luns_release(void);
 
 /* session_start.settings must point to an iscsi_settings that outlives the session. */
 extern const struct session_protocol iscsi_session_protocol;

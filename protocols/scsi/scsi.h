@@ -12,7 +12,8 @@
  * pointer for invalid fields in the CDB); unit attentions (power on /
  * reset) once per I_T nexus; DATA PROTECT for writes to a read-only LUN;
  * RESERVATION CONFLICT as the LUN's reservations say (persistent ones and
- * SPC-2 RESERVE / RELEASE).
+ * SPC-2 RESERVE / RELEASE), with the unit attentions SPC-4 owes the
+ * registrants a PREEMPT, CLEAR or RELEASE affects.
  *
  * Tasks of every transport and thread may share a LUN: a COMPARE AND
  * WRITE's read, compare and write run with no overlapping write of another
@@ -47,11 +48,25 @@ struct scsi_lun_options {
     const char *serial;     /* VPD 0x80 and the T10 vendor id of VPD 0x83 */
     uint64_t naa;           /* VPD 0x83 NAA IEEE registered identifier (type 6 top nibble set by the core) */
     bool write_cache;       /* MODE SENSE caching page WCE: the bdev has a volatile cache */
+    /*
+     * APTPL (protocols/scsi/scsi_persist.h): the store the LUN's
+     * reservations are saved in when an initiator asks, under the
+     * transport's stable name for the LUN.  NULL: APTPL is not offered.
+     */
+    struct scsi_persist_store *persist;
+    const char *persist_key;
 };
 
 /* 0 or a negative errno (-ENOMEM). */
 int scsi_lun_create(const struct scsi_lun_options *options, struct scsi_lun **out);
 void scsi_lun_destroy(struct scsi_lun *lun);
+
+/*
+ * True while the LUN holds persistent reservations or registrations: they
+ * outlive the sessions that made them (SPC-4 §5.12), so a transport keeps
+ * such a LUN when its last session leaves.
+ */
+bool scsi_lun_has_reservations(struct scsi_lun *lun);
 
 /* The I_T nexus is gone (logout, a dropped connection): its RESERVE(6)/(10) reservation goes with it. */
 void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *nexus);

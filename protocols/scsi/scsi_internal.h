@@ -35,6 +35,9 @@ enum {
 #define ASC_INVALID_FIELD_IN_PARAMETER_LIST 0x26, 0x00
 #define ASC_WRITE_PROTECTED 0x27, 0x00
 #define ASC_POWER_ON_RESET 0x29, 0x00
+#define ASC_RESERVATIONS_PREEMPTED 0x2a, 0x03
+#define ASC_RESERVATIONS_RELEASED 0x2a, 0x04
+#define ASC_REGISTRATIONS_PREEMPTED 0x2a, 0x05
 #define ASC_PARAMETER_LIST_LENGTH_ERROR 0x1a, 0x00
 #define ASC_MISCOMPARE_DURING_VERIFY 0x1d, 0x00
 #define ASC_UNRECOVERED_READ_ERROR 0x11, 0x00
@@ -60,6 +63,26 @@ enum scsi_access {
     SCSI_ACCESS_ANY,
 };
 
+/*
+ * Unit attentions a nexus is owed, reported one per command in this order
+ * (SAM-5 §5.14: the power-on / reset condition first).
+ */
+enum scsi_attention {
+    SCSI_ATTENTION_POWER_ON = 1u << 0,
+    SCSI_ATTENTION_RESERVATIONS_PREEMPTED = 1u << 1,
+    SCSI_ATTENTION_RESERVATIONS_RELEASED = 1u << 2,
+    SCSI_ATTENTION_REGISTRATIONS_PREEMPTED = 1u << 3,
+};
+
+/* A nexus that has addressed the LUN, and the unit attentions pending for it. */
+struct scsi_nexus_state {
+    char *nexus;
+    unsigned attentions; /* enum scsi_attention bits */
+};
+
+/* Registrations a LUN keeps at most (further ones: INSUFFICIENT REGISTRATION RESOURCES). */
+#define SCSI_MAX_REGISTRATIONS 64
+
 /* A persistent reservation registration: an I_T nexus and its key. */
 struct scsi_registration {
     char *nexus;
@@ -77,7 +100,7 @@ struct scsi_lun {
     char vendor[9], product[17], revision[5];
     char *serial;
     uint64_t naa;
-    pthread_mutex_t lock;  /* attended, the reservations */
+    pthread_mutex_t lock;  /* nexuses, the reservations */
     /* Reservations (scsi_reservation.c). */
     struct scsi_registration *registrations;
     size_t registration_count;
@@ -86,14 +109,22 @@ struct scsi_lun {
     uint8_t reservation_type;
     char reservation_holder[256];
     char *legacy_holder;   /* RESERVE(6)/(10): the nexus holding the LUN, or NULL */
+    /* APTPL (scsi_persist.c): where the reservations are saved, and whether they are. */
+    struct scsi_persist_store *persist; /* NULL: APTPL not offered */
+    char *persist_key;
+    bool aptpl;            /* the last valid APTPL bit received was one */
     /*
      * reserved || legacy_holder, readable without the lock: the conflict
      * check every command makes costs nothing while nothing is reserved.
      * Set by scsi_reservations_changed, under the lock.
      */
     atomic_bool restricted;
-    char **attended;       /* nexuses that have been told of the power-on reset */
-    size_t attended_count;
+    /*
+     * Every nexus that has addressed the LUN: one not listed is owed the
+     * power-on unit attention at its first command.
+     */
+    struct scsi_nexus_state *nexuses;
+    size_t nexus_count;
     /*
      * Every write in progress, by LBA range (scsi_guard.c): a COMPARE AND
      * WRITE holds its range alone, other writes share theirs.  Thread-safe
@@ -108,6 +139,22 @@ static inline uint32_t scsi_max_compare_and_write(const struct scsi_lun *lun)
     uint32_t by_transfer = lun->bdev->limits.max_transfer / lun->block_size;
     return by_transfer < MAX_COMPARE_AND_WRITE_BLOCKS ? by_transfer : MAX_COMPARE_AND_WRITE_BLOCKS;
 }
+
+/* Owe nexus a unit attention (under lun->lock); a nexus not yet seen gets the power-on one anyway. */
+void scsi_attention_raise(struct scsi_lun *lun, const char *nexus, enum scsi_attention attention);
+
+/* ---- scsi_persist.c (APTPL) ---- */
+/* At creation: the LUN's saved reservations, if the store has them.  0 or -ENOMEM. */
+int scsi_persist_restore(struct scsi_lun *lun);
+/* The reservations as their state file holds them (malloc'd), under lun->lock; NULL out of memory. */
+char *scsi_persist_snapshot(struct scsi_lun *lun);
+/*
+ * Save text (taken; NULL removes the file) as the LUN's state, on the
+ * pool; done(task, 0 or -errno) then runs on task->ctx's thread.  Returns
+ * 0, or -errno when it could not start (done will not run).
+ */
+int scsi_persist_save(struct scsi_lun *lun, char *text, struct scsi_task *task,
+                      void (*done)(struct scsi_task *task, int result));
 
 /* ---- scsi_reservation.c ---- */
 bool scsi_reservation_conflict(struct scsi_lun *lun, const char *nexus, enum scsi_access access);

@@ -157,30 +157,73 @@ static const struct scsi_command *command_find(const uint8_t *cdb)
     return found;
 }
 
-/* True the first time a nexus addresses the LUN: it is owed the power-on unit attention. */
-static bool attention_due(struct scsi_lun *lun, const char *nexus)
+static struct scsi_nexus_state *nexus_find(struct scsi_lun *lun, const char *nexus)
+{
+    for (size_t i = 0; i < lun->nexus_count; i++)
+        if (strcmp(lun->nexuses[i].nexus, nexus) == 0)
+            return &lun->nexuses[i];
+    return NULL;
+}
+
+void scsi_attention_raise(struct scsi_lun *lun, const char *nexus, enum scsi_attention attention)
+{
+    struct scsi_nexus_state *state = nexus_find(lun, nexus);
+    if (state)
+        state->attentions |= attention;
+}
+
+/*
+ * The unit attention nexus is owed now, taken (false: none): the power-on
+ * one the first time it addresses the LUN, then whatever was raised for it.
+ */
+static bool attention_take(struct scsi_lun *lun, const char *nexus, uint8_t *asc, uint8_t *ascq)
 {
     if (!nexus)
         return false;
     pthread_mutex_lock(&lun->lock);
-    bool due = true;
-    for (size_t i = 0; i < lun->attended_count && due; i++)
-        due = strcmp(lun->attended[i], nexus) != 0;
-    if (due) {
-        char **grown = realloc(lun->attended, (lun->attended_count + 1) * sizeof(*grown));
+    struct scsi_nexus_state *state = nexus_find(lun, nexus);
+    if (!state) {
+        struct scsi_nexus_state *grown = realloc(lun->nexuses, (lun->nexus_count + 1) * sizeof(*grown));
         char *copy = strdup(nexus);
         if (grown && copy) {
-            lun->attended = grown;
-            lun->attended[lun->attended_count++] = copy;
+            lun->nexuses = grown;
+            state = &lun->nexuses[lun->nexus_count++];
+            *state = (struct scsi_nexus_state){.nexus = copy, .attentions = SCSI_ATTENTION_POWER_ON};
         } else {
             if (grown)
-                lun->attended = grown;
-            free(copy);
-            due = false; /* out of memory: better no attention than one every time */
+                lun->nexuses = grown;
+            free(copy); /* out of memory: better no attention than one every time */
+        }
+    }
+    static const struct {
+        enum scsi_attention attention;
+        uint8_t asc, ascq;
+    } order[] = {
+        {SCSI_ATTENTION_POWER_ON, ASC_POWER_ON_RESET},
+        {SCSI_ATTENTION_RESERVATIONS_PREEMPTED, ASC_RESERVATIONS_PREEMPTED},
+        {SCSI_ATTENTION_RESERVATIONS_RELEASED, ASC_RESERVATIONS_RELEASED},
+        {SCSI_ATTENTION_REGISTRATIONS_PREEMPTED, ASC_REGISTRATIONS_PREEMPTED},
+    };
+    bool due = false;
+    for (size_t i = 0; state && state->attentions && i < sizeof(order) / sizeof(order[0]); i++) {
+        if (state->attentions & order[i].attention) {
+            state->attentions &= ~(unsigned)order[i].attention;
+            *asc = order[i].asc;
+            *ascq = order[i].ascq;
+            due = true;
+            break;
         }
     }
     pthread_mutex_unlock(&lun->lock);
     return due;
+}
+
+bool scsi_lun_has_reservations(struct scsi_lun *lun)
+{
+    pthread_mutex_lock(&lun->lock);
+    bool has = lun->registration_count > 0 || lun->reserved;
+    pthread_mutex_unlock(&lun->lock);
+    return has;
 }
 
 void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *nexus)
@@ -205,14 +248,9 @@ void scsi_lun_reset(struct scsi_lun *lun, const char *nexus)
     lun->legacy_holder = NULL;
     scsi_reservations_changed(lun);
     /* Every other nexus is owed the reset's unit attention again (SAM-5 §5.11). */
-    size_t kept = 0;
-    for (size_t i = 0; i < lun->attended_count; i++) {
-        if (nexus && strcmp(lun->attended[i], nexus) == 0)
-            lun->attended[kept++] = lun->attended[i];
-        else
-            free(lun->attended[i]);
-    }
-    lun->attended_count = kept;
+    for (size_t i = 0; i < lun->nexus_count; i++)
+        if (!nexus || strcmp(lun->nexuses[i].nexus, nexus) != 0)
+            lun->nexuses[i].attentions |= SCSI_ATTENTION_POWER_ON;
     pthread_mutex_unlock(&lun->lock);
 }
 
@@ -243,8 +281,9 @@ void scsi_task_execute(struct scsi_task *task)
         scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
         return;
     }
-    if (!command->without_attention && attention_due(task->lun, task->nexus)) {
-        scsi_task_check(task, SENSE_UNIT_ATTENTION, ASC_POWER_ON_RESET);
+    uint8_t asc, ascq;
+    if (!command->without_attention && attention_take(task->lun, task->nexus, &asc, &ascq)) {
+        scsi_task_check(task, SENSE_UNIT_ATTENTION, asc, ascq);
         return;
     }
     if (command->has_service_action && command->service_action != (task->cdb[1] & 0x1f)) {
@@ -288,13 +327,26 @@ int scsi_lun_create(const struct scsi_lun_options *options, struct scsi_lun **ou
         free(lun);
         return -ENOMEM;
     }
+    if (options->persist && options->persist_key) {
+        lun->persist = options->persist;
+        if (!(lun->persist_key = strdup(options->persist_key))) {
+            free(lun->serial);
+            free(lun);
+            return -ENOMEM;
+        }
+    }
     int rc = range_lock_init(&lun->writers);
     if (rc < 0) {
+        free(lun->persist_key);
         free(lun->serial);
         free(lun);
         return rc;
     }
     pthread_mutex_init(&lun->lock, NULL);
+    if ((rc = scsi_persist_restore(lun)) < 0) {
+        scsi_lun_destroy(lun);
+        return rc;
+    }
     *out = lun;
     return 0;
 }
@@ -303,11 +355,12 @@ void scsi_lun_destroy(struct scsi_lun *lun)
 {
     if (!lun)
         return;
-    for (size_t i = 0; i < lun->attended_count; i++)
-        free(lun->attended[i]);
-    free(lun->attended);
+    for (size_t i = 0; i < lun->nexus_count; i++)
+        free(lun->nexuses[i].nexus);
+    free(lun->nexuses);
     scsi_reservations_clear(lun);
     free(lun->registrations);
+    free(lun->persist_key);
     free(lun->serial);
     range_lock_destroy(&lun->writers);
     pthread_mutex_destroy(&lun->lock);

@@ -8,9 +8,10 @@
  *
  * The conflict check runs before every command: who may read or write
  * follows SPC-4's table for the reservation type.  State changes happen
- * under the LUN's mutex; nothing here does I/O.  Not offered: APTPL
- * (reservations do not survive a restart: REPORT CAPABILITIES says so),
- * SPEC_I_PT, ALL_TG_PT (one target port) and REGISTER AND MOVE.
+ * under the LUN's mutex.  With APTPL (offered when the LUN has a store,
+ * scsi_persist.h) every change is saved before the command is answered.
+ * Not offered: SPEC_I_PT, ALL_TG_PT (one target port) and REGISTER AND
+ * MOVE.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,7 +39,6 @@ enum {
     PR_OUT_REGISTER_AND_IGNORE = 6,
 };
 
-#define PR_MAX_REGISTRATIONS 64
 #define PR_OUT_PARAMETERS 24
 
 static bool valid_type(uint8_t type)
@@ -80,15 +80,33 @@ static void release_reservation(struct scsi_lun *lun)
     lun->reservation_holder[0] = '\0';
 }
 
+static bool registrants_only(uint8_t type)
+{
+    return type == PR_WRITE_EXCLUSIVE_REGISTRANTS_ONLY || type == PR_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY;
+}
+
+/* Every registrant but nexus is owed attention (SPC-4 §5.12.11: clear, release, preempt). */
+static void tell_other_registrants(struct scsi_lun *lun, const char *nexus, enum scsi_attention attention)
+{
+    for (size_t i = 0; i < lun->registration_count; i++)
+        if (strcmp(lun->registrations[i].nexus, nexus) != 0)
+            scsi_attention_raise(lun, lun->registrations[i].nexus, attention);
+}
+
 static void unregister(struct scsi_lun *lun, struct scsi_registration *registration)
 {
     bool holder = lun->reserved && !all_registrants(lun->reservation_type) &&
                   strcmp(lun->reservation_holder, registration->nexus) == 0;
-    free(registration->nexus);
+    char *nexus = registration->nexus;
     *registration = lun->registrations[--lun->registration_count];
     /* The holder's reservation goes with it; an all-registrants one with the last registrant. */
-    if (holder || (lun->reserved && all_registrants(lun->reservation_type) && lun->registration_count == 0))
+    if (holder || (lun->reserved && all_registrants(lun->reservation_type) && lun->registration_count == 0)) {
+        /* A registrants-only reservation's registrants lose their access with it (SPC-4 §5.12.11.2.2). */
+        if (registrants_only(lun->reservation_type))
+            tell_other_registrants(lun, nexus, SCSI_ATTENTION_RESERVATIONS_RELEASED);
         release_reservation(lun);
+    }
+    free(nexus);
 }
 
 void scsi_reservations_clear(struct scsi_lun *lun)
@@ -204,11 +222,12 @@ static size_t read_reservation(struct scsi_lun *lun, uint8_t *out)
     return 24;
 }
 
-static size_t report_capabilities(uint8_t *out)
+static size_t report_capabilities(struct scsi_lun *lun, uint8_t *out)
 {
     store_be16(out, 8);
-    out[2] = 0x10;          /* CRH: RESERVE / RELEASE succeed as SPC-4 §5.13.3 says while a PR exists */
-    out[3] = 0x80 | 0x10;   /* TMV: the type mask is valid; ALLOW COMMANDS 001 */
+    /* CRH: RESERVE / RELEASE succeed as SPC-4 §5.13.3 says while a PR exists; PTPL_C: APTPL offered */
+    out[2] = 0x10 | (lun->persist ? 0x01 : 0);
+    out[3] = 0x80 | 0x10 | (lun->aptpl ? 0x01 : 0); /* TMV: the type mask is valid; ALLOW COMMANDS 001; PTPL_A */
     out[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02; /* WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX */
     out[5] = 0x01;          /* EX_AC_AR */
     return 8;
@@ -256,14 +275,14 @@ void scsi_persistent_reserve_in(struct scsi_task *task)
 {
     struct scsi_lun *lun = task->lun;
     size_t allocation = load_be16(task->cdb + 7);
-    uint8_t answer[8 + PR_MAX_REGISTRATIONS * (24 + 260)];
+    uint8_t answer[8 + SCSI_MAX_REGISTRATIONS * (24 + 260)];
     memset(answer, 0, 8);
     size_t length;
     pthread_mutex_lock(&lun->lock);
     switch (task->cdb[1] & 0x1f) {
     case 0: length = read_keys(lun, answer, sizeof(answer)); break;
     case 1: length = read_reservation(lun, answer); break;
-    case 2: length = report_capabilities(answer); break;
+    case 2: length = report_capabilities(lun, answer); break;
     case 3: length = read_full_status(lun, answer, sizeof(answer)); break;
     default: length = 0; break;
     }
@@ -302,7 +321,7 @@ static int pr_out(struct scsi_lun *lun, const char *nexus, unsigned action, cons
         if (!registration) {
             if (out->service_key == 0)
                 return 0;
-            if (lun->registration_count == PR_MAX_REGISTRATIONS) {
+            if (lun->registration_count == SCSI_MAX_REGISTRATIONS) {
                 *asc = 0x55;
                 *ascq = 0x04;
                 return -ENOSPC;
@@ -351,9 +370,12 @@ static int pr_out(struct scsi_lun *lun, const char *nexus, unsigned action, cons
             *ascq = 0x04; /* INVALID RELEASE OF PERSISTENT RESERVATION */
             return -EINVAL;
         }
+        if (registrants_only(lun->reservation_type) || all_registrants(lun->reservation_type))
+            tell_other_registrants(lun, nexus, SCSI_ATTENTION_RESERVATIONS_RELEASED);
         release_reservation(lun);
         return 0;
     case PR_OUT_CLEAR:
+        tell_other_registrants(lun, nexus, SCSI_ATTENTION_RESERVATIONS_PREEMPTED);
         for (size_t i = 0; i < lun->registration_count; i++)
             free(lun->registrations[i].nexus);
         lun->registration_count = 0;
@@ -377,6 +399,7 @@ static int pr_out(struct scsi_lun *lun, const char *nexus, unsigned action, cons
             struct scsi_registration *r = &lun->registrations[i];
             bool goes = strcmp(r->nexus, nexus) != 0 && (out->service_key == 0 || r->key == out->service_key);
             if (goes) {
+                scsi_attention_raise(lun, r->nexus, SCSI_ATTENTION_REGISTRATIONS_PREEMPTED);
                 free(r->nexus);
                 *r = lun->registrations[--lun->registration_count];
                 removed++;
@@ -395,6 +418,15 @@ static int pr_out(struct scsi_lun *lun, const char *nexus, unsigned action, cons
         return 0;
     }
     }
+}
+
+/* The APTPL state file is written (or could not be): the PERSISTENT RESERVE OUT is answered. */
+static void reservations_saved(struct scsi_task *task, int result)
+{
+    if (result < 0)
+        scsi_task_errno(task, result, true);
+    else
+        scsi_task_good(task, 0);
 }
 
 void scsi_persistent_reserve_out(struct scsi_task *task)
@@ -417,8 +449,9 @@ void scsi_persistent_reserve_out(struct scsi_task *task)
         scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAMETER_LIST);
         return;
     }
-    if (out.aptpl) { /* nothing persists across a restart (PTPL_C is 0) */
-        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAMETER_LIST);
+    bool registering = action == PR_OUT_REGISTER || action == PR_OUT_REGISTER_AND_IGNORE;
+    if (out.aptpl && registering && !lun->persist) { /* nothing can persist across a restart (PTPL_C is 0) */
+        scsi_task_invalid_parameter(task, 20, 0);
         return;
     }
     bool typed = action == PR_OUT_RESERVE || action == PR_OUT_RELEASE || action == PR_OUT_PREEMPT ||
@@ -433,7 +466,22 @@ void scsi_persistent_reserve_out(struct scsi_task *task)
                   ? 1 /* an SPC-2 reservation of another nexus blocks persistent ones */
                   : pr_out(lun, task->nexus, action, &out, &asc, &ascq);
     scsi_reservations_changed(lun);
+    /* APTPL: the last valid bit (REGISTER's) says whether the state is kept; saved while it is, removed once not. */
+    bool save = ret == 0 && lun->persist && (lun->aptpl || (registering && out.aptpl));
+    if (ret == 0 && registering && lun->persist)
+        lun->aptpl = out.aptpl;
+    int saving = 0;
+    if (save) {
+        /* Under the lock, so the store receives the LUN's states in the order they happened. */
+        char *text = lun->aptpl ? scsi_persist_snapshot(lun) : NULL;
+        saving = lun->aptpl && !text ? -ENOMEM : scsi_persist_save(lun, text, task, reservations_saved);
+    }
     pthread_mutex_unlock(&lun->lock);
+    if (save) {
+        if (saving < 0)
+            scsi_task_errno(task, saving, true);
+        return; /* answered once the state is on disk */
+    }
     if (ret == 1)
         scsi_task_conflict(task);
     else if (ret == -EINVAL || ret == -ENOSPC)

@@ -4,6 +4,7 @@ luna_unit_test(test_scsi
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_compare_write.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_mode_select.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_opcodes.c
+          ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_persist.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_reservation.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_verify.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_harness.c

@@ -340,7 +340,7 @@ Test(config_ini, unknown_server_key)
 {
     expect_error("[server]\nnbd_listen = :1\nthreads = 4\n",
                  "test.ini:3: [server] threads: unknown key (expected nbd_listen, iscsi_listen, "
-                 "iscsi_ping_interval, unix_socket, workers, log_level, pidfile, admin_socket)");
+                 "iscsi_ping_interval, unix_socket, workers, log_level, pidfile, admin_socket, state_dir)");
 }
 
 Test(config_ini, dashed_key_is_unknown_in_files)

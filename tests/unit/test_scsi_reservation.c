@@ -84,7 +84,11 @@ Test(scsi_reservation, write_exclusive_registrants_only)
     cr_assert_eq(pr_out(A, 2, 5, 0xaaaa, 0), SCSI_STATUS_GOOD, "RELEASE");
     in[1] = 1;
     task = run(in, 10, NULL, 0, B);
+    expect_sense(&task, 0x06, 0x2a, 0x04); /* RESERVATIONS RELEASED: B, a registrant, lost its access */
+    task = run(in, 10, NULL, 0, B);
+    cr_assert_eq(task.status, SCSI_STATUS_GOOD, "one unit attention only");
     cr_assert_eq(load_be32(data_in + 4), 0, "no reservation");
+    cr_assert_eq(read10(A), SCSI_STATUS_GOOD, "the releaser is not told");
 }
 
 Test(scsi_reservation, exclusive_access_preempt_and_clear)
@@ -100,11 +104,20 @@ Test(scsi_reservation, exclusive_access_preempt_and_clear)
     cr_assert_eq(status_of(inquiry, 6, NULL, 0, B), SCSI_STATUS_GOOD);
 
     cr_assert_eq(pr_out(B, 4, 1, 0xb, 0xa), SCSI_STATUS_GOOD, "B preempts A");
+    uint8_t read_cdb[10] = {0x28};
+    store_be16(read_cdb + 7, 1);
+    struct scsi_task task = run(read_cdb, 10, NULL, 0, A);
+    expect_sense(&task, 0x06, 0x2a, 0x05); /* REGISTRATIONS PREEMPTED */
     cr_assert_eq(read10(A), SCSI_STATUS_GOOD, "write exclusive now: reads open");
     cr_assert_eq(write10(A), SCSI_STATUS_RESERVATION_CONFLICT, "A is B's no more");
     cr_assert_eq(pr_out(A, 0, 0, 0xa, 0xc), SCSI_STATUS_RESERVATION_CONFLICT, "A's registration is gone");
+    cr_assert_eq(read10(B), SCSI_STATUS_GOOD, "the preempter is not told");
+    cr_assert_eq(pr_out(A, 0, 0, 0, 0xc), SCSI_STATUS_GOOD, "A registers again");
     cr_assert_eq(pr_out(B, 3, 0, 0xb, 0), SCSI_STATUS_GOOD, "CLEAR");
+    task = run(read_cdb, 10, NULL, 0, A);
+    expect_sense(&task, 0x06, 0x2a, 0x03); /* RESERVATIONS PREEMPTED: the CLEAR took A's registration */
     cr_assert_eq(write10(A), SCSI_STATUS_GOOD, "nothing reserved");
+    cr_assert_eq(read10(B), SCSI_STATUS_GOOD, "the clearer is not told");
 }
 
 Test(scsi_reservation, reserve6_released_by_nexus_loss_and_reset)
