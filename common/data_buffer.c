@@ -10,9 +10,13 @@ enum {
     SMALLEST_CLASS_SHIFT = 12,
     LARGEST_CLASS_SHIFT = 22,
     CLASS_COUNT = LARGEST_CLASS_SHIFT - SMALLEST_CLASS_SHIFT + 1,
-    /* Per thread and class: at most this many buffers, and at most CLASS_BYTES_MAX bytes. */
+    /*
+     * Per thread: at most CLASS_BUFFERS_MAX spares of a class, at most
+     * THREAD_BYTES_MAX bytes of spares in all.  A connection with 32
+     * requests of 1 MiB in flight (fio's usual iodepth) recycles them all.
+     */
     CLASS_BUFFERS_MAX = 64,
-    CLASS_BYTES_MAX = 8 << 20,
+    THREAD_BYTES_MAX = 32 << 20,
 };
 
 /*
@@ -25,6 +29,7 @@ enum {
 struct buffer_cache {
     struct data_buffer *spare[CLASS_COUNT];
     unsigned count[CLASS_COUNT];
+    size_t bytes; /* of every spare */
 };
 
 static __thread struct buffer_cache *thread_cache;
@@ -81,13 +86,6 @@ static int size_class(size_t size)
     return class < CLASS_COUNT ? class : -1;
 }
 
-static unsigned class_limit(int class)
-{
-    size_t size = (size_t)1 << (class + SMALLEST_CLASS_SHIFT);
-    size_t by_bytes = CLASS_BYTES_MAX / size;
-    return by_bytes < CLASS_BUFFERS_MAX ? (unsigned)(by_bytes ? by_bytes : 1) : CLASS_BUFFERS_MAX;
-}
-
 /* The bookkeeping lives after the data, in the same allocation. */
 static struct data_buffer *allocate(size_t capacity)
 {
@@ -115,6 +113,7 @@ struct data_buffer *data_buffer_new(size_t size)
             buffer = cache->spare[class];
             cache->spare[class] = buffer->next_spare;
             cache->count[class]--;
+            cache->bytes -= buffer->capacity;
         } else {
             buffer = allocate((size_t)1 << (class + SMALLEST_CLASS_SHIFT));
         }
@@ -143,10 +142,11 @@ void data_buffer_unref(void *arg)
     int class = size_class(buffer->capacity);
     bool exact_class = class >= 0 && buffer->capacity == (size_t)1 << (class + SMALLEST_CLASS_SHIFT);
     struct buffer_cache *cache = exact_class ? cache_get() : NULL;
-    if (cache && cache->count[class] < class_limit(class)) {
+    if (cache && cache->count[class] < CLASS_BUFFERS_MAX && cache->bytes + buffer->capacity <= THREAD_BYTES_MAX) {
         buffer->next_spare = cache->spare[class];
         cache->spare[class] = buffer;
         cache->count[class]++;
+        cache->bytes += buffer->capacity;
         return;
     }
     free_buffer(buffer);

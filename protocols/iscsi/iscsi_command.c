@@ -49,8 +49,6 @@ static void scsi_response(struct iscsi_session *session, struct iscsi_task *task
     iscsi_send(session, bhs, sense, length);
 }
 
-static void free_buffer(void *buffer) { free(buffer); }
-
 /*
  * The read data in Data-In PDUs, the buffer lent to the send queue (it is
  * freed once written).  The status rides on the last PDU when it is GOOD.
@@ -60,10 +58,10 @@ static void send_data_in(struct iscsi_session *session, struct iscsi_task *task,
 {
     bool collapse = task->scsi.status == SCSI_STATUS_GOOD;
     uint32_t segment = session->params.max_recv_segment, burst = session->params.max_burst;
-    uint8_t *buffer = task->buffer;
+    struct data_buffer *buffer = task->buffer;
     task->buffer = NULL; /* the queue's from here */
     if (session->status == SESSION_CLOSED) {
-        free(buffer);
+        data_buffer_unref(buffer);
         return;
     }
     for (uint32_t offset = 0; offset < length;) {
@@ -89,11 +87,12 @@ static void send_data_in(struct iscsi_session *session, struct iscsi_task *task,
         }
         store_be32(bhs + 36, task->data_pdus++);
         store_be32(bhs + 40, offset);
-        int ret = iscsi_send_lent(session, bhs, buffer + offset, n, last ? free_buffer : NULL, last ? buffer : NULL);
+        int ret = iscsi_send_lent(session, bhs, buffer->data + offset, n, last ? data_buffer_unref : NULL,
+                                  last ? buffer : NULL);
         if (ret < 0 || session->status == SESSION_CLOSED) {
             /* Out of memory, the connection closing: unless the queue took the release, the buffer is ours. */
             if (!(last && ret == 0))
-                free(buffer);
+                data_buffer_unref(buffer);
             return;
         }
         offset += n;
@@ -149,11 +148,11 @@ static void execute(struct iscsi_session *session, struct iscsi_task *task)
     scsi->lun = lun ? lun->scsi : NULL;
     scsi->nexus = session->nexus;
     if (task->write) {
-        scsi->data_out = task->buffer;
+        scsi->data_out = task->buffer ? task->buffer->data : NULL;
         scsi->data_out_length = task->received;
     }
     if (task->read) {
-        scsi->data_in = task->buffer;
+        scsi->data_in = task->buffer ? task->buffer->data : NULL;
         scsi->data_in_capacity = task->expected_length;
     }
     scsi->luns = session->lun_numbers;
@@ -232,7 +231,7 @@ struct iscsi_task *iscsi_data_out_begin(struct iscsi_session *session, uint8_t *
         iscsi_wake(session);
         return NULL;
     }
-    *target = task->buffer + offset;
+    *target = task->buffer->data + offset;
     return task;
 }
 
@@ -303,7 +302,7 @@ void iscsi_command_pdu(struct iscsi_session *session)
         return;
     }
     struct iscsi_task *task = calloc(1, sizeof(*task));
-    if (!task || (expected && !(task->buffer = malloc(expected)))) {
+    if (!task || (expected && !(task->buffer = data_buffer_new(expected)))) {
         free(task);
         iscsi_session_violation(session, "out of memory for a %u-byte command", expected);
         return;
@@ -326,7 +325,7 @@ void iscsi_command_pdu(struct iscsi_session *session)
 
     if (task->write && immediate) {
         session->data_task = task; /* iscsi_command_data_end runs once it is in */
-        session->data_target = task->buffer;
+        session->data_target = task->buffer->data;
         return;
     }
     if (task->write)

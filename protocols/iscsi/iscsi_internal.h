@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "common/byte_order.h"
+#include "common/data_buffer.h"
 #include "protocols/iscsi/iscsi_target.h"
 #include "protocols/scsi/scsi.h"
 
@@ -112,7 +113,7 @@ struct iscsi_task {
     bool tmf_waiting;                /* an ABORT TASK waits for this task to end */
     uint32_t tmf_itt;
     uint32_t expected_length;        /* Expected Data Transfer Length */
-    uint8_t *buffer;                 /* write data gathered, or read data */
+    struct data_buffer *buffer;      /* write data gathered, or read data (data_buffer: O_DIRECT-aligned, recycled) */
     uint32_t received;               /* write data bytes received */
     uint32_t r2t_offset;             /* next offset an R2T asks for: data below it is solicited */
     uint32_t r2t_sn;

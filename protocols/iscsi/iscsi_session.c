@@ -178,7 +178,7 @@ void iscsi_task_free(struct iscsi_task *task)
     task->next->prev = task->prev;
     session->task_count--;
     session->buffered -= task->expected_length;
-    free(task->buffer);
+    data_buffer_unref(task->buffer);
     free(task);
     if (session->freed && session->task_count == 0)
         session_destroy(session);
