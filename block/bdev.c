@@ -126,7 +126,23 @@ bool bdev_is_read_only(const struct bdev *bdev) { return (bdev->caps & BDEV_CAP_
 
 static bool in_range(const struct bdev *bdev, uint64_t offset, uint64_t length)
 {
-    return offset <= bdev->size && length <= bdev->size - offset;
+    uint64_t size = bdev_size(bdev);
+    return offset <= size && length <= size - offset;
+}
+
+int bdev_refresh_size(struct bdev *bdev, uint64_t *size)
+{
+    if (!bdev->ops->current_size)
+        return -EOPNOTSUPP;
+    int rc = bdev->ops->current_size(bdev, size);
+    if (rc < 0)
+        return rc;
+    if (*size == bdev->size)
+        return 0;
+    if (*size < bdev->size)
+        return -EBUSY;
+    __atomic_store_n(&bdev->size, *size, __ATOMIC_RELAXED);
+    return 1;
 }
 
 static bool iov_length_matches(const struct bdev_io *io)

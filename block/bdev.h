@@ -127,12 +127,17 @@ struct bdev_ops {
     int (*blocking)(struct bdev *bdev, struct bdev_io *io);
     /* Release the driver's resources; no request is in flight. */
     void (*close)(struct bdev *bdev);
+    /*
+     * Optional, blocking: the size the storage has now (a file or device
+     * grown while served).  -EOPNOTSUPP when the driver cannot follow it.
+     */
+    int (*current_size)(struct bdev *bdev, uint64_t *size);
 };
 
 struct bdev {
     const struct bdev_ops *ops;
     char *filename;
-    uint64_t size;
+    uint64_t size;     /* may grow while served (bdev_refresh_size): other threads read bdev_size() */
     uint32_t caps;
     struct bdev_limits limits;
     void *driver; /* driver private state */
@@ -263,6 +268,22 @@ int bdev_pwrite(struct bdev *bdev, const void *buffer, uint64_t length, uint64_t
 int bdev_flush_blocking(struct bdev *bdev);
 
 bool bdev_is_read_only(const struct bdev *bdev);
+
+/* The size as any thread may read it while bdev_refresh_size can grow it. */
+static inline uint64_t bdev_size(const struct bdev *bdev)
+{
+    return __atomic_load_n(&bdev->size, __ATOMIC_RELAXED);
+}
+
+/*
+ * Follow the storage when it grew while served (a file extended, an LV
+ * resized): blocking, for the main thread at a reload.  *size is what the
+ * storage has now.  1: it grew and bdev->size is the new size, requests
+ * may reach it at once; 0: unchanged; -EBUSY: it shrank, and the size is
+ * kept (clients were told of those blocks); -EOPNOTSUPP: the driver does
+ * not follow size changes; other -errno.
+ */
+int bdev_refresh_size(struct bdev *bdev, uint64_t *size);
 
 /* Parse / name options, for config and CLI ("writeback", "io_uring", ...). */
 int bdev_cache_mode_parse(const char *name, enum bdev_cache_mode *mode);

@@ -73,11 +73,22 @@ static void raw_close(struct bdev *bdev)
     file_release(bdev->driver);
 }
 
+static int raw_current_size(struct bdev *bdev, uint64_t *size)
+{
+    struct file_bdev *file = bdev->driver;
+    struct stat st;
+    if (fstat(file->fd, &st) < 0)
+        return -errno;
+    *size = (uint64_t)st.st_size;
+    return file_follows_size(file, *size) ? 0 : -EOPNOTSUPP;
+}
+
 static const struct bdev_ops raw_ops = {
     .name = "raw",
     .submit = file_submit,
     .blocking = file_blocking,
     .close = raw_close,
+    .current_size = raw_current_size,
 };
 
 /* mkdir -p of the directory that will hold path. */

@@ -56,6 +56,16 @@ struct file_bdev {
     int (*zero_range)(struct file_bdev *file, uint64_t offset, uint64_t length, uint32_t flags);
 };
 
+/*
+ * Can the file be served at size (it grew)?  Not when O_DIRECT needs a
+ * tail descriptor for a partial last block: the one set up at open covers
+ * the old end only.
+ */
+static inline bool file_follows_size(const struct file_bdev *file, uint64_t size)
+{
+    return file->tail_fd < 0 && (!file->direct || size % file->offset_align == 0);
+}
+
 /* open(2) flags for a cache mode and read-only flag. */
 int file_open_flags(enum bdev_cache_mode cache, bool readonly);
 

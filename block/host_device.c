@@ -70,11 +70,20 @@ static void device_close(struct bdev *bdev)
     file_release(bdev->driver);
 }
 
+static int device_current_size(struct bdev *bdev, uint64_t *size)
+{
+    struct file_bdev *file = bdev->driver;
+    if (ioctl(file->fd, BLKGETSIZE64, size) < 0)
+        return -errno;
+    return file_follows_size(file, *size) ? 0 : -EOPNOTSUPP;
+}
+
 static const struct bdev_ops host_device_ops = {
     .name = "host_device",
     .submit = file_submit,
     .blocking = file_blocking,
     .close = device_close,
+    .current_size = device_current_size,
 };
 
 int host_device_open(struct bdev *bdev, const struct bdev_options *options, char **error_message)

@@ -200,7 +200,7 @@ static int describe_export(struct export *export, struct json_object *list)
     if (rc == 0)
         rc = add_string(item, "format", export->bdev->ops->name);
     if (rc == 0)
-        rc = add_number(item, "size", export->bdev->size);
+        rc = add_number(item, "size", bdev_size(export->bdev));
     if (rc == 0)
         rc = json_object_object_add(item, "readonly", json_object_new_boolean(export->readonly)) < 0 ? -ENOMEM : 0;
     if (rc == 0)

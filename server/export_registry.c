@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,27 @@ static struct export *find_unchanged(const struct export_table *old, const struc
     return NULL;
 }
 
+/*
+ * A reload is how an administrator says "the disk grew" (truncate, lvextend):
+ * new NBD clients see the new size, iSCSI initiators get CAPACITY DATA HAS
+ * CHANGED at their next command (the SCSI core notices the bdev's size).
+ */
+static void follow_size(struct export *export)
+{
+    uint64_t before = bdev_size(export->bdev), now = 0;
+    int rc = bdev_refresh_size(export->bdev, &now);
+    if (rc == 1)
+        log_info("export '%s': grew from %llu to %llu bytes", export->config.name, (unsigned long long)before,
+                 (unsigned long long)now);
+    else if (rc == -EBUSY)
+        log_warn("export '%s': %s shrank to %llu bytes; still serving %llu bytes until the export is reopened",
+                 export->config.name, export->config.bdev.path, (unsigned long long)now,
+                 (unsigned long long)before);
+    else if (rc < 0 && rc != -EOPNOTSUPP)
+        log_warn("export '%s': cannot read the size of %s: %s", export->config.name, export->config.bdev.path,
+                 strerror(-rc));
+}
+
 static bool is_withheld(const struct export_registry *registry, const char *name)
 {
     for (size_t i = 0; i < registry->withheld_count; i++)
@@ -97,6 +119,7 @@ int export_registry_publish(struct export_registry *registry,
         struct export *export = find_unchanged(old, &configs[i]);
         if (export) {
             export_ref(export);
+            follow_size(export);
         } else {
             struct export_config config = configs[i];
             config.bdev.event = bdev_event_log; /* a remote disk's drops and reconnections */

@@ -75,7 +75,7 @@ static struct export *find_export(const struct nbd_session *session, const uint8
 static int export_name_reply(struct nbd_session *session, struct export *export)
 {
     uint8_t reply[NBD_EXPORT_NAME_REPLY_SIZE + NBD_EXPORT_NAME_ZEROES] = {0};
-    store_be64(reply, export->bdev->size);
+    store_be64(reply, bdev_size(export->bdev));
     store_be16(reply + 8, nbd_export_transmission_flags(export, nbd_session_chunks(session)));
     size_t size = NBD_EXPORT_NAME_REPLY_SIZE + (session->no_zeroes ? 0 : NBD_EXPORT_NAME_ZEROES);
     return send_queue_copy(session->out, reply, size);
@@ -268,7 +268,7 @@ static int info_replies(struct nbd_session *session, const struct export *export
     if (ret == 0) {
         uint8_t info[12];
         store_be16(info, NBD_INFO_EXPORT);
-        store_be64(info + 2, export->bdev->size);
+        store_be64(info + 2, bdev_size(export->bdev));
         store_be16(info + 10, nbd_export_transmission_flags(export, nbd_session_chunks(session)));
         ret = option_reply(session, NBD_REP_INFO, info, sizeof(info));
     }

@@ -249,7 +249,7 @@ static uint32_t validate(const struct nbd_session *session, const struct nbd_req
         return header->type == NBD_CMD_READ && nbd_session_chunks(session) ? NBD_EOVERFLOW
                                                                            : NBD_EINVAL;
     if (header->type != NBD_CMD_FLUSH) {
-        uint64_t size = session->export->bdev->size;
+        uint64_t size = bdev_size(session->export->bdev);
         if (header->offset > size || header->length > size - header->offset)
             return header->type == NBD_CMD_WRITE || header->type == NBD_CMD_WRITE_ZEROES
                        ? NBD_ENOSPC

@@ -38,6 +38,7 @@ enum {
 #define ASC_RESERVATIONS_PREEMPTED 0x2a, 0x03
 #define ASC_RESERVATIONS_RELEASED 0x2a, 0x04
 #define ASC_REGISTRATIONS_PREEMPTED 0x2a, 0x05
+#define ASC_CAPACITY_DATA_CHANGED 0x2a, 0x09
 #define ASC_PARAMETER_LIST_LENGTH_ERROR 0x1a, 0x00
 #define ASC_MISCOMPARE_DURING_VERIFY 0x1d, 0x00
 #define ASC_UNRECOVERED_READ_ERROR 0x11, 0x00
@@ -72,6 +73,7 @@ enum scsi_attention {
     SCSI_ATTENTION_RESERVATIONS_PREEMPTED = 1u << 1,
     SCSI_ATTENTION_RESERVATIONS_RELEASED = 1u << 2,
     SCSI_ATTENTION_REGISTRATIONS_PREEMPTED = 1u << 3,
+    SCSI_ATTENTION_CAPACITY_CHANGED = 1u << 4,
 };
 
 /* A nexus that has addressed the LUN, and the unit attentions pending for it. */
@@ -96,6 +98,13 @@ struct scsi_lun {
     bool thin;             /* the bdev can deallocate: LBPME, UNMAP */
     bool unmapped_zero;    /* deallocated blocks read as zeroes: LBPRZ */
     uint32_t block_size;
+    /*
+     * The bdev's size when the LUN last looked, and its blocks: an export
+     * grown at a reload is noticed by the next command (scsi_lun.c), so
+     * blocks changes while tasks run on other threads: read it with
+     * scsi_lun_blocks().
+     */
+    uint64_t size_seen;    /* written under lock, read atomically */
     uint64_t blocks;
     char vendor[9], product[17], revision[5];
     char *serial;
@@ -132,6 +141,11 @@ struct scsi_lun {
      */
     struct range_lock writers;
 };
+
+static inline uint64_t scsi_lun_blocks(const struct scsi_lun *lun)
+{
+    return __atomic_load_n(&lun->blocks, __ATOMIC_RELAXED);
+}
 
 /* The most blocks one COMPARE AND WRITE may name: the block limits page's and the command's limit. */
 static inline uint32_t scsi_max_compare_and_write(const struct scsi_lun *lun)

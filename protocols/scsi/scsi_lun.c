@@ -104,7 +104,8 @@ void scsi_task_errno(struct scsi_task *task, int error, bool write)
 
 bool scsi_task_range_check(struct scsi_task *task, uint64_t lba, uint64_t blocks)
 {
-    if (lba > task->lun->blocks || blocks > task->lun->blocks - lba) {
+    uint64_t capacity = scsi_lun_blocks(task->lun);
+    if (lba > capacity || blocks > capacity - lba) {
         scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
         return false;
     }
@@ -173,6 +174,24 @@ void scsi_attention_raise(struct scsi_lun *lun, const char *nexus, enum scsi_att
 }
 
 /*
+ * The export grew (a reload followed its file or device): every nexus is
+ * told CAPACITY DATA HAS CHANGED (SBC-3 §4.10), then READ CAPACITY gives
+ * the new size.
+ */
+static void follow_capacity(struct scsi_lun *lun)
+{
+    pthread_mutex_lock(&lun->lock);
+    uint64_t size = bdev_size(lun->bdev);
+    if (size != lun->size_seen) {
+        __atomic_store_n(&lun->size_seen, size, __ATOMIC_RELAXED);
+        __atomic_store_n(&lun->blocks, size / lun->block_size, __ATOMIC_RELAXED);
+        for (size_t i = 0; i < lun->nexus_count; i++)
+            lun->nexuses[i].attentions |= SCSI_ATTENTION_CAPACITY_CHANGED;
+    }
+    pthread_mutex_unlock(&lun->lock);
+}
+
+/*
  * The unit attention nexus is owed now, taken (false: none): the power-on
  * one the first time it addresses the LUN, then whatever was raised for it.
  */
@@ -203,6 +222,7 @@ static bool attention_take(struct scsi_lun *lun, const char *nexus, uint8_t *asc
         {SCSI_ATTENTION_RESERVATIONS_PREEMPTED, ASC_RESERVATIONS_PREEMPTED},
         {SCSI_ATTENTION_RESERVATIONS_RELEASED, ASC_RESERVATIONS_RELEASED},
         {SCSI_ATTENTION_REGISTRATIONS_PREEMPTED, ASC_REGISTRATIONS_PREEMPTED},
+        {SCSI_ATTENTION_CAPACITY_CHANGED, ASC_CAPACITY_DATA_CHANGED},
     };
     bool due = false;
     for (size_t i = 0; state && state->attentions && i < sizeof(order) / sizeof(order[0]); i++) {
@@ -276,6 +296,8 @@ void scsi_task_execute(struct scsi_task *task)
         }
         return;
     }
+    if (bdev_size(task->lun->bdev) != __atomic_load_n(&task->lun->size_seen, __ATOMIC_RELAXED))
+        follow_capacity(task->lun);
     const struct scsi_command *command = command_find(task->cdb);
     if (!command) {
         scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
@@ -317,6 +339,7 @@ int scsi_lun_create(const struct scsi_lun_options *options, struct scsi_lun **ou
     /* LBPRZ: UNMAP leaves zeroes, by a discard that zeroes or else by write_zeroes (scsi_rw.c). */
     lun->unmapped_zero = lun->thin && (bdev->caps & (BDEV_CAP_DISCARD_ZEROES | BDEV_CAP_WRITE_ZEROES)) != 0;
     lun->block_size = bdev->limits.logical_block_size >= 512 ? bdev->limits.logical_block_size : 512;
+    lun->size_seen = bdev->size;
     lun->blocks = bdev->size / lun->block_size;
     copy_padded(lun->vendor, sizeof(lun->vendor), options->vendor, "LUNA");
     copy_padded(lun->product, sizeof(lun->product), options->product, "lunad");

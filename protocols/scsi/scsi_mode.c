@@ -72,7 +72,7 @@ void scsi_mode_sense(struct scsi_task *task)
     answer[ten ? 3 : 2] = (uint8_t)((lun->readonly ? 0x80 : 0) | 0x10);
     if (!no_descriptor) {
         uint8_t *descriptor = answer + at;
-        uint64_t blocks = lun->blocks;
+        uint64_t blocks = scsi_lun_blocks(lun);
         store_be32(descriptor, blocks > 0xffffffffu ? 0xffffffffu : (uint32_t)blocks);
         store_be32(descriptor + 4, lun->block_size & 0xffffff);
         at += 8;

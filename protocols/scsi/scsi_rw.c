@@ -145,7 +145,7 @@ void scsi_read_capacity10(struct scsi_task *task)
 {
     const struct scsi_lun *lun = task->lun;
     uint8_t answer[8];
-    uint64_t last = lun->blocks ? lun->blocks - 1 : 0;
+    uint64_t last = scsi_lun_blocks(lun) ? scsi_lun_blocks(lun) - 1 : 0;
     store_be32(answer, last > 0xffffffffu ? 0xffffffffu : (uint32_t)last); /* too big: use (16) */
     store_be32(answer + 4, lun->block_size);
     scsi_task_reply(task, answer, sizeof(answer));
@@ -155,7 +155,7 @@ void scsi_read_capacity16(struct scsi_task *task)
 {
     const struct scsi_lun *lun = task->lun;
     uint8_t answer[32] = {0};
-    store_be64(answer, lun->blocks ? lun->blocks - 1 : 0);
+    store_be64(answer, scsi_lun_blocks(lun) ? scsi_lun_blocks(lun) - 1 : 0);
     store_be32(answer + 8, lun->block_size);
     /*
      * Logical blocks per physical block exponent: 0.  The bdev's physical
@@ -205,7 +205,7 @@ void scsi_get_lba_status(struct scsi_task *task)
 {
     struct scsi_lun *lun = task->lun;
     uint64_t lba = load_be64(task->cdb + 2);
-    if (lba >= lun->blocks) {
+    if (lba >= scsi_lun_blocks(lun)) {
         scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
         return;
     }
@@ -217,7 +217,7 @@ void scsi_get_lba_status(struct scsi_task *task)
     uint64_t offset = lba * lun->block_size;
     task->io = (struct bdev_io){.op = BDEV_OP_BLOCK_STATUS,
                                 .offset = offset,
-                                .length = lun->blocks * lun->block_size - offset,
+                                .length = scsi_lun_blocks(lun) * lun->block_size - offset,
                                 .extents = extents,
                                 .max_extents = STATUS_EXTENTS,
                                 .ctx = task->ctx,

@@ -4,7 +4,9 @@
  * every command the core answers and the errors it must report.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "protocols/scsi/scsi_internal.h"
 #include "test_scsi_harness.h"
@@ -94,6 +96,38 @@ Test(scsi, read_capacity_10_and_16)
     sixteen[1] = 0x11; /* no such service action */
     task = run(sixteen, 16, NULL, 0, NULL);
     expect_sense(&task, 0x05, 0x24, 0x00);
+}
+
+/* An export grown while served (a reload follows its file): every nexus hears of it, then sees it. */
+Test(scsi, capacity_change_follows_the_file)
+{
+    attend("one");
+    attend("two");
+    uint8_t ten[10] = {0x25}, tur[6] = {0};
+    cr_assert_eq(truncate(path, 2 * DISK), 0);
+    uint64_t size = 0;
+    cr_assert_eq(bdev_refresh_size(bdev, &size), 1, "the file grew");
+    cr_assert_eq(size, 2 * DISK);
+    struct scsi_task task = run(tur, 6, NULL, 0, "one");
+    expect_sense(&task, 0x06, 0x2a, 0x09); /* CAPACITY DATA HAS CHANGED */
+    task = run(ten, 10, NULL, 0, "one");
+    cr_assert_eq(task.status, SCSI_STATUS_GOOD);
+    cr_assert_eq(load_be32(data_in), 2 * DISK / BLOCK - 1, "the new last LBA");
+    task = run(ten, 10, NULL, 0, "two");
+    expect_sense(&task, 0x06, 0x2a, 0x09);
+
+    uint8_t write16[16] = {0x8a};
+    store_be64(write16 + 2, DISK / BLOCK + 5); /* past the old end */
+    store_be32(write16 + 10, 1);
+    uint8_t block[BLOCK];
+    memset(block, 0x77, sizeof(block));
+    cr_assert_eq(run(write16, 16, block, sizeof(block), "two").status, SCSI_STATUS_GOOD);
+
+    cr_assert_eq(truncate(path, DISK), 0);
+    cr_assert_eq(bdev_refresh_size(bdev, &size), -EBUSY, "a file that shrank is not followed");
+    task = run(ten, 10, NULL, 0, "one");
+    cr_assert_eq(task.status, SCSI_STATUS_GOOD, "no attention: nothing changed for the initiators");
+    cr_assert_eq(load_be32(data_in), 2 * DISK / BLOCK - 1);
 }
 
 Test(scsi, write_then_read_every_cdb_size)
