@@ -25,6 +25,11 @@ test_packages=(
   lvm2                  # LVM tests build volume groups with lvm's own tools
   tgt libiscsi-bin      # an iSCSI target (tgtd) and libiscsi's tools for the remote-disk tests
   util-linux procps iproute2 psmisc
+  qemu-system-x86       # tests/vmm/nested_kvm.sh: TCG guest with AMD SVM, gives a nested /dev/kvm
+  busybox-static        # the nested guests' /init, shell and applets
+  cpio xz-utils gzip    # initramfs images; .ko.xz modules and the bzImage payload unpacked on the host
+  kmod                  # depmod: modules.dep for the hand-unpacked Debian kernel (nested_kvm.sh)
+  libc6-dev             # gcc -static for the in-guest KVM smoke program
 )
 
 case "${1:-all}" in
