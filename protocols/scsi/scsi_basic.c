@@ -52,6 +52,21 @@ void scsi_request_sense(struct scsi_task *task)
     scsi_task_reply(task, answer, allocation < sizeof(answer) ? allocation : sizeof(answer));
 }
 
+/*
+ * READ DEFECT DATA (10) and (12) (SBC-3 §5.11, §5.12): a virtual disk has
+ * no defects.  The lists asked for are valid and empty, in the format
+ * asked for (an empty list reads the same in every format).
+ */
+void scsi_read_defect_data(struct scsi_task *task)
+{
+    bool twelve = task->cdb[0] == 0xb7;
+    uint8_t lists = task->cdb[twelve ? 1 : 2] & 0x1f; /* REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT */
+    uint8_t answer[8] = {0, lists};                   /* PLISTV and GLISTV where asked; no descriptors */
+    size_t allocation = twelve ? load_be32(task->cdb + 6) : load_be16(task->cdb + 7);
+    size_t length = twelve ? 8 : 4;
+    scsi_task_reply(task, answer, allocation < length ? allocation : length);
+}
+
 /* START STOP UNIT and PREVENT ALLOW MEDIUM REMOVAL: a disk that is always there accepts them. */
 void scsi_accepted(struct scsi_task *task) { scsi_task_good(task, 0); }
 

@@ -57,6 +57,8 @@ const struct scsi_command scsi_commands[] = {
      .usage = {0x34, 0x02 /* IMMED */, LBA4, 0, LEN2, 0}},
     {.opcode = 0x35, .cdb_length = 10, .run = scsi_synchronize_cache, /* SYNCHRONIZE CACHE(10): all of it */
      .usage = {0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
+    {.opcode = 0x37, .access = SCSI_ACCESS_READ, .cdb_length = 10, .run = scsi_read_defect_data, /* READ DEFECT */
+     .usage = {0x37, 0, 0x1f /* REQ_PLIST, REQ_GLIST, FORMAT */, 0, 0, 0, 0, LEN2, 0}},            /* DATA(10) */
     {.opcode = 0x41, .cdb_length = 10, .run = scsi_write_same, /* WRITE SAME(10) */
      .usage = {0x41, 0xf8 /* WRPROTECT, ANCHOR, UNMAP */, LBA4, 0, LEN2, 0}},
     {.opcode = 0x42, .cdb_length = 10, .run = scsi_unmap, /* UNMAP */
@@ -79,6 +81,8 @@ const struct scsi_command scsi_commands[] = {
      .usage = {0x89, PROTECT_DPO_FUA, LBA8, 0, 0, 0, 0xff, 0, 0}},
     {.opcode = 0x8a, .cdb_length = 16, .run = scsi_read_write, /* WRITE(16) */
      .usage = {0x8a, PROTECT_DPO_FUA, LBA8, LEN4, 0, 0}},
+    {.opcode = 0x8b, .cdb_length = 16, .run = scsi_orwrite, /* ORWRITE(16) */
+     .usage = {0x8b, PROTECT_DPO_FUA, LBA8, LEN4, 0, 0}},
     {.opcode = 0x8e, .cdb_length = 16, .run = scsi_write_and_verify, /* WRITE AND VERIFY(16) */
      .usage = {0x8e, PROTECT_DPO_BYTCHK, LBA8, LEN4, 0, 0}},
     {.opcode = 0x8f, .access = SCSI_ACCESS_READ, .cdb_length = 16, .run = scsi_verify, /* VERIFY(16) */
@@ -106,6 +110,8 @@ const struct scsi_command scsi_commands[] = {
      .usage = {0xae, PROTECT_DPO_BYTCHK, LBA4, LEN4, 0, 0}},
     {.opcode = 0xaf, .access = SCSI_ACCESS_READ, .cdb_length = 12, .run = scsi_verify, /* VERIFY(12) */
      .usage = {0xaf, PROTECT_DPO_BYTCHK, LBA4, LEN4, 0, 0}},
+    {.opcode = 0xb7, .access = SCSI_ACCESS_READ, .cdb_length = 12, .run = scsi_read_defect_data, /* READ DEFECT */
+     .usage = {0xb7, 0x1f /* REQ_PLIST, REQ_GLIST, FORMAT */, 0, 0, 0, 0, LEN4, 0, 0}},             /* DATA(12) */
 };
 
 const size_t scsi_command_count = sizeof(scsi_commands) / sizeof(scsi_commands[0]);

@@ -312,6 +312,7 @@ void scsi_request_sense(struct scsi_task *task);
 void scsi_report_luns(struct scsi_task *task);
 void scsi_accepted(struct scsi_task *task);
 void scsi_prefetch(struct scsi_task *task);
+void scsi_read_defect_data(struct scsi_task *task);
 void scsi_inquiry(struct scsi_task *task);              /* scsi_inquiry.c */
 void scsi_mode_sense(struct scsi_task *task);           /* scsi_mode.c */
 void scsi_mode_select(struct scsi_task *task);          /* scsi_mode_select.c */
@@ -325,6 +326,7 @@ void scsi_write_same(struct scsi_task *task);
 void scsi_verify(struct scsi_task *task);               /* scsi_verify.c */
 void scsi_write_and_verify(struct scsi_task *task);
 void scsi_compare_and_write(struct scsi_task *task);    /* scsi_compare_write.c */
+void scsi_orwrite(struct scsi_task *task);
 void scsi_report_supported_opcodes(struct scsi_task *task); /* scsi_opcodes.c */
 
 #endif

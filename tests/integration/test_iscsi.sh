@@ -81,7 +81,8 @@ CU_MUST_RUN=(Read16.Simple Write16.Simple WriteSame16.Simple WriteSame16.Unmap U
 # lunad also implements the optional ones (and COMPARE AND WRITE, which tgt lacks).
 if [ "$MODE" = lunad ]; then
   CU_MUST_RUN+=(Verify16.Simple WriteVerify16.Simple CompareAndWrite.Simple CompareAndWrite.Miscompare
-    ReportSupportedOpcodes.Simple Write10.DpoFua iSCSIdatasn.iSCSIDataSnInvalid GetLBAStatus.UnmapSingle)
+    ReportSupportedOpcodes.Simple Write10.DpoFua iSCSIdatasn.iSCSIDataSnInvalid GetLBAStatus.UnmapSingle
+    OrWrite.Simple OrWrite.Verify ReadDefectData10.Simple ReadDefectData12.Simple)
 fi
 
 # --- the target -----------------------------------------------------------------------------------

@@ -396,3 +396,23 @@ Test(scsi_readonly, writes_are_write_protected)
     cr_assert_eq(run(read10, 10, NULL, 0, NULL).status, SCSI_STATUS_GOOD, "reads still work");
     cr_assert_eq(data_in[5], pattern_byte(5));
 }
+
+/* READ DEFECT DATA: the lists asked for are valid and empty. */
+Test(scsi, read_defect_data_is_empty)
+{
+    attend("init");
+    uint8_t ten[10] = {0x37, 0, 0x18 | 0x05 /* PLIST, GLIST, format 5 */};
+    store_be16(ten + 7, 32);
+    struct scsi_task task = run(ten, 10, NULL, 0, NULL);
+    cr_assert_eq(task.status, SCSI_STATUS_GOOD);
+    cr_assert_eq(task.data_in_length, 4);
+    cr_assert_eq(data_in[1], 0x1d, "PLISTV, GLISTV, the format asked for");
+    cr_assert_eq(load_be16(data_in + 2), 0, "no defects");
+
+    uint8_t twelve[12] = {0xb7, 0x08 /* GLIST */};
+    store_be32(twelve + 6, 6);
+    task = run(twelve, 12, NULL, 0, NULL);
+    cr_assert_eq(task.status, SCSI_STATUS_GOOD);
+    cr_assert_eq(task.data_in_length, 6, "cut at the allocation length");
+    cr_assert_eq(data_in[1], 0x08);
+}

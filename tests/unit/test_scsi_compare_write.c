@@ -306,3 +306,41 @@ Test(scsi_compare_write_readonly, write_protected)
     struct scsi_task task = run(cdb, 16, out, sizeof(out), NULL);
     expect_sense(&task, 0x07, 0x27, 0x00);
 }
+
+/* ORWRITE(16): the blocks become what they held ORed with the data out, in one step. */
+static void orwrite_cdb(uint8_t *cdb, uint64_t lba, uint32_t blocks)
+{
+    memset(cdb, 0, 16);
+    cdb[0] = 0x8b;
+    store_be64(cdb + 2, lba);
+    store_be32(cdb + 10, blocks);
+}
+
+Test(scsi_compare_write, orwrite_ors_the_blocks)
+{
+    attend("init");
+    uint8_t cdb[16], data[4 * BLOCK], back[4 * BLOCK];
+    memset(data, 0x0f, sizeof(data));
+    uint8_t write10[10];
+    write10_cdb(write10, 40, 4);
+    cr_assert_eq(run(write10, 10, data, sizeof(data), NULL).status, SCSI_STATUS_GOOD);
+    memset(data, 0x30, sizeof(data));
+    data[5] = 0xc0;
+    orwrite_cdb(cdb, 40, 4);
+    cr_assert_eq(run(cdb, 16, data, sizeof(data), NULL).status, SCSI_STATUS_GOOD);
+    medium(40, back, sizeof(back));
+    cr_assert_eq(back[5], 0xcf, "0x0f | 0xc0");
+    back[5] = 0x3f;
+    cr_assert(all_bytes(back, sizeof(back), 0x3f), "0x0f | 0x30 everywhere else");
+
+    orwrite_cdb(cdb, DISK / BLOCK - 2, 4);
+    struct scsi_task task = run(cdb, 16, data, sizeof(data), NULL);
+    expect_sense(&task, 0x05, 0x21, 0x00); /* past the end */
+    orwrite_cdb(cdb, 40, 4);
+    task = run(cdb, 16, data, 2 * BLOCK, NULL);
+    expect_sense(&task, 0x05, 0x1a, 0x00); /* less data than blocks to OR */
+    orwrite_cdb(cdb, 40, 0);
+    cr_assert_eq(run(cdb, 16, NULL, 0, NULL).status, SCSI_STATUS_GOOD, "zero blocks: nothing to do");
+    medium(40, back, BLOCK);
+    cr_assert_eq(back[5], 0xcf, "unchanged");
+}
