@@ -75,6 +75,14 @@ const struct scsi_command scsi_commands[] = {
      .usage = {0x5e, 0x1f /* SERVICE ACTION */, 0, 0, 0, 0, 0, LEN2, 0}},                              /* RESERVE IN */
     {.opcode = 0x5f, .access = SCSI_ACCESS_ANY, .cdb_length = 10, .run = scsi_persistent_reserve_out, /* PERSISTENT */
      .usage = {0x5f, 0x1f /* SERVICE ACTION */, 0xff /* SCOPE, TYPE */, 0, 0, LEN4, 0}},         /* RESERVE OUT */
+    {.opcode = 0x83, .service_action = 0x00, .has_service_action = true, .cdb_length = 16, /* EXTENDED COPY(LID1) */
+     .run = scsi_extended_copy, .usage = {0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, LEN4, 0, 0}},
+    {.opcode = 0x84, .access = SCSI_ACCESS_ANY, .service_action = 0x00, .has_service_action = true, /* RECEIVE COPY */
+     .cdb_length = 16, .run = scsi_receive_copy_results, /* RESULTS: COPY STATUS */
+     .usage = {0x84, 0x00, 0xff /* LIST IDENTIFIER */, 0, 0, 0, 0, 0, 0, 0, LEN4, 0, 0}},
+    {.opcode = 0x84, .access = SCSI_ACCESS_ANY, .service_action = 0x03, .has_service_action = true, /* RECEIVE COPY */
+     .cdb_length = 16, .run = scsi_receive_copy_results, /* RESULTS: OPERATING PARAMETERS */
+     .usage = {0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, LEN4, 0, 0}},
     {.opcode = 0x88, .access = SCSI_ACCESS_READ, .cdb_length = 16, .run = scsi_read_write, /* READ(16) */
      .usage = {0x88, PROTECT_DPO_FUA, LBA8, LEN4, 0, 0}},
     {.opcode = 0x89, .cdb_length = 16, .run = scsi_compare_and_write, /* COMPARE AND WRITE */

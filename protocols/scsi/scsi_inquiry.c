@@ -38,7 +38,7 @@ static size_t standard_data(const struct scsi_lun *lun, uint8_t *out)
 
 static size_t page_supported(uint8_t *out)
 {
-    static const uint8_t pages[] = {0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2};
+    static const uint8_t pages[] = {0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2};
     out[1] = 0x00;
     store_be16(out + 2, sizeof(pages));
     memcpy(out + 4, pages, sizeof(pages));
@@ -78,6 +78,38 @@ static size_t page_identification(const struct scsi_lun *lun, uint8_t *out)
     at += 12 + serial;
     store_be16(out + 2, (uint16_t)(at - 4));
     return at;
+}
+
+bool scsi_lun_has_designator(const struct scsi_lun *lun, const uint8_t *designator)
+{
+    uint8_t page[4 + 12 + 12 + 100];
+    size_t length = page_identification(lun, page);
+    for (size_t at = 4; at + 4 <= length; at += 4 + page[at + 3]) {
+        const uint8_t *ours = page + at;
+        if ((ours[0] & 0x0f) == (designator[0] & 0x0f) && (ours[1] & 0x0f) == (designator[1] & 0x0f) &&
+            ours[3] == designator[3] && memcmp(ours + 4, designator + 4, ours[3]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Third-party copy (SPC-4 §7.8.17): the Supported Commands descriptor,
+ * EXTENDED COPY (LID1) and RECEIVE COPY RESULTS with their service actions.
+ */
+static size_t page_third_party_copy(uint8_t *out)
+{
+    static const uint8_t commands[] = {0x83, 1, 0x00, 0x84, 2, 0x00, 0x03};
+    out[1] = 0x8f;
+    uint8_t *descriptor = out + 4;
+    size_t length = (1 + sizeof(commands) + 3) & ~(size_t)3; /* padded to 4 bytes */
+    memset(descriptor, 0, 4 + length);
+    store_be16(descriptor, 0x0001);
+    store_be16(descriptor + 2, (uint16_t)length);
+    descriptor[4] = sizeof(commands);
+    memcpy(descriptor + 5, commands, sizeof(commands));
+    store_be16(out + 2, (uint16_t)(4 + length));
+    return 4 + 4 + length;
 }
 
 static size_t page_block_limits(const struct scsi_lun *lun, uint8_t *out)
@@ -142,6 +174,7 @@ void scsi_inquiry(struct scsi_task *task)
         case 0x00: length = page_supported(answer); break;
         case 0x80: length = page_serial(lun, answer); break;
         case 0x83: length = page_identification(lun, answer); break;
+        case 0x8f: length = page_third_party_copy(answer); break;
         case 0xb0: length = page_block_limits(lun, answer); break;
         case 0xb1: length = page_characteristics(answer); break;
         case 0xb2: length = page_provisioning(lun, answer); break;

@@ -82,6 +82,16 @@ struct scsi_nexus_state {
     unsigned attentions; /* enum scsi_attention bits */
 };
 
+/* How an EXTENDED COPY with a held list identifier ended, for COPY STATUS (scsi_copy.c). */
+#define SCSI_COPY_RESULTS 16
+struct scsi_copy_result {
+    char *nexus;          /* NULL: unused */
+    uint8_t list_id;
+    uint8_t status;       /* COPY MANAGER STATUS */
+    uint16_t segments;
+    uint32_t kibibytes;
+};
+
 /* Registrations a LUN keeps at most (further ones: INSUFFICIENT REGISTRATION RESOURCES). */
 #define SCSI_MAX_REGISTRATIONS 64
 
@@ -134,6 +144,8 @@ struct scsi_lun {
      */
     struct scsi_nexus_state *nexuses;
     size_t nexus_count;
+    struct scsi_copy_result copy_results[SCSI_COPY_RESULTS]; /* under lock */
+    unsigned copy_result_next;
     /*
      * Every write in progress, by LBA range (scsi_guard.c): a COMPARE AND
      * WRITE holds its range alone, other writes share theirs.  Thread-safe
@@ -328,5 +340,15 @@ void scsi_write_and_verify(struct scsi_task *task);
 void scsi_compare_and_write(struct scsi_task *task);    /* scsi_compare_write.c */
 void scsi_orwrite(struct scsi_task *task);
 void scsi_report_supported_opcodes(struct scsi_task *task); /* scsi_opcodes.c */
+void scsi_extended_copy(struct scsi_task *task);        /* scsi_copy.c */
+void scsi_receive_copy_results(struct scsi_task *task);
+void scsi_copy_results_clear(struct scsi_lun *lun);
+
+/*
+ * Is designator (a designation descriptor: code set, type, length, then
+ * the designator) one of the LUN's Device Identification page?
+ * (scsi_inquiry.c)
+ */
+bool scsi_lun_has_designator(const struct scsi_lun *lun, const uint8_t *designator);
 
 #endif

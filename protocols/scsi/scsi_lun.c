@@ -381,6 +381,7 @@ void scsi_lun_destroy(struct scsi_lun *lun)
     for (size_t i = 0; i < lun->nexus_count; i++)
         free(lun->nexuses[i].nexus);
     free(lun->nexuses);
+    scsi_copy_results_clear(lun);
     scsi_reservations_clear(lun);
     free(lun->registrations);
     free(lun->persist_key);

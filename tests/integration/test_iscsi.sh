@@ -82,7 +82,8 @@ CU_MUST_RUN=(Read16.Simple Write16.Simple WriteSame16.Simple WriteSame16.Unmap U
 if [ "$MODE" = lunad ]; then
   CU_MUST_RUN+=(Verify16.Simple WriteVerify16.Simple CompareAndWrite.Simple CompareAndWrite.Miscompare
     ReportSupportedOpcodes.Simple Write10.DpoFua iSCSIdatasn.iSCSIDataSnInvalid GetLBAStatus.UnmapSingle
-    OrWrite.Simple OrWrite.Verify ReadDefectData10.Simple ReadDefectData12.Simple)
+    OrWrite.Simple OrWrite.Verify ReadDefectData10.Simple ReadDefectData12.Simple ExtendedCopy.Simple
+    ExtendedCopy.DescrLimits ReceiveCopyResults.CopyStatus)
 fi
 
 # --- the target -----------------------------------------------------------------------------------

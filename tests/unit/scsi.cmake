@@ -2,6 +2,7 @@
 luna_unit_test(test_scsi
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_compare_write.c
+          ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_copy.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_mode_select.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_opcodes.c
           ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_scsi_persist.c
