@@ -77,9 +77,25 @@ int export_open(const struct export_config *config, struct export **out, char **
         return rc;
     }
     export->readonly = export->config.bdev.readonly || bdev_is_read_only(export->bdev);
+    if ((rc = export_init_state(export)) < 0) {
+        bdev_close(export->bdev);
+        export_config_clear(&export->config);
+        free(export);
+        if (error_message)
+            *error_message = strdup("out of memory");
+        return rc;
+    }
+    *out = export;
+    return 0;
+}
+
+int export_init_state(struct export *export)
+{
+    int rc = range_lock_init(&export->writers);
+    if (rc < 0)
+        return rc;
     export->refcount = 1;
     pthread_mutex_init(&export->views_lock, NULL);
-    *out = export;
     return 0;
 }
 
@@ -128,6 +144,7 @@ void export_unref(struct export *export)
     free(export->identity);
     export_config_clear(&export->config);
     pthread_mutex_destroy(&export->views_lock);
+    range_lock_destroy(&export->writers);
     free(export);
     export_unref(base);
 }

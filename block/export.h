@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "bdev.h"
+#include "range_lock.h"
 
 /* Copy-on-write layers between clients and the export's image (block/overlay.h). */
 enum export_overlay {
@@ -62,7 +63,19 @@ struct export {
     struct export *next_view;
     /* Under views_lock: an overlay is being committed into the image, so no view may open. */
     bool committing;
+    /*
+     * Writes in progress, by byte range (block/write_guard.h): every
+     * protocol's writers take their range here, so read-modify-write
+     * commands are atomic against all of them.
+     */
+    struct range_lock writers;
 };
+
+/*
+ * What a new export object starts with, its bdev aside: one reference,
+ * its locks.  For export_open and the overlay views.  0 or -errno.
+ */
+int export_init_state(struct export *export);
 
 /* Open the bdev of config; on failure -errno and a malloc'd message. */
 int export_open(const struct export_config *config, struct export **out, char **error_message);

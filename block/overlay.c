@@ -77,8 +77,13 @@ static int open_overlay(struct export *export, const char *path, struct export *
     }
     overlay->config.overlay = EXPORT_OVERLAY_NONE; /* the view itself is written directly */
     overlay->readonly = bdev_is_read_only(overlay->bdev);
-    overlay->refcount = 1;
-    pthread_mutex_init(&overlay->views_lock, NULL);
+    if ((rc = export_init_state(overlay)) < 0) {
+        bdev_close(overlay->bdev);
+        export_config_clear(&overlay->config);
+        free(overlay);
+        error_message_set(error_message, 0, "out of memory");
+        return rc;
+    }
     overlay->base = export_ref(export);
     *view = overlay;
     return 0;

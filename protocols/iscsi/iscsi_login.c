@@ -205,6 +205,7 @@ static int serve_lun(struct iscsi_session *session, struct iscsi_lun *lun, struc
         .write_cache = (export->bdev->caps & BDEV_CAP_FLUSH) != 0,
         .persist = session->settings ? session->settings->reservations : NULL,
         .persist_key = persist_key,
+        .writers = &export->writers,
     };
     int ret = iscsi_shared_lun_get(export, session->target->iqn, lun->number, &options, &lun->scsi);
     free(persist_key);

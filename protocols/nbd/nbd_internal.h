@@ -14,6 +14,7 @@
 #include <sys/uio.h>
 
 #include "block/bdev.h"
+#include "block/write_guard.h"
 #include "common/data_buffer.h"
 #include "protocols/nbd/nbd_session.h"
 #include "protocols/nbd/nbd_wire.h"
@@ -83,6 +84,7 @@ struct nbd_request {
     struct bdev_extent *extents; /* BLOCK_STATUS and the first step of a sparse read */
     struct nbd_read_plan *plan;  /* sparse read */
     uint64_t buffered_bytes;     /* counted in session->inflight_bytes */
+    struct write_guard guard;    /* WRITE, TRIM, WRITE_ZEROES: the range held in the export's writers */
 };
 
 struct nbd_session {

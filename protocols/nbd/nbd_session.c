@@ -128,6 +128,7 @@ struct nbd_request *nbd_request_get(struct nbd_session *session)
 bool nbd_request_finish(struct nbd_request *request)
 {
     struct nbd_session *session = request->session;
+    write_guard_leave(&request->guard);
     data_buffer_unref(request->buffer);
     free(request->extents);
     free(request->plan);

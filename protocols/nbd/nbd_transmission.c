@@ -129,6 +129,7 @@ static void request_complete(struct bdev_io *io)
             return;
         }
     }
+    write_guard_leave(&request->guard); /* written (or failed): a COMPARE AND WRITE waiting may go */
     if (header->type == NBD_CMD_BLOCK_STATUS)
         complete_block_status(request);
     else if (io->result < 0)
@@ -148,6 +149,32 @@ static void finish_now(struct nbd_request *request, uint32_t error)
     reply_or_hang_up(session, ret);
 }
 
+/* The request's range is held in the export's writers: now it goes to the disk. */
+static void start_guarded(void *opaque)
+{
+    struct nbd_request *request = opaque;
+    const struct nbd_request_header *header = &request->header;
+    if (header->type == NBD_CMD_WRITE) {
+        submit(request, BDEV_OP_WRITE, header->flags & NBD_CMD_FLAG_FUA ? BDEV_FUA : 0, header->offset,
+               header->length);
+    } else {
+        request->done = 0;
+        submit_zeroing_piece(request);
+    }
+}
+
+/*
+ * Writes hold their range in the export's writers (shared: they never wait
+ * for one another), so an iSCSI COMPARE AND WRITE of the same export is one
+ * step for them too.
+ */
+static void start_write(struct nbd_request *request)
+{
+    struct nbd_session *session = request->session;
+    write_guard_enter(&request->guard, &session->export->writers, session->ctx, request->header.offset,
+                      request->header.length, false, start_guarded, request);
+}
+
 static void execute(struct nbd_request *request)
 {
     const struct nbd_request_header *header = &request->header;
@@ -162,8 +189,7 @@ static void execute(struct nbd_request *request)
         if (header->length == 0)
             finish_now(request, 0);
         else
-            submit(request, BDEV_OP_WRITE, header->flags & NBD_CMD_FLAG_FUA ? BDEV_FUA : 0,
-                   header->offset, header->length);
+            start_write(request);
         return;
     case NBD_CMD_FLUSH:
         submit(request, BDEV_OP_FLUSH, 0, 0, 0);
@@ -174,8 +200,7 @@ static void execute(struct nbd_request *request)
             finish_now(request, 0);
             return;
         }
-        request->done = 0;
-        submit_zeroing_piece(request);
+        start_write(request);
         return;
     case NBD_CMD_CACHE:
         /* Advisory; the page cache or the disk does better on its own. */

@@ -17,8 +17,9 @@
  *
  * Tasks of every transport and thread may share a LUN: a COMPARE AND
  * WRITE's read, compare and write run with no overlapping write of another
- * task in between (those wait, without blocking any event loop, and resume
- * on their own thread).
+ * task, or of another protocol using the same writers' lock, in between
+ * (those wait, without blocking any event loop, and resume on their own
+ * thread).
  */
 #ifndef LUNA_PROTOCOLS_SCSI_SCSI_H
 #define LUNA_PROTOCOLS_SCSI_SCSI_H
@@ -28,6 +29,7 @@
 #include <stdint.h>
 
 #include "block/bdev.h"
+#include "block/range_lock.h"
 
 /* SAM status codes. */
 #define SCSI_STATUS_GOOD 0x00
@@ -55,6 +57,12 @@ struct scsi_lun_options {
      */
     struct scsi_persist_store *persist;
     const char *persist_key;
+    /*
+     * The writers' range lock of the disk (the export's), borrowed, so
+     * COMPARE AND WRITE is atomic against its other protocols' writers
+     * too.  NULL: the LUN orders its own writes only.
+     */
+    struct range_lock *writers;
 };
 
 /* 0 or a negative errno (-ENOMEM). */

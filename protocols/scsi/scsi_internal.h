@@ -147,11 +147,13 @@ struct scsi_lun {
     struct scsi_copy_result copy_results[SCSI_COPY_RESULTS]; /* under lock */
     unsigned copy_result_next;
     /*
-     * Every write in progress, by LBA range (scsi_guard.c): a COMPARE AND
-     * WRITE holds its range alone, other writes share theirs.  Thread-safe
-     * on its own (its mutex), as worker threads may share the LUN.
+     * Every write in progress, by byte range (scsi_guard.c): a COMPARE AND
+     * WRITE holds its range alone, other writes share theirs.  The
+     * export's when the transport gives it (so NBD writes are ordered
+     * too), else own_writers.  Thread-safe on its own.
      */
-    struct range_lock writers;
+    struct range_lock *writers;
+    struct range_lock own_writers;
 };
 
 static inline uint64_t scsi_lun_blocks(const struct scsi_lun *lun)

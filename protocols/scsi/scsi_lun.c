@@ -358,7 +358,8 @@ int scsi_lun_create(const struct scsi_lun_options *options, struct scsi_lun **ou
             return -ENOMEM;
         }
     }
-    int rc = range_lock_init(&lun->writers);
+    int rc = range_lock_init(&lun->own_writers);
+    lun->writers = options->writers ? options->writers : &lun->own_writers;
     if (rc < 0) {
         free(lun->persist_key);
         free(lun->serial);
@@ -386,7 +387,7 @@ void scsi_lun_destroy(struct scsi_lun *lun)
     free(lun->registrations);
     free(lun->persist_key);
     free(lun->serial);
-    range_lock_destroy(&lun->writers);
+    range_lock_destroy(&lun->own_writers);
     pthread_mutex_destroy(&lun->lock);
     free(lun);
 }

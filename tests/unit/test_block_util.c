@@ -144,6 +144,14 @@ void read_file_directly(const char *path, uint64_t offset, void *buffer, uint64_
     close(fd);
 }
 
+void write_file_directly(const char *path, uint64_t offset, const void *buffer, uint64_t length)
+{
+    int fd = open(path, O_WRONLY);
+    cr_assert(fd >= 0);
+    cr_assert_eq(pwrite(fd, buffer, length, (off_t)offset), (ssize_t)length);
+    close(fd);
+}
+
 bool all_zero(const void *buffer, uint64_t length)
 {
     const uint8_t *bytes = buffer;

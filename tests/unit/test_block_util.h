@@ -43,6 +43,8 @@ int run_block_status(struct test_loop *t, struct bdev *bdev, uint64_t offset, ui
 
 /* Read the file directly (not through the bdev) into buffer; asserts success. */
 void read_file_directly(const char *path, uint64_t offset, void *buffer, uint64_t length);
+/* pwrite behind the bdev's back (another writer of the file). */
+void write_file_directly(const char *path, uint64_t offset, const void *buffer, uint64_t length);
 /* True when length bytes at buffer are all zero. */
 bool all_zero(const void *buffer, uint64_t length);
 

@@ -11,6 +11,7 @@
 
 #include "block/aio.h"
 #include "block/export.h"
+#include "block/write_guard.h"
 #include "common/send_queue.h"
 #include "protocols/nbd/nbd_session.h"
 #include "protocols/nbd/nbd_wire.h"
@@ -715,4 +716,43 @@ Test(nbd_backpressure, reading_pauses_at_max_inflight, .init = small_setup, .fin
         harness_take(&small, 512);
     }
     cr_assert_eq(harness_output_left(&small), 0);
+}
+
+/*
+ * Writes hold their range in the export's writers: while an iSCSI COMPARE
+ * AND WRITE holds it exclusively (here, a guard taken directly), an
+ * overlapping WRITE and WRITE_ZEROES wait, a WRITE elsewhere does not.
+ */
+static void exclusive_started(void *opaque) { ++*(int *)opaque; }
+
+Test(nbd_transmission, writes_wait_for_an_exclusive_holder)
+{
+    harness_go(&h, "disk", false, false, false);
+    struct export *export = export_table_find(h.world.table, "disk");
+    int started = 0;
+    struct write_guard exclusive = {0};
+    write_guard_enter(&exclusive, &export->writers, h.world.ctx, 64 << 10, 64 << 10, true, exclusive_started,
+                      &started);
+    cr_assert_eq(started, 1);
+    uint8_t *data = pattern(0, 4096, 0x42);
+    harness_request(&h, 0, NBD_CMD_WRITE, 1, (64 << 10) + 4096, 4096, data);
+    harness_request(&h, 0, NBD_CMD_WRITE_ZEROES, 2, 120 << 10, 16 << 10, NULL);
+    harness_request(&h, 0, NBD_CMD_WRITE, 3, 1 << 20, 4096, data);
+    /* The loop runs (up to 2 s) until the write elsewhere is answered; the others must not be. */
+    for (int i = 0; i < 2000 && harness_output_left(&h) < NBD_SIMPLE_REPLY_SIZE; i++) {
+        ev_run(h.world.loop, EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    for (int i = 0; i < 50; i++)
+        ev_run(h.world.loop, EVRUN_NOWAIT);
+    harness_expect_simple(&h, 3, 0); /* outside the held range: done */
+    cr_assert_eq(harness_output_left(&h), 0, "the overlapping writes wait");
+    write_guard_leave(&exclusive);
+    harness_wait(&h);
+    const uint8_t *reply = harness_take(&h, NBD_SIMPLE_REPLY_SIZE);
+    uint64_t first = load_be64(reply + 8);
+    reply = harness_take(&h, NBD_SIMPLE_REPLY_SIZE);
+    uint64_t second = load_be64(reply + 8);
+    cr_assert((first == 1 && second == 2) || (first == 2 && second == 1), "both ran once it was released");
+    free(data);
 }

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "block/write_guard.h"
 #include "protocols/scsi/scsi_internal.h"
 #include "test_scsi_harness.h"
 
@@ -343,4 +344,56 @@ Test(scsi_compare_write, orwrite_ors_the_blocks)
     cr_assert_eq(run(cdb, 16, NULL, 0, NULL).status, SCSI_STATUS_GOOD, "zero blocks: nothing to do");
     medium(40, back, BLOCK);
     cr_assert_eq(back[5], 0xcf, "unchanged");
+}
+
+/*
+ * Another protocol's writer of the same disk (an NBD WRITE holding its range
+ * in the export's writers, as nbd_transmission.c does): a COMPARE AND WRITE
+ * over that range waits until it is done, and it then compares what that
+ * write left.
+ */
+static void foreign_started(void *opaque) { ++*(int *)opaque; }
+
+Test(scsi_compare_write, waits_for_another_protocols_writer)
+{
+    struct range_lock export_writers;
+    cr_assert_eq(range_lock_init(&export_writers), 0);
+    scsi_lun_destroy(lun);
+    struct scsi_lun_options options = {.bdev = bdev, .serial = "SN42", .writers = &export_writers};
+    cr_assert_eq(scsi_lun_create(&options, &lun), 0);
+    attend("init");
+
+    int foreign_starts = 0;
+    struct write_guard foreign = {0};
+    write_guard_enter(&foreign, &export_writers, loop.ctx, 60 * BLOCK, 4 * BLOCK, false, foreign_started,
+                      &foreign_starts);
+    cr_assert_eq(foreign_starts, 1, "a shared writer starts at once");
+
+    uint8_t caw[2 * 2 * BLOCK], cdb[16];
+    memset(caw, 0x5e, 2 * BLOCK); /* what the foreign write will leave at LBA 62-63 */
+    memset(caw + 2 * BLOCK, 0x6f, 2 * BLOCK);
+    caw_cdb(cdb, 62, 2, 0);
+    struct slot slot = {0};
+    struct scsi_task task = task_for(cdb, 16, caw, sizeof(caw), NULL);
+    start(&task, &slot);
+    for (int i = 0; i < 20; i++)
+        ev_run(loop.loop, EVRUN_NOWAIT);
+    cr_assert_eq(slot.done, 0, "the COMPARE AND WRITE waits for the other writer");
+
+    uint8_t written[4 * BLOCK];
+    memset(written, 0x5e, sizeof(written));
+    write_file_directly(path, 60 * BLOCK, written, sizeof(written)); /* the foreign write's data */
+    write_guard_leave(&foreign);
+    aio_context_drain(loop.ctx);
+    cr_assert_eq(slot.done, 1);
+    cr_assert_eq(task.status, SCSI_STATUS_GOOD, "it compared the other writer's data");
+    uint8_t direct[2 * BLOCK];
+    medium(62, direct, sizeof(direct));
+    cr_assert(all_bytes(direct, sizeof(direct), 0x6f));
+
+    scsi_lun_destroy(lun);
+    lun = NULL;
+    range_lock_destroy(&export_writers);
+    struct scsi_lun_options plain = {.bdev = bdev, .serial = "SN42"};
+    cr_assert_eq(scsi_lun_create(&plain, &lun), 0); /* for teardown */
 }
