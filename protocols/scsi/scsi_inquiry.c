@@ -38,7 +38,7 @@ static size_t standard_data(const struct scsi_lun *lun, uint8_t *out)
 
 static size_t page_supported(uint8_t *out)
 {
-    static const uint8_t pages[] = {0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2};
+    static const uint8_t pages[] = {0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2};
     out[1] = 0x00;
     store_be16(out + 2, sizeof(pages));
     memcpy(out + 4, pages, sizeof(pages));
@@ -91,6 +91,23 @@ bool scsi_lun_has_designator(const struct scsi_lun *lun, const uint8_t *designat
             return true;
     }
     return false;
+}
+
+/*
+ * Extended INQUIRY Data (SPC-4 §7.8.7): every task is run as a SIMPLE one
+ * (SIMPSUP), the volatile cache is there when the cache mode has one
+ * (V_SUP), unit attentions are per logical unit (LUICLR), and sense data
+ * is at most SCSI_SENSE_MAX bytes.  No protection information.
+ */
+static size_t page_extended_inquiry(const struct scsi_lun *lun, uint8_t *out)
+{
+    out[1] = 0x86;
+    store_be16(out + 2, 0x3c);
+    out[5] = 0x01;                       /* SIMPSUP */
+    out[6] = lun->write_cache ? 0x01 : 0; /* V_SUP */
+    out[7] = 0x01;                       /* LUICLR */
+    out[13] = SCSI_SENSE_MAX;            /* maximum supported sense data length */
+    return 4 + 0x3c;
 }
 
 /*
@@ -174,6 +191,7 @@ void scsi_inquiry(struct scsi_task *task)
         case 0x00: length = page_supported(answer); break;
         case 0x80: length = page_serial(lun, answer); break;
         case 0x83: length = page_identification(lun, answer); break;
+        case 0x86: length = page_extended_inquiry(lun, answer); break;
         case 0x8f: length = page_third_party_copy(answer); break;
         case 0xb0: length = page_block_limits(lun, answer); break;
         case 0xb1: length = page_characteristics(answer); break;

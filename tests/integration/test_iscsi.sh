@@ -292,7 +292,9 @@ grep -Eq "^Vendor:.*[^ ]" inq.txt || { cat inq.txt; fail "no vendor identificati
 grep -Eq "^Product:.*[^ ]" inq.txt || { cat inq.txt; fail "no product identification"; }
 grep -q "^Version:" inq.txt || { cat inq.txt; fail "no version"; }
 inq -e 1 -c 0 "$URL0" >vpd00.txt || { cat vpd00.txt; fail "VPD page 0x00 (supported pages) failed"; }
-for page in 0x80 0x83 0xb0 0xb2; do
+vpd_pages="0x80 0x83 0xb0 0xb2"
+[ "$MODE" = lunad ] && vpd_pages+=" 0x86 0x8f" # extended INQUIRY data, third-party copy (iscsi-inq decodes neither)
+for page in $vpd_pages; do
   grep -q "^Page:$page " vpd00.txt || { cat vpd00.txt; fail "VPD page $page is not in the supported pages"; }
 done
 inq -e 1 -c 128 "$URL0" >vpd80.txt || { cat vpd80.txt; fail "VPD page 0x80 (unit serial number) failed"; }

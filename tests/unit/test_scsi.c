@@ -40,9 +40,17 @@ Test(scsi, inquiry_standard_and_vital_pages)
     uint8_t pages[6] = {0x12, 1, 0x00, 0, 255, 0};
     task = run(pages, 6, NULL, 0, NULL);
     cr_assert_eq(task.status, SCSI_STATUS_GOOD);
-    const uint8_t expected[] = {0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2};
+    const uint8_t expected[] = {0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2};
     cr_assert_eq(load_be16(data_in + 2), sizeof(expected));
     cr_assert_eq(memcmp(data_in + 4, expected, sizeof(expected)), 0);
+
+    uint8_t extended[6] = {0x12, 1, 0x86, 0, 255, 0};
+    task = run(extended, 6, NULL, 0, NULL);
+    cr_assert_eq(task.status, SCSI_STATUS_GOOD);
+    cr_assert_eq(task.data_in_length, 64);
+    cr_assert_eq(data_in[5], 0x01, "SIMPSUP");
+    cr_assert_eq(data_in[6], 0x01, "V_SUP: the harness's LUN has a write cache");
+    cr_assert_eq(data_in[13], SCSI_SENSE_MAX);
 
     uint8_t serial[6] = {0x12, 1, 0x80, 0, 255, 0};
     task = run(serial, 6, NULL, 0, NULL);
