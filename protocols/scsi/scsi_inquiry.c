@@ -133,7 +133,7 @@ static size_t page_block_limits(const struct scsi_lun *lun, uint8_t *out)
 {
     out[1] = 0xb0;
     store_be16(out + 2, 0x3c);
-    out[4] = 0x01; /* WSNZ: WRITE SAME with zero blocks ("to the end") is refused */
+    /* WSNZ 0: WRITE SAME with zero blocks writes to the last LBA (up to the maximum write same length). */
     out[5] = (uint8_t)scsi_max_compare_and_write(lun); /* maximum COMPARE AND WRITE length */
     const struct bdev_limits *limits = &lun->bdev->limits;
     uint32_t preferred = limits->physical_block_size / lun->block_size;

@@ -371,6 +371,8 @@ static void pattern_begin(struct scsi_task *task)
     struct scsi_lun *lun = task->lun;
     uint64_t lba, blocks;
     scsi_cdb_lba_length(task->cdb, &lba, &blocks);
+    if (blocks == 0)
+        blocks = scsi_lun_blocks(lun) - lba; /* to the last LBA, as scsi_write_same checked */
     uint64_t offset = lba * lun->block_size, length = blocks * lun->block_size;
     struct pattern_write *pattern = calloc(1, sizeof(*pattern));
     uint64_t chunk = length < PATTERN_CHUNK ? length : PATTERN_CHUNK;
@@ -410,9 +412,15 @@ void scsi_write_same(struct scsi_task *task)
     }
     if (!scsi_task_range_check(task, lba, blocks))
         return;
-    if (blocks == 0 || blocks > MAX_UNMAP_BLOCKS) {
-        /* "To the end of the medium" is not offered (WSNZ), nor more than the block limits page says. */
+    if (blocks == 0) /* to the last LBA (WSNZ is 0) */
+        blocks = scsi_lun_blocks(lun) - lba;
+    if (blocks > MAX_UNMAP_BLOCKS) {
+        /* More than the block limits page's MAXIMUM WRITE SAME LENGTH. */
         scsi_task_invalid_field(task, sixteen ? 10 : 7, -1);
+        return;
+    }
+    if (blocks == 0) {
+        scsi_task_good(task, 0); /* from the end of the medium to the end: nothing */
         return;
     }
     if (!no_data && task->data_out_length != lun->block_size) {
@@ -421,7 +429,11 @@ void scsi_write_same(struct scsi_task *task)
         return;
     }
     uint64_t offset = lba * lun->block_size, length = blocks * lun->block_size;
-    bool zeroes = no_data;
+    /*
+     * UNMAP on a thin LUN deallocates the blocks whatever the data block
+     * holds (as LIO does): they then read as LBPRZ says, zeroes.
+     */
+    bool zeroes = no_data || (unmap && lun->thin);
     if (!zeroes) {
         zeroes = true;
         for (uint32_t i = 0; i < lun->block_size && zeroes; i++)

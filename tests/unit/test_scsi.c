@@ -361,9 +361,34 @@ Test(scsi, write_same_zeroes_and_pattern)
     cr_assert(all_zero(direct, 2 * BLOCK));
     cr_assert_eq(direct[2 * BLOCK], 0xa5);
 
+    /* Zero blocks: to the last LBA (WSNZ 0). */
+    store_be64(sixteen + 2, DISK / BLOCK - 4);
     store_be32(sixteen + 10, 0);
+    sixteen[1] = 0x01; /* NDOB, no UNMAP: zeroes written */
+    cr_assert_eq(run(sixteen, 16, NULL, 0, NULL).status, SCSI_STATUS_GOOD);
+    read_file_directly(path, DISK - 5 * BLOCK, direct, sizeof(direct));
+    cr_assert_eq(direct[0], pattern_byte(DISK - 5 * BLOCK), "before the LBA: untouched");
+    cr_assert(all_zero(direct + BLOCK, 3 * BLOCK), "from the LBA to the end");
+    /* Zero blocks with a pattern: written to the last LBA too. */
+    uint8_t ten_to_end[10] = {0x41};
+    store_be32(ten_to_end + 2, DISK / BLOCK - 2);
+    cr_assert_eq(run(ten_to_end, 10, block, sizeof(block), NULL).status, SCSI_STATUS_GOOD);
+    read_file_directly(path, DISK - 3 * BLOCK, direct, 3 * BLOCK);
+    cr_assert(all_zero(direct, BLOCK), "before the LBA: the zeroes above");
+    for (unsigned i = BLOCK; i < 3 * BLOCK; i++)
+        cr_assert_eq(direct[i], 0xa5, "the pattern up to the end");
+    /* UNMAP on a thin LUN deallocates whatever the data block holds: zeroes (LBPRZ). */
+    ten_to_end[1] = 0x08;
+    cr_assert_eq(run(ten_to_end, 10, block, sizeof(block), NULL).status, SCSI_STATUS_GOOD);
+    read_file_directly(path, DISK - 2 * BLOCK, direct, 2 * BLOCK);
+    cr_assert(all_zero(direct, 2 * BLOCK));
+
+    store_be64(sixteen + 2, DISK / BLOCK + 1);
     struct scsi_task task = run(sixteen, 16, NULL, 0, NULL);
-    expect_sense(&task, 0x05, 0x24, 0x00);
+    expect_sense(&task, 0x05, 0x21, 0x00); /* past the end */
+    uint8_t limits[6] = {0x12, 1, 0xb0, 0, 255, 0};
+    cr_assert_eq(run(limits, 6, NULL, 0, NULL).status, SCSI_STATUS_GOOD);
+    cr_assert_eq(data_in[4] & 0x01, 0, "WSNZ 0");
 }
 
 Test(scsi, synchronize_cache)
