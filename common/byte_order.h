@@ -1,7 +1,8 @@
 /*
  * byte_order: fixed-endian integers in byte buffers at any alignment, for
- * on-disk structures (image headers) and wire formats (NBD, SCSI, iSCSI)
- * alike: parsed and built from bytes, never cast.
+ * on-disk structures (image headers), wire formats (NBD, SCSI, iSCSI) and
+ * the guest structures lunavm builds (zero page, MP and ACPI tables, virtio
+ * rings) alike: parsed and built from bytes, never cast.
  */
 #ifndef LUNA_COMMON_BYTE_ORDER_H
 #define LUNA_COMMON_BYTE_ORDER_H
@@ -29,6 +30,24 @@ static inline uint64_t load_le64(const uint8_t *p)
     uint64_t v;
     memcpy(&v, p, sizeof(v));
     return le64toh(v);
+}
+
+static inline void store_le16(uint8_t *p, uint16_t v)
+{
+    v = htole16(v);
+    memcpy(p, &v, sizeof(v));
+}
+
+static inline void store_le32(uint8_t *p, uint32_t v)
+{
+    v = htole32(v);
+    memcpy(p, &v, sizeof(v));
+}
+
+static inline void store_le64(uint8_t *p, uint64_t v)
+{
+    v = htole64(v);
+    memcpy(p, &v, sizeof(v));
 }
 
 static inline uint16_t load_be16(const uint8_t *p)

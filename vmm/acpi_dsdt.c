@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "vmm/store_le.h"
+#include "common/byte_order.h"
 
 #define AML_NAME_OP 0x08
 #define AML_BYTE_PREFIX 0x0a

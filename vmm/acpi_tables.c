@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "vmm/memory_layout.h"
-#include "vmm/store_le.h"
+#include "common/byte_order.h"
 
 #define HEADER_SIZE 36u
 #define RSDP_SIZE 36u
@@ -16,7 +16,6 @@
 #define MADT_LOCAL_NMI_SIZE 6u
 
 #define FADT_WBINVD (1u << 0)
-#define FADT_POWER_BUTTON_IS_METHOD (1u << 4) /* no fixed power button */
 #define FADT_SLEEP_BUTTON_IS_METHOD (1u << 5)
 #define BOOT_ARCH_LEGACY_DEVICES (1u << 0)
 #define BOOT_ARCH_VGA_NOT_PRESENT (1u << 2)
@@ -67,7 +66,7 @@ static void build_fadt(uint8_t *fadt, uint32_t facs, uint32_t dsdt)
     fadt[89] = 2; /* PM1_CNT_LEN */
     fadt[108] = 0x32; /* the RTC's century register */
     store_le16(fadt + 109, BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_VGA_NOT_PRESENT | BOOT_ARCH_MSI_NOT_SUPPORTED);
-    store_le32(fadt + 112, FADT_WBINVD | FADT_POWER_BUTTON_IS_METHOD | FADT_SLEEP_BUTTON_IS_METHOD);
+    store_le32(fadt + 112, FADT_WBINVD | FADT_SLEEP_BUTTON_IS_METHOD);
     store_le64(fadt + 140, dsdt); /* X_DSDT, equal to DSDT as the spec requires when both are set */
     memcpy(fadt + 268, "LUNAVM  ", 8);
     seal(fadt, FADT_SIZE);

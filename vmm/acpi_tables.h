@@ -22,7 +22,7 @@
 #define ACPI_PM1_CONTROL_PORT 0x604u /* PM1a_CNT_BLK, 2 bytes */
 #define ACPI_SCI_IRQ 9u
 #define ACPI_S5_SLEEP_TYPE 5u
-#define ACPI_MAX_DEVICES 16u
+#define ACPI_MAX_DEVICES 17u /* 16 disks and the virtio-rng */
 
 struct acpi_mmio_device {
     uint64_t base;

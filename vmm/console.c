@@ -62,11 +62,24 @@ size_t console_filter_input(struct console *console, const uint8_t *input, size_
                 *quit = true;
                 return produced;
             }
+            if ((byte == 'c' || byte == 'C') && console->monitor_target) {
+                console_monitor_toggle(console);
+                continue;
+            }
+            if (console->monitor_focus) {
+                /* The monitor takes text only: an unknown escape is dropped there. */
+                if (byte == CONSOLE_ESCAPE)
+                    continue;
+                console_monitor_feed(console, byte);
+                continue;
+            }
             if (byte != CONSOLE_ESCAPE) /* an unknown escape passes both bytes through */
                 out[produced++] = CONSOLE_ESCAPE;
             out[produced++] = byte;
         } else if (byte == CONSOLE_ESCAPE) {
             console->escape_pending = true;
+        } else if (console->monitor_focus) {
+            console_monitor_feed(console, byte);
         } else {
             out[produced++] = byte;
         }

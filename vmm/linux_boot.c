@@ -6,7 +6,6 @@
 #include "common/byte_order.h"
 #include "common/error_message.h"
 #include "vmm/memory_layout.h"
-#include "vmm/store_le.h"
 
 int linux_setup_parse(const uint8_t *image, size_t size, struct linux_setup_info *info, char **error_message)
 {

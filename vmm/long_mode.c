@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "vmm/memory_layout.h"
-#include "vmm/store_le.h"
+#include "common/byte_order.h"
 
 #define PAGE_PRESENT 0x1ull
 #define PAGE_WRITABLE 0x2ull

@@ -17,6 +17,7 @@
 #include "vmm/acpi_tables.h"
 #include "vmm/cmos_rtc.h"
 #include "vmm/console.h"
+#include "vmm/drive_snapshot.h"
 #include "vmm/guest_memory.h"
 #include "vmm/i8042.h"
 #include "vmm/io_bus.h"
@@ -29,6 +30,7 @@
 #include "vmm/serial_8250.h"
 #include "vmm/vcpu.h"
 #include "vmm/virtio_blk.h"
+#include "vmm/virtio_rng.h"
 
 #define STOP_SIGNAL SIGUSR2       /* a thread asks the main thread to stop the VM */
 #define POST_CODE_PORT 0x80u      /* Linux's I/O delay port: written constantly, means nothing */
@@ -51,8 +53,11 @@ struct machine {
     struct acpi_pm power_management;
     int post_code_fd;
     struct bdev *disks[VM_MAX_DRIVES];
+    struct bdev *snapshot_bases[VM_MAX_DRIVES]; /* snapshot=on: the disk below disks[i], the overlay */
     struct virtio_blk *blk[VM_MAX_DRIVES];
     struct virtio_irq blk_irq[VM_MAX_DRIVES];
+    struct virtio_rng *rng; /* -device virtio-rng-device: the virtio-mmio window after the disks */
+    struct virtio_irq rng_irq;
     unsigned disk_count;
     struct vcpu *vcpus;
     unsigned vcpu_count;
@@ -67,8 +72,10 @@ struct machine {
 
 unsigned machine_virtio_irq(unsigned index)
 {
+    /* 8 is the RTC's, 9 the ACPI SCI's: a level-triggered line shared with a disk's
+     * pulses would lose the power button event. */
     unsigned irq = 5 + index;
-    return irq >= 8 ? irq + 1 : irq;
+    return irq >= 8 ? irq + 2 : irq;
 }
 
 char *machine_build_cmdline(const char *append, unsigned disk_count)
@@ -112,6 +119,13 @@ static void keyboard_reset(void *opaque)
 static void acpi_power_off(void *opaque)
 {
     request_stop(opaque, VM_STOP_POWER_OFF);
+}
+
+static void acpi_set_sci(void *opaque, bool level)
+{
+    struct machine *machine = opaque;
+    /* As for the UART: a failure would mean the VM is gone, which the vCPU loop reports. */
+    (void)kvm_vm_set_irq_line(&machine->vm, ACPI_SCI_IRQ, level);
 }
 
 static void uart_set_irq(void *opaque, bool level)
@@ -166,7 +180,9 @@ static int open_disks(struct machine *machine)
         open_options.discard = drive->discard;
         open_options.event = bdev_event;
         char *message = NULL;
-        int ret = bdev_open(&open_options, &machine->disks[i], &message);
+        int ret = drive->snapshot && !drive->readonly
+                      ? drive_snapshot_open(&open_options, &machine->snapshot_bases[i], &machine->disks[i], &message)
+                      : bdev_open(&open_options, &machine->disks[i], &message);
         if (ret < 0) {
             log_error("-drive %s: %s", drive->id ? drive->id : drive->file, message ? message : strerror(-ret));
             free(message);
@@ -197,7 +213,9 @@ static int setup_legacy_devices(struct machine *machine)
     if (ret == 0)
         ret = cmos_rtc_register(&machine->rtc, &machine->ports);
     if (ret == 0) {
-        machine->power_management = (struct acpi_pm){.power_off = acpi_power_off, .opaque = machine};
+        machine->power_management.power_off = acpi_power_off;
+        machine->power_management.set_sci = acpi_set_sci;
+        machine->power_management.opaque = machine;
         ret = acpi_pm_register(&machine->power_management, &machine->ports);
     }
     if (ret < 0)
@@ -238,6 +256,20 @@ static int setup_virtio_disks(struct machine *machine)
     return 0;
 }
 
+static int setup_virtio_rng(struct machine *machine)
+{
+    machine->rng = calloc(1, sizeof(*machine->rng));
+    if (!machine->rng)
+        return -ENOMEM;
+    virtio_rng_init(machine->rng, &machine->memory);
+    unsigned index = machine->disk_count; /* announced after the disks, as build_cmdline and ACPI count */
+    machine->rng_irq = (struct virtio_irq){machine, machine_virtio_irq(index)};
+    machine->rng->transport.raise_irq = virtio_raise_irq;
+    machine->rng->transport.irq_opaque = &machine->rng_irq;
+    return io_bus_register(&machine->mmio, LAYOUT_VIRTIO_MMIO_BASE + index * LAYOUT_VIRTIO_MMIO_STRIDE,
+                           LAYOUT_VIRTIO_MMIO_SIZE, virtio_mmio_read, virtio_mmio_write, &machine->rng->transport);
+}
+
 static bool monitor_running(void *opaque)
 {
     struct machine *machine = opaque;
@@ -262,6 +294,12 @@ static void monitor_cont(void *opaque)
 static void monitor_quit(void *opaque)
 {
     request_stop(opaque, VM_STOP_SIGNAL);
+}
+
+static void monitor_powerdown(void *opaque)
+{
+    struct machine *machine = opaque;
+    acpi_pm_press_power_button(&machine->power_management);
 }
 
 static int monitor_cpu_thread_id(void *opaque, unsigned index)
@@ -290,6 +328,7 @@ static int open_monitor(struct machine *machine)
         .stop = monitor_stop,
         .cont = monitor_cont,
         .quit = monitor_quit,
+        .powerdown = monitor_powerdown,
         .cpu_count = machine->vcpu_count,
         .cpu_thread_id = monitor_cpu_thread_id,
         .drive_count = machine->disk_count,
@@ -381,17 +420,18 @@ static int prepare(struct machine *machine)
     ret = open_disks(machine);
     if (ret < 0)
         return ret;
-    char *cmdline = machine_build_cmdline(options->append, machine->disk_count);
+    unsigned virtio_count = machine->disk_count + (options->rng ? 1 : 0);
+    char *cmdline = machine_build_cmdline(options->append, virtio_count);
     if (!cmdline) {
         log_error("out of memory building the kernel command line");
         return -ENOMEM;
     }
     struct acpi_mmio_device devices[ACPI_MAX_DEVICES];
-    for (unsigned i = 0; i < machine->disk_count; i++)
+    for (unsigned i = 0; i < virtio_count; i++)
         devices[i] = (struct acpi_mmio_device){LAYOUT_VIRTIO_MMIO_BASE + i * LAYOUT_VIRTIO_MMIO_STRIDE,
                                                LAYOUT_VIRTIO_MMIO_SIZE, machine_virtio_irq(i)};
     struct acpi_layout acpi = {.cpus = options->cpus, .ioapic_id = mptable_ioapic_id(options->cpus),
-                               .devices = devices, .device_count = machine->disk_count};
+                               .devices = devices, .device_count = virtio_count};
     struct kernel_boot boot = {.kernel_path = options->kernel, .initrd_path = options->initrd, .cmdline = cmdline,
                                .cpus = options->cpus, .acpi = &acpi};
     uint64_t entry = 0;
@@ -416,6 +456,8 @@ static int prepare(struct machine *machine)
     ret = setup_legacy_devices(machine);
     if (ret == 0)
         ret = setup_virtio_disks(machine);
+    if (ret == 0 && options->rng)
+        ret = setup_virtio_rng(machine);
     if (ret < 0) {
         log_error("cannot set up the devices: %s", strerror(-ret));
         return ret;
@@ -448,7 +490,8 @@ static enum vm_stop_reason wait_for_stop(struct machine *machine, const sigset_t
     }
 }
 
-static int run_threads(struct machine *machine, const sigset_t *signals)
+static int run_threads(struct machine *machine, const sigset_t *signals, void (*ready)(void *opaque),
+                       void *ready_opaque)
 {
     struct vcpu_environment environment = {
         .ports = &machine->ports,
@@ -473,6 +516,8 @@ static int run_threads(struct machine *machine, const sigset_t *signals)
     if (ret < 0) {
         reason = VM_STOP_ERROR;
     } else {
+        if (ready)
+            ready(ready_opaque);
         reason = wait_for_stop(machine, signals);
     }
     atomic_store(&machine->stopping, true);
@@ -503,14 +548,22 @@ static void teardown(struct machine *machine)
     io_thread_destroy(&machine->io);
     monitor_close(&machine->monitor);
     vcpu_pause_destroy(&machine->pause);
+    acpi_pm_destroy(&machine->power_management);
     for (unsigned i = 0; i < VM_MAX_DRIVES; i++) {
         if (machine->blk[i]) {
             virtio_blk_destroy(machine->blk[i]);
             free(machine->blk[i]);
         }
     }
-    for (unsigned i = 0; i < machine->disk_count; i++)
+    if (machine->rng) {
+        virtio_rng_destroy(machine->rng);
+        free(machine->rng);
+    }
+    for (unsigned i = 0; i < machine->disk_count; i++) {
         bdev_close(machine->disks[i]);
+        if (machine->snapshot_bases[i]) /* after its overlay, which borrows it */
+            bdev_close(machine->snapshot_bases[i]);
+    }
     threadpool_shutdown(); /* bdev_close hands descriptors to the pool */
     if (machine->post_code_fd >= 0)
         close(machine->post_code_fd);
@@ -521,7 +574,7 @@ static void teardown(struct machine *machine)
     console_restore(&machine->console);
 }
 
-int machine_run(const struct vm_options *options)
+int machine_run(const struct vm_options *options, void (*ready)(void *opaque), void *ready_opaque)
 {
     static struct machine machine; /* large, and request_stop reaches it from any thread */
     memset(&machine, 0, sizeof(machine));
@@ -530,6 +583,11 @@ int machine_run(const struct vm_options *options)
     machine.vm.kvm_fd = machine.vm.vm_fd = -1;
     machine.monitor.listen_fd = -1;
     vcpu_pause_init(&machine.pause);
+    int pm_ret = acpi_pm_init(&machine.power_management);
+    if (pm_ret < 0) {
+        log_error("cannot set up the ACPI power management block: %s", strerror(-pm_ret));
+        return 1;
+    }
     atomic_init(&machine.stopping, false);
     atomic_init(&machine.stop_reason, VM_STOP_NONE);
 
@@ -552,12 +610,14 @@ int machine_run(const struct vm_options *options)
     if (ret == 0) {
         machine.console.quit = console_quit;
         machine.console.opaque = &machine;
+        if (monitor_spec_on_console(options->monitor))
+            machine.console.monitor_target = &machine.monitor_target;
         ret = console_setup(&machine.console, &machine.uart);
         if (ret < 0)
             log_error("cannot put the terminal in raw mode: %s", strerror(-ret));
     }
     if (ret == 0)
-        ret = run_threads(&machine, &signals);
+        ret = run_threads(&machine, &signals, ready, ready_opaque);
     teardown(&machine);
     return ret < 0 ? 1 : 0;
 }

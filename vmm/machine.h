@@ -14,17 +14,22 @@
 
 #include "vmm/vm_options.h"
 
-/* Run the VM; returns the process exit status (errors are logged here). */
-int machine_run(const struct vm_options *options);
+/*
+ * Run the VM; returns the process exit status (errors are logged here).
+ * ready (may be NULL) is called once, on the main thread, when the vCPU
+ * and I/O threads run: where -daemonize lets its parent go.
+ */
+int machine_run(const struct vm_options *options, void (*ready)(void *opaque), void *ready_opaque);
 
 /*
  * The kernel command line: the user's -append, console=ttyS0 unless a
- * console is named, and one virtio_mmio.device= per disk.  Malloc'd; NULL
+ * console is named, and one virtio_mmio.device= per virtio device (the
+ * disks, then the virtio-rng), in window order.  Malloc'd; NULL
  * on allocation failure.
  */
-char *machine_build_cmdline(const char *append, unsigned disk_count);
+char *machine_build_cmdline(const char *append, unsigned device_count);
 
-/* The interrupt line of the index-th virtio-mmio device (IRQ 8 stays the RTC's). */
+/* The interrupt line of the index-th virtio-mmio device (IRQ 8 stays the RTC's, 9 the SCI's). */
 unsigned machine_virtio_irq(unsigned index);
 
 #endif

@@ -25,15 +25,16 @@ struct monitor_client {
     struct monitor_client *next;
 };
 
-/* "unix:PATH,server,nowait" (or server=on,wait=off); *path_out malloc'd, NULL for "none". */
+/* "unix:PATH,server,nowait" (or server=on,wait=off); *path_out malloc'd, NULL for "none" and
+ * "stdio" (the console's mux serves that one, see console.h). */
 static int parse_spec(const char *spec, char **path_out, char **error_message)
 {
     *path_out = NULL;
-    if (!strcmp(spec, "none"))
+    if (!strcmp(spec, "none") || !strcmp(spec, "stdio"))
         return 0;
     if (strncmp(spec, "unix:", 5) != 0)
         return error_message_set(error_message, -EINVAL,
-                                 "-monitor %s: only unix:PATH,server,nowait (or none) is supported", spec);
+                                 "-monitor %s: only stdio, unix:PATH,server,nowait or none is supported", spec);
     const char *path = spec + 5;
     const char *comma = strchr(path, ',');
     size_t length = comma ? (size_t)(comma - path) : strlen(path);
@@ -59,6 +60,11 @@ static int parse_spec(const char *spec, char **path_out, char **error_message)
         return error_message_set(error_message, -EINVAL, "-monitor %s: socket path empty or too long", spec);
     *path_out = strndup(path, length);
     return *path_out ? 0 : -ENOMEM;
+}
+
+bool monitor_spec_on_console(const char *spec)
+{
+    return !spec || !strcmp(spec, "stdio");
 }
 
 int monitor_check_spec(const char *spec, char **error_message)

@@ -5,12 +5,15 @@
  * Clients get QEMU's greeting and "(qemu) " prompt (so scripts written for
  * QEMU's monitor find what they wait for), send one command per line and
  * get monitor_commands' reply.  Several clients may be connected; the
- * socket file is removed when the monitor closes.
+ * socket file is removed when the monitor closes.  The monitor on the
+ * console (-monitor stdio, the default) is the console's (console_monitor.c),
+ * over the same monitor_commands.
  */
 #ifndef LUNA_VMM_MONITOR_H
 #define LUNA_VMM_MONITOR_H
 
 #include <ev.h>
+#include <stdbool.h>
 
 #include "vmm/monitor_commands.h"
 
@@ -32,6 +35,9 @@ struct monitor {
  */
 int monitor_open(struct monitor *monitor, const char *spec, const struct monitor_target *target,
                  char **error_message);
+/* True when the monitor is on the console (no -monitor: QEMU's -nographic default, or "stdio"). */
+bool monitor_spec_on_console(const char *spec);
+
 /* Check a -monitor value without opening anything (command-line parsing).  0 or -EINVAL with a message. */
 int monitor_check_spec(const char *spec, char **error_message);
 

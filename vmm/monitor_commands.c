@@ -40,7 +40,8 @@ static const char help_text[] = "cont|c -- resume emulation\n"
                                 "info block -- show the block devices\n"
                                 "info cpus -- show infos for each CPU\n"
                                 "quit|q -- quit the emulator\n"
-                                "stop|s -- stop emulation\n";
+                                "stop|s -- stop emulation\n"
+                                "system_powerdown -- send system power down event\n";
 
 enum monitor_result monitor_execute(const struct monitor_target *target, const char *line, char *out, size_t size)
 {
@@ -63,6 +64,8 @@ enum monitor_result monitor_execute(const struct monitor_target *target, const c
         target->stop(target->opaque);
     } else if (!strcmp(command, "cont") || !strcmp(command, "c")) {
         target->cont(target->opaque);
+    } else if (!strcmp(command, "system_powerdown")) {
+        target->powerdown(target->opaque);
     } else if (!strcmp(command, "quit") || !strcmp(command, "q")) {
         target->quit(target->opaque);
         return MONITOR_CLOSE;

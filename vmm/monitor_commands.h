@@ -1,6 +1,7 @@
 /*
  * monitor_commands: the human monitor's commands, as QEMU's HMP words them
- * (info status, info block, info cpus, stop, cont, quit, help).
+ * (info status, info block, info cpus, stop, cont, system_powerdown, quit,
+ * help).
  *
  * Pure dispatch over a monitor_target the machine fills in, so the
  * wording and parsing are unit-tested without a VM.
@@ -24,6 +25,7 @@ struct monitor_target {
     void (*stop)(void *opaque); /* returns once every vCPU is parked */
     void (*cont)(void *opaque);
     void (*quit)(void *opaque);
+    void (*powerdown)(void *opaque); /* press the ACPI power button */
     unsigned cpu_count;
     int (*cpu_thread_id)(void *opaque, unsigned index);
     unsigned drive_count;

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "vmm/memory_layout.h"
-#include "vmm/store_le.h"
+#include "common/byte_order.h"
 
 #define FLOATING_POINTER_SIZE 16u
 #define HEADER_SIZE 44u

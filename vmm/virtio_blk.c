@@ -10,7 +10,6 @@
 #include "block/bdev.h"
 #include "block/iov.h"
 #include "common/byte_order.h"
-#include "vmm/store_le.h"
 
 #define REQUEST_HEADER_SIZE 16u
 #define DISCARD_SEGMENT_SIZE 16u

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "common/byte_order.h"
-#include "vmm/store_le.h"
 
 void virtio_mmio_init(struct virtio_mmio *transport, const struct virtio_device_ops *ops, void *device,
                       const struct guest_memory *memory, uint64_t device_features, uint32_t config_size,

@@ -3,7 +3,6 @@
 #include <errno.h>
 
 #include "common/byte_order.h"
-#include "vmm/store_le.h"
 
 #define AVAIL_RING_OFFSET 4u
 #define USED_RING_OFFSET 4u

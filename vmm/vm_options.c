@@ -123,6 +123,11 @@ static int apply_drive_key(struct vm_drive *drive, const char *key, const char *
             return error_message_set(error_message, -EINVAL, "-drive readonly=%s: on or off expected", value);
         return 0;
     }
+    if (!strcmp(key, "snapshot")) {
+        if (parse_on_off(value, &drive->snapshot) < 0)
+            return error_message_set(error_message, -EINVAL, "-drive snapshot=%s: on or off expected", value);
+        return 0;
+    }
     if (!strcmp(key, "discard")) {
         if (!strcmp(value, "unmap") || !strcmp(value, "on"))
             drive->discard = true;
@@ -170,6 +175,7 @@ void vm_options_clear(struct vm_options *options)
     free(options->append);
     free(options->name);
     free(options->monitor);
+    free(options->pidfile);
     for (unsigned i = 0; i < options->drive_count; i++)
         free_drive(&options->drives[i]);
     memset(options, 0, sizeof(*options));
@@ -218,12 +224,24 @@ static int parse_one(struct vm_options *options, const char *option, const char 
         return replace_string(&options->append, value);
     if (!strcmp(option, "-name"))
         return replace_string(&options->name, strncmp(value, "guest=", 6) == 0 ? value + 6 : value);
+    if (!strcmp(option, "-device")) {
+        /* virtio-mmio is all lunavm has: QEMU's name for that entropy device; -device virtio-rng-pci is an error. */
+        if (strcmp(value, "virtio-rng-device") != 0)
+            return error_message_set(error_message, -EINVAL, "-device %s: only virtio-rng-device is supported", value);
+        options->rng = true;
+        return 0;
+    }
+    if (!strcmp(option, "-pidfile"))
+        return replace_string(&options->pidfile, value);
     if (!strcmp(option, "-monitor")) {
+        options->console_on_stdio = options->console_on_stdio || !strcmp(value, "stdio");
         int ret = monitor_check_spec(value, error_message);
         return ret < 0 ? ret : replace_string(&options->monitor, value);
     }
     if (!strcmp(option, "-serial"))
-        return check_fixed_value(option, value, "stdio", error_message);
+        options->console_on_stdio = true;
+    if (!strcmp(option, "-serial")) /* mon:stdio: the console with the monitor on Ctrl-A c, lunavm's default */
+        return check_fixed_value(option, !strcmp(value, "mon:stdio") ? "stdio" : value, "stdio", error_message);
     if (!strcmp(option, "-accel"))
         return check_fixed_value(option, value, "kvm", error_message);
     if (!strcmp(option, "-cpu"))
@@ -248,7 +266,7 @@ int vm_options_parse(int argc, char **argv, struct vm_options *options, char **e
     options->memory_size = VM_DEFAULT_MEMORY;
     options->cpus = 1;
     static const char *const without_value[] = {"-nographic", "-enable-kvm", "-no-reboot", "-h", "-help",
-                                                 "-version"};
+                                                 "-version", "-daemonize"};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (arg[0] != '-' || arg[1] == '\0')
@@ -262,6 +280,10 @@ int vm_options_parse(int argc, char **argv, struct vm_options *options, char **e
                 options->help = true;
             else if (!strcmp(option, "-version"))
                 options->version = true;
+            else if (!strcmp(option, "-daemonize"))
+                options->daemonize = true;
+            else if (!strcmp(option, "-nographic"))
+                options->console_on_stdio = true;
             continue; /* -nographic, -enable-kvm, -no-reboot: what lunavm always does */
         }
         if (i + 1 >= argc)
@@ -270,6 +292,11 @@ int vm_options_parse(int argc, char **argv, struct vm_options *options, char **e
         if (ret < 0)
             return ret;
     }
+    /* As QEMU: a daemon has no terminal, so asking for one is an error, not a silent /dev/null. */
+    if (options->daemonize && options->console_on_stdio)
+        return error_message_set(error_message, -EINVAL,
+                                 "-daemonize cannot be used with -nographic, -serial stdio or -monitor stdio "
+                                 "(a daemon's console output is discarded; use -monitor unix:...)");
     if (!options->help && !options->version && !options->kernel)
         return error_message_set(error_message, -EINVAL, "no -kernel given (lunavm boots Linux kernels only)");
     /* Whole 2 MiB pages: the RAM regions map with large pages and huge-page backing. */
@@ -288,14 +315,21 @@ void vm_options_usage(void)
            "  -append CMDLINE     kernel command line (console=ttyS0 and the virtio devices are added)\n"
            "  -drive OPTIONS      a virtio-blk disk: file=PATH|nbd://...|iscsi://...,if=virtio,\n"
            "                      format=raw|qcow2|...,cache=writeback|writethrough|none|directsync|unsafe,\n"
-           "                      readonly=on|off,id=NAME,serial=TEXT,aio=threads|io_uring,discard=unmap|ignore\n"
+           "                      readonly=on|off,id=NAME,serial=TEXT,aio=threads|io_uring,discard=unmap|ignore,\n"
+           "                      snapshot=on|off (writes go to a temporary overlay, dropped at exit)\n"
            "  -name NAME          the VM's name (for messages)\n"
-           "  -monitor unix:PATH,server,nowait\n"
-           "                      the human monitor on a Unix socket (info status|block|cpus, stop, cont, quit)\n"
-           "  -nographic, -serial stdio, -enable-kvm, -accel kvm, -cpu host, -no-reboot\n"
+           "  -monitor stdio|unix:PATH,server,nowait|none\n"
+           "                      the human monitor (info status|block|cpus, stop, cont, system_powerdown, quit):\n"
+           "                      on the console behind Ctrl-A c (stdio, the default), or on a Unix socket\n"
+           "  -device virtio-rng-device\n"
+           "                      a virtio entropy device fed from the host's getrandom\n"
+           "  -daemonize          run in the background once the VM runs (console output discarded)\n"
+           "  -pidfile FILE       write lunavm's process id to FILE (locked while it runs, removed at exit)\n"
+           "  -nographic, -serial stdio|mon:stdio, -enable-kvm, -accel kvm, -cpu host, -no-reboot\n"
            "                      accepted: this is what lunavm always does\n"
            "  -h, --help          this help;  --version  the version\n\n"
-           "The console is ttyS0 on standard input and output; Ctrl-A x ends the VM.\n"
+           "The console is ttyS0 on standard input and output; Ctrl-A x ends the VM,\n"
+           "Ctrl-A c switches between the console and the monitor.\n"
            "A guest reboot ends the VM.  Details: docs/lunavm.md\n",
            VM_MAX_CPUS);
 }

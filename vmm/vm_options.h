@@ -29,6 +29,7 @@ struct vm_drive {
     enum bdev_aio_engine aio;
     bool readonly;
     bool discard;
+    bool snapshot; /* writes go to a temporary overlay (drive_snapshot.h) */
 };
 
 struct vm_options {
@@ -38,11 +39,15 @@ struct vm_options {
     char *initrd;
     char *append;
     char *name;
-    char *monitor; /* -monitor value; NULL: none */
+    char *monitor; /* -monitor value; NULL: on the console (Ctrl-A c), as QEMU's -nographic */
+    char *pidfile; /* -pidfile FILE; NULL: none */
     struct vm_drive drives[VM_MAX_DRIVES];
     unsigned drive_count;
     bool help;
     bool version;
+    bool rng;             /* -device virtio-rng-device */
+    bool daemonize;       /* -daemonize: detach once the VM runs (vmm/daemonize.h) */
+    bool console_on_stdio; /* -nographic, -serial stdio or -monitor stdio given: refused with -daemonize */
 };
 
 /* 0, or -EINVAL with a message naming the option. */

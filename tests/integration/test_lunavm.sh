@@ -8,6 +8,15 @@
 #   2. Two boots on a persistent overlay (nbd://.../golden/vm1): the first writes, the second
 #      finds what the first wrote; the golden image is unchanged and the overlay passes
 #      qemu-img check.
+#   3. snapshot=on over the NBD export: the guest writes and reads its data back from the
+#      temporary overlay; the export's file never sees it.  The same boot has a virtio-rng
+#      (-device virtio-rng-device): the guest's hwrng core picks it and reads from it.
+#   4. -daemonize -pidfile: lunavm returns 0 at once with the VM running in the background,
+#      whose guest writes a marker to the NBD export; the pid file names the daemon and is
+#      removed when the guest powers off.
+#   5. The monitor on the console (Ctrl-A c, QEMU's -nographic mux) presses the ACPI power
+#      button (system_powerdown): the guest's ACPI counts the fixed event on its SCI and, as
+#      acpid would, powers off, which ends lunavm.
 # Skipped (exit 0 with a message) only where qemu-system-x86_64 is missing and there is no
 # /dev/kvm.
 source "$(dirname "$0")/lib.sh"
@@ -45,6 +54,8 @@ if [ $direct = 1 ]; then HOST=127.0.0.1; else HOST=10.0.2.2; fi
 MARK_NBD="lunavm-wrote-this-over-nbd-$$"
 MARK_ISCSI="lunavm-wrote-this-over-iscsi-$$"
 MARK_OVERLAY="lunavm-overlay-$$"
+MARK_SNAPSHOT="lunavm-snapshot-$$"
+MARK_DAEMON="lunavm-daemon-$$"
 cat >"$WORK/inner.sh" <<EOF
 echo "inner: disks: \$(ls /sys/block | tr '\n' ' ')"
 case " \$(cat /proc/cmdline) " in
@@ -61,6 +72,33 @@ case " \$(cat /proc/cmdline) " in
   sync
   echo "inner: wrote the overlay"
   ;;
+*" luna.step=snapshot "*)
+  printf '%s' "$MARK_SNAPSHOT" | dd of=/dev/vda bs=512 seek=8192 conv=fsync 2>/dev/null || exit 40
+  echo 3 >/proc/sys/vm/drop_caches
+  got=\$(dd if=/dev/vda bs=512 skip=8192 count=1 2>/dev/null | head -c ${#MARK_SNAPSHOT})
+  [ "\$got" = "$MARK_SNAPSHOT" ] || { echo "inner: the snapshot lost the write: '\$got'"; exit 41; }
+  echo "inner: wrote and read back through the snapshot"
+  rng=\$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)
+  case "\$rng" in virtio_rng*) ;; *) echo "inner: no virtio-rng in use: '\$rng'"; exit 42 ;; esac
+  got=\$(head -c 64 /dev/hwrng | wc -c)
+  [ "\$got" = 64 ] || { echo "inner: /dev/hwrng gave \$got bytes"; exit 43; }
+  echo "inner: virtio-rng (\$rng) gave \$got bytes"
+  ;;
+*" luna.step=daemon "*)
+  printf '%s' "$MARK_DAEMON" | dd of=/dev/vda bs=512 seek=12288 conv=fsync 2>/dev/null || exit 50
+  ;;
+*" luna.step=powerdown "*)
+  insmod /button.ko || exit 30
+  for i in \$(seq 1 60); do
+    count=\$(set -- \$(cat /sys/firmware/acpi/interrupts/ff_pwr_btn); echo \$1)
+    [ "\$count" -gt 0 ] && break
+    sleep 1
+  done
+  [ "\$count" -gt 0 ] || { echo "inner: no power button event"; exit 31; }
+  echo "inner: power button pressed (\$count), SCI: \$(grep -w acpi /proc/interrupts | tr -s ' ')"
+  echo "@@LUNA-INNER-EXIT=0@@"
+  poweroff -f
+  ;;
 *" luna.step=overlay-read "*)
   got=\$(dd if=/dev/vda bs=512 skip=100 count=1 2>/dev/null | head -c ${#MARK_OVERLAY})
   [ "\$got" = "$MARK_OVERLAY" ] || { echo "inner: overlay lost the write: '\$got'"; exit 21; }
@@ -68,7 +106,9 @@ case " \$(cat /proc/cmdline) " in
   ;;
 esac
 EOF
-"$harness" inner-initrd "$WORK/inner.img" "$WORK/inner.sh" || fail "inner-initrd failed"
+# The ACPI button driver (a module in Debian's kernel) for step 3.
+"$harness" inner-initrd "$WORK/inner.img" "$WORK/inner.sh" --file "$kernel_modules/kernel/drivers/acpi/button.ko:/button.ko" \
+  || fail "inner-initrd failed"
 
 # --- run lunavm (inside the QEMU guest unless /dev/kvm is here) ----------------------------------
 lunavm_args=(-m 256M -smp 2 -kernel /boot/vmlinuz -initrd /boot/inner.img -nographic)
@@ -76,7 +116,7 @@ cat >"$WORK/outer.sh" <<EOF
 run() { # STEP DRIVE...
   step=\$1; shift
   echo "outer: lunavm for step \$step"
-  timeout 240 lunavm ${lunavm_args[*]} -append "quiet luna.step=\$step" "\$@" </dev/null >/tmp/\$step.log 2>&1
+  timeout -s KILL 240 lunavm ${lunavm_args[*]} -append "quiet luna.step=\$step" "\$@" </dev/null >/tmp/\$step.log 2>&1
   status=\$?
   cat /tmp/\$step.log
   grep -q "@@LUNA-INNER-EXIT=0@@" /tmp/\$step.log || { echo "outer: step \$step failed (lunavm \$status)"; exit 1; }
@@ -86,19 +126,45 @@ run disks -drive file=nbd://$HOST:$NBD_PORT/disk,if=virtio,format=raw \\
           -drive file=iscsi://$HOST:$ISCSI_PORT/$IQN/0,if=virtio,serial=iscsi-lun
 run overlay-write -drive file=nbd://$HOST:$NBD_PORT/golden/vm1,if=virtio,format=raw
 run overlay-read -drive file=nbd://$HOST:$NBD_PORT/golden/vm1,if=virtio,format=raw
+export TMPDIR=/tmp # the outer guest has no /var/tmp
+run snapshot -drive file=nbd://$HOST:$NBD_PORT/disk,if=virtio,format=raw,snapshot=on -device virtio-rng-device
+echo "outer: lunavm for step daemon"
+timeout -s KILL 60 lunavm -m 256M -smp 2 -kernel /boot/vmlinuz -initrd /boot/inner.img -append "quiet luna.step=daemon" \
+  -daemonize -pidfile /tmp/daemon.pid -drive file=nbd://$HOST:$NBD_PORT/disk,if=virtio,format=raw </dev/null
+status=\$?
+[ \$status = 0 ] || { echo "outer: lunavm -daemonize exited \$status"; exit 1; }
+pid=\$(cat /tmp/daemon.pid) && kill -0 "\$pid" || { echo "outer: no running daemon in the pid file"; exit 1; }
+echo "outer: lunavm daemonized as \$pid"
+for i in \$(seq 1 240); do [ -e /tmp/daemon.pid ] || break; sleep 1; done
+[ -e /tmp/daemon.pid ] && { echo "outer: the daemon did not end (or left its pid file)"; exit 1; }
+echo "outer: the daemon ended and removed its pid file"
+# Ctrl-A c, then system_powerdown until lunavm ends (ACPICA clears presses made before it enables
+# the button); the writer dies on the closed pipe.
+press_power_button() {
+  printf '\001c'
+  for i in \$(seq 1 100); do sleep 2; printf 'system_powerdown\n' || break; done
+}
+echo "outer: lunavm for step powerdown"
+press_power_button | timeout -s KILL 240 lunavm ${lunavm_args[*]} -append "quiet luna.step=powerdown" >/tmp/powerdown.log 2>&1
+status=\$?
+cat /tmp/powerdown.log
+grep -q "inner: power button pressed" /tmp/powerdown.log || { echo "outer: step powerdown failed (lunavm \$status)"; exit 1; }
+grep -q "the guest powered off" /tmp/powerdown.log || { echo "outer: lunavm did not see the power-off"; exit 1; }
+grep -q "(qemu) system_powerdown" /tmp/powerdown.log || { echo "outer: no monitor echo"; exit 1; }
+[ \$status = 0 ] || { echo "outer: lunavm exited \$status after step powerdown"; exit 1; }
 EOF
 if [ $direct = 1 ]; then
   mkdir -p "$WORK/boot"
   cp "$KERNEL" "$WORK/boot/vmlinuz"
   cp "$WORK/inner.img" "$WORK/boot/inner.img"
-  sed -i "s|/boot/|$WORK/boot/|g; s|timeout 240 lunavm|timeout 240 $LUNAVM|" "$WORK/outer.sh"
+  sed -i "s|/boot/|$WORK/boot/|g; s|\(KILL [0-9]*\) lunavm|\1 $LUNAVM|g" "$WORK/outer.sh"
   sh "$WORK/outer.sh" || fail "lunavm on /dev/kvm"
 else
   "$harness" run --timeout 600 --mem 1024 --binary "$LUNAVM" --file "$KERNEL:/boot/vmlinuz" \
     --file "$WORK/inner.img:/boot/inner.img" -- "$WORK/outer.sh" >"$WORK/nested.log" 2>&1 \
     || { tail -n 80 "$WORK/nested.log"; fail "lunavm inside the nested-KVM guest"; }
 fi
-grep -E "^(outer|inner):" "$WORK/nested.log" 2>/dev/null || true
+grep -E "^(outer|inner):|inner: power button|the guest powered off" "$WORK/nested.log" 2>/dev/null || true
 
 # --- what the guest wrote, seen from lunad's side ------------------------------------------------
 got=$(dd if="$WORK/nbd.raw" bs=512 skip=2048 count=1 2>/dev/null | head -c ${#MARK_NBD})
@@ -106,8 +172,24 @@ got=$(dd if="$WORK/nbd.raw" bs=512 skip=2048 count=1 2>/dev/null | head -c ${#MA
 got=$(dd if="$WORK/iscsi.raw" bs=512 skip=4096 count=1 2>/dev/null | head -c ${#MARK_ISCSI})
 [ "$got" = "$MARK_ISCSI" ] || fail "the iSCSI LUN does not hold the guest's write: '$got'"
 pass "lunavm's guest wrote to its nbd:// and iscsi:// disks, and lunad's files hold the data"
+got=$(dd if="$WORK/nbd.raw" bs=512 skip=8192 count=1 2>/dev/null | tr -d '\0')
+[ -z "$got" ] || fail "snapshot=on wrote through to the NBD export: '$got'"
+grep -q "inner: wrote and read back through the snapshot" "$WORK/nested.log" 2>/dev/null || [ $direct = 1 ] \
+  || fail "the snapshot=on step did not run"
+got=$(dd if="$WORK/nbd.raw" bs=512 skip=12288 count=1 2>/dev/null | head -c ${#MARK_DAEMON})
+[ "$got" = "$MARK_DAEMON" ] || fail "the daemonized lunavm's guest did not write the NBD export: '$got'"
+grep -q "outer: the daemon ended and removed its pid file" "$WORK/nested.log" 2>/dev/null || [ $direct = 1 ] \
+  || fail "the -daemonize step did not run"
+pass "-daemonize -pidfile: lunavm detached, its guest wrote to the export, the pid file went with it"
+pass "snapshot=on kept the guest's write in the temporary overlay; the export is unchanged"
+grep -q "inner: virtio-rng (virtio_rng.0) gave 64 bytes" "$WORK/nested.log" 2>/dev/null || [ $direct = 1 ] \
+  || fail "the guest did not read from the virtio-rng"
+pass "-device virtio-rng-device: the guest's hwrng core uses it and reads from it"
 luna_stop
 [ "$(sha256sum <"$WORK/golden.raw")" = "$(cat "$WORK/golden.sum")" ] || fail "the golden image changed"
 [ -f "$WORK/overlays/vm1.qcow2" ] || fail "no persistent overlay vm1.qcow2"
 qemu-img check -q "$WORK/overlays/vm1.qcow2" || fail "qemu-img check of the overlay"
 pass "a persistent overlay kept the first boot's write for the second; the golden image is unchanged"
+grep -q "inner: power button pressed" "$WORK/nested.log" 2>/dev/null || [ $direct = 1 ] \
+  || fail "no power button event in the nested log"
+pass "system_powerdown on the console's monitor (Ctrl-A c) pressed the guest's ACPI power button"

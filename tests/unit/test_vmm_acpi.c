@@ -78,6 +78,7 @@ Test(vmm_acpi, two_cpus_three_devices)
     cr_assert_eq(load_le16(fadt + 46), ACPI_SCI_IRQ);
     cr_assert_eq(load_le32(fadt + 56), ACPI_PM1_EVENT_PORT);
     cr_assert_eq(load_le32(fadt + 64), ACPI_PM1_CONTROL_PORT);
+    cr_assert_eq(load_le32(fadt + 112) & (1u << 4), 0, "PWR_BUTTON clear: a fixed-feature power button (system_powerdown)");
     cr_assert_eq(load_le32(fadt + 40), load_le64(fadt + 140), "DSDT and X_DSDT agree");
     uint32_t facs = load_le32(fadt + 36);
     cr_assert_eq(facs % 64, 0, "the FACS is 64-byte aligned");

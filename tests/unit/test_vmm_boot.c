@@ -7,7 +7,6 @@
 #include "common/byte_order.h"
 #include "vmm/linux_boot.h"
 #include "vmm/memory_layout.h"
-#include "vmm/store_le.h"
 
 #define IMAGE_SIZE (64 * 1024)
 

@@ -55,6 +55,22 @@ Test(vmm_options, a_full_command_line)
     cr_assert(options.drives[0].readonly);
     cr_assert_str_eq(options.drives[0].id, "d0");
     cr_assert_str_eq(options.drives[0].serial, "S1");
+    cr_assert(!options.drives[0].snapshot);
+    cr_assert_null(options.pidfile);
+    vm_options_clear(&options);
+    cr_assert_eq(PARSE(&options, &message, "-kernel", "bz", "-pidfile", "/run/vm1.pid", "-serial", "mon:stdio",
+                       "-monitor", "stdio", "-drive", "file=d.raw,snapshot=on"),
+                 0, "%s", message ? message : "");
+    cr_assert_str_eq(options.pidfile, "/run/vm1.pid");
+    cr_assert_str_eq(options.monitor, "stdio");
+    cr_assert(options.drives[0].snapshot);
+    cr_assert(!options.rng && !options.daemonize);
+    vm_options_clear(&options);
+    cr_assert_eq(PARSE(&options, &message, "-kernel", "bz", "-device", "virtio-rng-device", "-daemonize", "-monitor",
+                       "unix:/run/vm1.sock,server,nowait"),
+                 0, "%s", message ? message : "");
+    cr_assert(options.rng);
+    cr_assert(options.daemonize);
     vm_options_clear(&options);
 }
 
@@ -77,8 +93,14 @@ Test(vmm_options, errors_name_the_option)
     expect_error("-serial pty", &options, message, ret);
     ret = PARSE(&options, &message, "-kernel", "bz", "-drive", "file=x,if=ide");
     expect_error("if=ide", &options, message, ret);
-    ret = PARSE(&options, &message, "-kernel", "bz", "-drive", "file=x,snapshot=on");
-    expect_error("snapshot", &options, message, ret);
+    ret = PARSE(&options, &message, "-kernel", "bz", "-device", "virtio-rng-pci");
+    expect_error("-device virtio-rng-pci", &options, message, ret);
+    ret = PARSE(&options, &message, "-kernel", "bz", "-daemonize", "-nographic");
+    expect_error("-daemonize", &options, message, ret);
+    ret = PARSE(&options, &message, "-kernel", "bz", "-monitor", "stdio", "-daemonize");
+    expect_error("-monitor stdio", &options, message, ret);
+    ret = PARSE(&options, &message, "-kernel", "bz", "-drive", "file=x,snapshot=maybe");
+    expect_error("snapshot=maybe", &options, message, ret);
     ret = PARSE(&options, &message, "-kernel", "bz", "-drive", "if=virtio");
     expect_error("no file=", &options, message, ret);
     ret = PARSE(&options, &message, "-kernel", "bz", "-smp", "0");
@@ -113,5 +135,6 @@ Test(vmm_options, kernel_command_line)
     cr_assert_str_eq(cmdline, "console=ttyS0");
     free(cmdline);
     cr_assert_eq(machine_virtio_irq(2), 7);
-    cr_assert_eq(machine_virtio_irq(3), 9, "IRQ 8 is the RTC's");
+    cr_assert_eq(machine_virtio_irq(3), 10, "IRQ 8 is the RTC's, 9 the ACPI SCI's");
+    cr_assert_eq(machine_virtio_irq(VM_MAX_DRIVES - 1), 22, "within the I/O APIC's 24 pins");
 }

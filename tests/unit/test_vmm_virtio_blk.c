@@ -14,7 +14,6 @@
 #include "block/threadpool.h"
 #include "common/byte_order.h"
 #include "vmm/io_thread.h"
-#include "vmm/store_le.h"
 #include "vmm/virtio_blk.h"
 
 #define RAM_BASE 0x100000ull

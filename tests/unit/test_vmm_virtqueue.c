@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "common/byte_order.h"
-#include "vmm/store_le.h"
 #include "vmm/virtqueue.h"
 
 #define RAM_BASE 0x100000ull
