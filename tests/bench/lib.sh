@@ -5,6 +5,8 @@
 #   cpu_ticks PID                utime + stime of the whole process (all threads), in clock ticks
 #   rss_kib PID                  resident memory
 #   now_ns                       the time in nanoseconds
+#   built_binary NAME VARIABLE   $VARIABLE if set (checked executable), else this tree's
+#                                build/, build-bench/ or build-lead/ bin/NAME; fails if none
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "$BENCH_NAME: $*"; exit 1; }
@@ -39,3 +41,16 @@ cpu_ticks() {
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 now_ns() { date +%s%N; }
+
+built_binary() {
+    local name=$1 variable=$2 candidate
+    if [[ -n ${!variable:-} ]]; then
+        [[ -x ${!variable} ]] || die "$variable=${!variable} is not an executable"
+        echo "${!variable}"
+        return
+    fi
+    for candidate in "$repo/build/bin/$name" "$repo/build-bench/bin/$name" "$repo/build-lead/bin/$name"; do
+        [[ -x $candidate ]] && { echo "$candidate"; return; }
+    done
+    return 1
+}

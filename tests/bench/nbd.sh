@@ -86,19 +86,6 @@ trap 'exit 130' INT TERM HUP
 
 # --- helpers -----------------------------------------------------------------------------
 
-find_lunad() {
-    if [[ -n ${LUNAD:-} ]]; then
-        [[ -x $LUNAD ]] || die "LUNAD=$LUNAD is not an executable"
-        echo "$LUNAD"
-        return
-    fi
-    local candidate
-    for candidate in "$repo"/build/bin/lunad "$repo"/build-bench/bin/lunad "$repo"/build-lead/bin/lunad; do
-        [[ -x $candidate ]] && { echo "$candidate"; return; }
-    done
-    return 1
-}
-
 # start_server NAME PORT [MAX_CONNECTIONS]: starts it in the background, sets server_pid, waits
 # until it answers an NBD handshake. Returns non-zero (server log shown) if it never does.
 start_server() {
@@ -250,7 +237,7 @@ run_servers=()
 for server in $servers; do
     case $server in
     lunad)
-        if lunad=$(find_lunad); then
+        if lunad=$(built_binary lunad LUNAD); then
             run_servers+=(lunad)
         else
             say "nbd.sh: no lunad binary (set LUNAD= or build it); skipping lunad"

@@ -59,19 +59,7 @@ for tool in gcc "$qemu" busybox cpio; do
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS=$rounds: a positive count expected"
 
-find_lunavm() {
-    if [[ -n ${LUNAVM:-} ]]; then
-        [[ -x $LUNAVM ]] || die "LUNAVM=$LUNAVM is not an executable"
-        echo "$LUNAVM"
-        return
-    fi
-    local candidate
-    for candidate in "$repo"/build/bin/lunavm "$repo"/build-bench/bin/lunavm "$repo"/build-lead/bin/lunavm; do
-        [[ -x $candidate ]] && { echo "$candidate"; return; }
-    done
-    return 1
-}
-lunavm=$(find_lunavm) || die "no lunavm binary (set LUNAVM= or build it: make lunavm)"
+lunavm=$(built_binary lunavm LUNAVM) || die "no lunavm binary (set LUNAVM= or build it: make lunavm)"
 
 work=
 cleanup() { [[ -n $work && -d $work ]] && rm -rf "$work"; return 0; }
