@@ -6,6 +6,7 @@
  */
 #include "protocols/scsi/scsi_persist.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -70,7 +71,8 @@ static char *key_of(const char *name)
     char *at = key;
     for (const char *p = name; *p; p++) {
         unsigned value;
-        if (*p == '%' && sscanf(p + 1, "%2X", &value) == 1 && p[1] && p[2]) {
+        if (*p == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2]) &&
+            sscanf(p + 1, "%2X", &value) == 1) {
             *at++ = (char)value;
             p += 2;
         } else if (plain((unsigned char)*p) && *p != '%') {
@@ -458,10 +460,11 @@ int scsi_persist_save(struct scsi_lun *lun, char *text, struct scsi_task *task,
             entry = NULL;
         }
     }
+    uint64_t version = 0;
     if (entry) {
         free(entry->text);
         entry->text = text; /* NULL: remove the file */
-        write->version = ++entry->version;
+        version = ++entry->version;
     }
     pthread_mutex_unlock(&store->lock);
     if (!entry) {
@@ -469,8 +472,7 @@ int scsi_persist_save(struct scsi_lun *lun, char *text, struct scsi_task *task,
         free(write);
         return -ENOMEM;
     }
-    *write = (struct persist_write){.store = store, .entry = entry, .version = write->version, .task = task,
-                                    .done = done};
+    *write = (struct persist_write){.store = store, .entry = entry, .version = version, .task = task, .done = done};
     int rc = aio_context_run_blocking(task->ctx, write_run, write_done, write);
     if (rc < 0)
         free(write);
