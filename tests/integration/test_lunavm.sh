@@ -5,6 +5,9 @@
 # persistent overlays, reached from the QEMU guest at 10.0.2.2.
 #   1. lunavm's guest (an initramfs with busybox) finds two virtio disks (nbd:// and iscsi://),
 #      writes a known block to each and syncs; the test reads both back from lunad's files.
+#   Also: the guest keeps writing while a lunad of the outer guest's own is killed and started
+#   again (the NBD driver reconnects; every write lands in the file), snapshot=on, -daemonize
+#   and -pidfile, virtio-rng, and system_powerdown from the console's monitor.
 #   2. Two boots on a persistent overlay (nbd://.../golden/vm1): the first writes, the second
 #      finds what the first wrote; the golden image is unchanged and the overlay passes
 #      qemu-img check.
@@ -99,6 +102,14 @@ case " \$(cat /proc/cmdline) " in
   echo "@@LUNA-INNER-EXIT=0@@"
   poweroff -f
   ;;
+*" luna.step=restart "*)
+  # One marked block a second; lunad is killed and restarted in the middle (the outer script).
+  for i in \$(seq 1 12); do
+    printf 'restart-%s' "\$i" | dd of=/dev/vda bs=512 seek=\$((i * 2048)) conv=fsync 2>/dev/null || exit 30
+    echo "inner: wrote \$i"
+    sleep 1
+  done
+  ;;
 *" luna.step=overlay-read "*)
   got=\$(dd if=/dev/vda bs=512 skip=100 count=1 2>/dev/null | head -c ${#MARK_OVERLAY})
   [ "\$got" = "$MARK_OVERLAY" ] || { echo "inner: overlay lost the write: '\$got'"; exit 21; }
@@ -128,6 +139,32 @@ run overlay-write -drive file=nbd://$HOST:$NBD_PORT/golden/vm1,if=virtio,format=
 run overlay-read -drive file=nbd://$HOST:$NBD_PORT/golden/vm1,if=virtio,format=raw
 export TMPDIR=/tmp # the outer guest has no /var/tmp
 run snapshot -drive file=nbd://$HOST:$NBD_PORT/disk,if=virtio,format=raw,snapshot=on -device virtio-rng-device
+# Guest I/O waits through a restart of the NBD server: a lunad of the outer guest's own, killed
+# (SIGKILL) while the guest writes, and started again 2 s later.
+echo "outer: lunavm for step restart"
+dd if=/dev/zero of=/tmp/restart.raw bs=1M count=0 seek=64 2>/dev/null
+start_lunad() { lunad --nbd 127.0.0.1:10899 --export r=/tmp/restart.raw >>/tmp/restart-lunad.log 2>&1 & lunad_pid=\$!; sleep 1; }
+start_lunad
+timeout -s KILL 240 lunavm ${lunavm_args[*]} -append "quiet luna.step=restart" \
+  -drive file=nbd://127.0.0.1:10899/r,if=virtio,format=raw </dev/null >/tmp/restart.log 2>&1 &
+vm=\$!
+for i in \$(seq 1 240); do grep -q "inner: wrote 3" /tmp/restart.log && break; sleep 0.5; done
+kill -KILL \$lunad_pid
+echo "outer: lunad killed after the guest's 3rd write"
+sleep 2
+start_lunad
+wait \$vm
+status=\$?
+cat /tmp/restart.log
+grep -q "@@LUNA-INNER-EXIT=0@@" /tmp/restart.log && [ \$status = 0 ] || { echo "outer: step restart failed (lunavm \$status)"; cat /tmp/restart-lunad.log; exit 1; }
+grep -q "connection lost" /tmp/restart.log && grep -q "reconnected" /tmp/restart.log \
+  || { echo "outer: lunavm did not report the lost connection and the reconnection"; exit 1; }
+for i in \$(seq 1 12); do
+  got=\$(dd if=/tmp/restart.raw bs=512 skip=\$((i * 2048)) count=1 2>/dev/null | tr -d '\\0')
+  [ "\$got" = "restart-\$i" ] || { echo "outer: block \$i after the restart holds '\$got'"; exit 1; }
+done
+kill -TERM \$lunad_pid
+echo "outer: all 12 writes reached the restarted lunad's file (lunavm: \$(grep -c 'connection lost' /tmp/restart.log) drop, \$(grep -c reconnected /tmp/restart.log) reconnection)"
 echo "outer: lunavm for step daemon"
 timeout -s KILL 60 lunavm -m 256M -smp 2 -kernel /boot/vmlinuz -initrd /boot/inner.img -append "quiet luna.step=daemon" \
   -daemonize -pidfile /tmp/daemon.pid -drive file=nbd://$HOST:$NBD_PORT/disk,if=virtio,format=raw </dev/null
@@ -157,10 +194,10 @@ if [ $direct = 1 ]; then
   mkdir -p "$WORK/boot"
   cp "$KERNEL" "$WORK/boot/vmlinuz"
   cp "$WORK/inner.img" "$WORK/boot/inner.img"
-  sed -i "s|/boot/|$WORK/boot/|g; s|\(KILL [0-9]*\) lunavm|\1 $LUNAVM|g" "$WORK/outer.sh"
+  sed -i "s|/boot/|$WORK/boot/|g; s|/tmp/|$WORK/|g; s|\(KILL [0-9]*\) lunavm|\1 $LUNAVM|g; s|{ lunad |{ $LUNAD |" "$WORK/outer.sh"
   sh "$WORK/outer.sh" || fail "lunavm on /dev/kvm"
 else
-  "$harness" run --timeout 600 --mem 1024 --binary "$LUNAVM" --file "$KERNEL:/boot/vmlinuz" \
+  "$harness" run --timeout 600 --mem 1024 --binary "$LUNAVM" --binary "$LUNAD" --file "$KERNEL:/boot/vmlinuz" \
     --file "$WORK/inner.img:/boot/inner.img" -- "$WORK/outer.sh" >"$WORK/nested.log" 2>&1 \
     || { tail -n 80 "$WORK/nested.log"; fail "lunavm inside the nested-KVM guest"; }
 fi
@@ -172,6 +209,9 @@ got=$(dd if="$WORK/nbd.raw" bs=512 skip=2048 count=1 2>/dev/null | head -c ${#MA
 got=$(dd if="$WORK/iscsi.raw" bs=512 skip=4096 count=1 2>/dev/null | head -c ${#MARK_ISCSI})
 [ "$got" = "$MARK_ISCSI" ] || fail "the iSCSI LUN does not hold the guest's write: '$got'"
 pass "lunavm's guest wrote to its nbd:// and iscsi:// disks, and lunad's files hold the data"
+[ $direct = 1 ] || grep -q "outer: all 12 writes reached the restarted lunad's file" "$WORK/nested.log" \
+  || fail "the guest's writes did not survive the NBD server's restart"
+pass "guest I/O waited through a SIGKILL and restart of its NBD server: lunavm reconnected, every write landed"
 got=$(dd if="$WORK/nbd.raw" bs=512 skip=8192 count=1 2>/dev/null | tr -d '\0')
 [ -z "$got" ] || fail "snapshot=on wrote through to the NBD export: '$got'"
 grep -q "inner: wrote and read back through the snapshot" "$WORK/nested.log" 2>/dev/null || [ $direct = 1 ] \
