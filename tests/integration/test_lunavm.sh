@@ -122,7 +122,10 @@ EOF
   || fail "inner-initrd failed"
 
 # --- run lunavm (inside the QEMU guest unless /dev/kvm is here) ----------------------------------
-lunavm_args=(-m 256M -smp 2 -kernel /boot/vmlinuz -initrd /boot/inner.img -nographic)
+# One vCPU: under nested SVM in QEMU's TCG, two-vCPU inner guests hung now and then (the outer
+# kernel's CPUs soft-locked in lunavm's KVM_RUN); SMP boots are covered by the unit tests (MP
+# table, MADT) and by hand (docs/lunavm.md).
+lunavm_args=(-m 256M -smp 1 -kernel /boot/vmlinuz -initrd /boot/inner.img -nographic)
 cat >"$WORK/outer.sh" <<EOF
 run() { # STEP DRIVE...
   step=\$1; shift
@@ -166,7 +169,7 @@ done
 kill -TERM \$lunad_pid
 echo "outer: all 12 writes reached the restarted lunad's file (lunavm: \$(grep -c 'connection lost' /tmp/restart.log) drop, \$(grep -c reconnected /tmp/restart.log) reconnection)"
 echo "outer: lunavm for step daemon"
-timeout -s KILL 60 lunavm -m 256M -smp 2 -kernel /boot/vmlinuz -initrd /boot/inner.img -append "quiet luna.step=daemon" \
+timeout -s KILL 60 lunavm -m 256M -smp 1 -kernel /boot/vmlinuz -initrd /boot/inner.img -append "quiet luna.step=daemon" \
   -daemonize -pidfile /tmp/daemon.pid -drive file=nbd://$HOST:$NBD_PORT/disk,if=virtio,format=raw </dev/null
 status=\$?
 [ \$status = 0 ] || { echo "outer: lunavm -daemonize exited \$status"; exit 1; }
