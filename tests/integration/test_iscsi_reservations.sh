@@ -4,7 +4,8 @@
 # that outlive a dropped connection, session reinstatement (a second login with the same ISID
 # closes the first session), the Asynchronous Message every logged-in initiator gets when
 # lunad stops, and, after the restart, the same registrations and reservation read back from
-# the state directory (state_dir/reservations), then CLEAR with its unit attention.
+# the state directory (state_dir/reservations), then CLEAR with its unit attention; a malformed
+# state file stops lunad at start-up with its name and line.
 source "$(dirname "$0")/lib.sh"
 
 helper=$(cd "$(dirname "$0")" && pwd)/iscsi_reservations.py
@@ -43,3 +44,13 @@ luna_stop
 [ ! -s "$state_file" ] || ! grep -q "^registration" "$state_file" \
   || fail "CLEAR left registrations in the state file: $(cat "$state_file")"
 pass "APTPL reservations survived a restart of lunad and were cleared"
+
+# A malformed state file stops lunad at start-up, naming the file and the line.
+printf 'generation 1\nregistration 0x0 nobody\n' >"$state_file"
+status=0
+timeout 20 "$LUNAD" --state-dir "$WORK/state" --iscsi "127.0.0.1:$PORT" --target "$IQN=d" \
+  --export "d=$WORK/disk.img" >"$WORK/refused.log" 2>&1 || status=$?
+[ $status -ne 0 ] || fail "lunad started with a malformed reservations file"
+grep -q "$IQN,0,d:2: expected 'registration 0xKEY NEXUS'" "$WORK/refused.log" \
+  || fail "lunad's refusal does not name the file and line: $(cat "$WORK/refused.log")"
+pass "a malformed reservations file stops lunad at start-up with its name and line"
