@@ -59,10 +59,12 @@ int qcow2_image_set_backing(struct bdev *bdev, const char *backing_file, const c
 /*
  * Drop every cluster the image maps (data, zero and compressed clusters
  * alike) so that it reads as its backing file again: what QEMU's
- * make_empty leaves after a commit.  The L2 entries are cleared and
- * written before the refcounts fall, and the freed clusters' file ranges
- * are punched only once that is on disk.  No guest I/O meanwhile.  0 or
- * -errno (-EROFS when read-only).
+ * make_empty leaves after a commit.  A v3 image without snapshots,
+ * bitmaps or an external data file is reset to a new image's layout and
+ * its file cut after it (qcow2_empty.c); otherwise the L2 entries are
+ * cleared and written before the refcounts fall, and the freed clusters'
+ * file ranges are punched only once that is on disk.  No guest I/O
+ * meanwhile.  0 or -errno (-EROFS when read-only).
  */
 int qcow2_image_make_empty(struct bdev *bdev);
 

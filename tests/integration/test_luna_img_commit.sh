@@ -4,7 +4,9 @@
 # zero writes), committed by both tools on identical copies (plain, -d, -b).  The bases must read
 # the same as each other and as the top did before, every qcow2 image must pass qemu-img check,
 # and every layer must map as qemu-img leaves it (top emptied or not).  Shorter bases are grown;
-# errors print qemu-img's messages and exit codes.
+# errors print qemu-img's messages and exit codes.  Layers above the base end byte-identical to
+# qemu-img's (an emptied v3 top is reset to a new image's layout and its file cut, as QEMU's
+# make_empty does).
 source "$(dirname "$0")/lib.sh"
 
 need_luna_img qemu-img qemu-io jq
@@ -105,6 +107,9 @@ commit_both() {
     qemu-img compare -q "q/$name" "l/$name" || fail "$label: $name reads differently after commit $*"
     diff <(cd q && qemu-img info "$name" | grep -v 'disk size') <(cd l && qemu-img info "$name" | grep -v 'disk size') \
       >/dev/null || fail "$label: $name's header differs after commit $*"
+    # Byte for byte: an emptied v3 top is reset to a new image's layout and cut, as qemu-img does.
+    cmp -s "q/$name" "l/$name" ||
+      fail "$label: $name differs from qemu-img's after commit $* (sizes $(stat -c %s "q/$name" "l/$name" | paste -sd/))"
   done
   pass "$label: commit $*"
 }
@@ -139,6 +144,7 @@ data_of src/mid.qcow2 before.raw
 qemu-img compare -q -f raw -F raw l/base.raw before.raw || fail "compressed: the base does not read as the top did"
 cmp q/base.raw l/base.raw || fail "compressed: the bases differ"
 qemu-img check -q l/mid.qcow2 || fail "compressed: the emptied top is not clean"
+cmp -s q/mid.qcow2 l/mid.qcow2 || fail "compressed: the emptied top differs from qemu-img's"
 pass "commit of compressed clusters"
 
 rm -rf src q l

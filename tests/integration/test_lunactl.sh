@@ -190,6 +190,10 @@ qemu-img compare -f raw -F raw "$WORK/expected.raw" "$golden" >/dev/null ||
 qemu-img check "$overlays/m2.qcow2" >/dev/null || fail "qemu-img check m2 after commit"
 qemu-img map --output=json "$overlays/m2.qcow2" | grep -q '"depth": 0, .*"data": true' &&
   fail "m2's overlay must be empty after the commit"
+# Emptied as QEMU's make_empty does: the file is cut after four clusters of 64 KiB (header,
+# refcount table, one refcount block, the L1 table).
+[ "$(stat -c %s "$overlays/m2.qcow2")" = $((4 * 65536)) ] ||
+  fail "m2's overlay file keeps $(stat -c %s "$overlays/m2.qcow2") bytes after the commit"
 # m2 now reads the new image; m3 keeps its own writes and sees m2's where it did not write
 [ "$(nbdcopy "$uri/farm/m2" - | sha256sum)" = "$(sha256sum <"$golden")" ] || fail "m2 after commit"
 [ "$(range_sum "$uri/farm/m3" $((16 * MiB)) $((2 * MiB)))" = "$(head -c $((2 * MiB)) /dev/zero | tr '\0' '\063' | sha256sum)" ] ||
