@@ -15,3 +15,6 @@ foreach(script IN LISTS integration_scripts)
   string(REGEX REPLACE "^test_(.*)\\.sh$" "\\1" name ${script})
   luna_integration_test(${name} ${script})
 endforeach()
+# Five nested-KVM boots under TCG, and one rerun of them all when the outer kernel locks up
+# (test_lunavm.sh): up to twice its harness's 420 s.
+set_tests_properties(integration.lunavm PROPERTIES TIMEOUT 900)

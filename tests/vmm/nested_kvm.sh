@@ -31,7 +31,10 @@
 #       "@@LUNA-NESTED-KVM-EXIT=STATUS@@" and powers off.
 #       The serial console is streamed to stdout (CRs and terminal escapes removed).
 #       Exit status: the guest script's; 124 with "nested_kvm: TIMEOUT ..." on stderr
-#       when --timeout (default 300 s, counted from QEMU's start) ran out; 125 with
+#       when --timeout (default 300 s, counted from QEMU's start) ran out; 126 with
+#       "nested_kvm: LOCKUP ..." when the outer kernel reported a CPU soft-locked for 45 s
+#       or more (QEMU is stopped then: under TCG's nested SVM an outer CPU now and then
+#       never leaves a nested guest, which no guest script can survive); 125 with
 #       "nested_kvm: NO EXIT MARKER ..." when QEMU ended without the marker (guest
 #       kernel panic, QEMU error, ...); 2 for a usage error.  Runs `prepare` itself
 #       (quietly).  The files it builds live in a temporary directory removed at exit.
@@ -327,8 +330,10 @@ kvm_smoke_binary() {
 tmp=""
 qemu_pid=""
 streamer_pid=""
+watcher_pid=""
 cleanup() {
   [ -z "$qemu_pid" ] || kill "$qemu_pid" 2>/dev/null || true
+  [ -z "$watcher_pid" ] || kill "$watcher_pid" 2>/dev/null || true
   [ -z "$streamer_pid" ] || kill "$streamer_pid" 2>/dev/null || true
   [ -z "$tmp" ] || rm -rf "$tmp"
 }
@@ -343,6 +348,24 @@ cmd_prepare() {
   prepare
   echo "kernel=$kernel_image"
   echo "modules=$modules_dir"
+}
+
+# watch_for_lockup CONSOLE_LOG PID MARK: stop PID (QEMU's timeout) once the outer kernel reports a
+# CPU soft-locked for 45 s or more, writing the report to MARK.  Under TCG's nested SVM an outer
+# CPU now and then never leaves a nested guest (the soft-lockup watchdog then reports it every
+# 26 s, stuck for good); one report of 20-30 s can also be a busy host, which passes.
+watch_for_lockup() {
+  local console=$1 pid=$2 mark=$3 report
+  while kill -0 "$pid" 2>/dev/null; do
+    report=$(sed -n 's/.*\(soft lockup - CPU#[0-9]* stuck for \([0-9]*\)s!.*\)/\2 \1/p' "$console" 2>/dev/null |
+      awk '$1 >= 45 { $1 = ""; print substr($0, 2); exit }')
+    if [ -n "$report" ]; then
+      echo "$report" >"$mark"
+      kill "$pid" 2>/dev/null || true
+      return 0
+    fi
+    sleep 2
+  done
 }
 
 cmd_run() {
@@ -403,8 +426,13 @@ cmd_run() {
   local started=$SECONDS rc=0
   timeout -k 5 "$timeout" "${qemu_cmd[@]}" </dev/null >"$tmp/console" 2>&1 &
   qemu_pid=$!
+  watch_for_lockup "$tmp/console.log" "$qemu_pid" "$tmp/lockup" &
+  watcher_pid=$!
   wait "$qemu_pid" || rc=$?
   qemu_pid=""
+  kill "$watcher_pid" 2>/dev/null || true
+  wait "$watcher_pid" 2>/dev/null || true
+  watcher_pid=""
   wait "$streamer_pid" || true
   streamer_pid=""
   # The kernel's last message ("reboot: Power down") has no newline.
@@ -415,6 +443,10 @@ cmd_run() {
     [ "$rc" -ne 124 ] || echo "nested_kvm: warning: the guest did not power off after its script ended" >&2
     log "guest script exited $status (${elapsed}s)"
     return "$status"
+  fi
+  if [ -e "$tmp/lockup" ]; then
+    echo "nested_kvm: LOCKUP: the outer kernel reported a CPU stuck for 45 s or more ($(cat "$tmp/lockup")); QEMU was stopped after ${elapsed}s" >&2
+    return 126
   fi
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     echo "nested_kvm: TIMEOUT: the guest ran out of its ${timeout}s (--timeout) without finishing its script" >&2
