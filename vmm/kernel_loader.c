@@ -9,6 +9,7 @@
 
 #include "common/error_message.h"
 #include "common/file_util.h"
+#include "vmm/elf_kernel.h"
 #include "vmm/linux_boot.h"
 #include "vmm/long_mode.h"
 #include "vmm/memory_layout.h"
@@ -32,29 +33,20 @@ static int open_sized(const char *path, const char *what, uint64_t *size, char *
     return fd;
 }
 
-static int read_kernel(const char *path, uint8_t **image, size_t *size, char **error_message)
+/* The first length bytes of the kernel file, in a buffer of the caller's. */
+static int read_kernel(int fd, const char *path, uint64_t length, uint8_t **image, char **error_message)
 {
-    uint64_t length;
-    int fd = open_sized(path, "kernel", &length, error_message);
-    if (fd < 0)
-        return fd;
-    if (length > (1u << 30)) {
-        close(fd);
+    if (length > (1u << 30))
         return error_message_set(error_message, -EFBIG, "kernel %s: larger than 1 GiB", path);
-    }
     uint8_t *buffer = malloc(length ? length : 1);
-    if (!buffer) {
-        close(fd);
+    if (!buffer)
         return error_message_set(error_message, -ENOMEM, "kernel %s: out of memory", path);
-    }
     int ret = file_pread_full(fd, buffer, length, 0);
-    close(fd);
     if (ret < 0) {
         free(buffer);
         return error_message_set(error_message, ret, "kernel %s: %s", path, strerror(-ret));
     }
     *image = buffer;
-    *size = length;
     return 0;
 }
 
@@ -95,19 +87,50 @@ static int place_cmdline(const char *cmdline, const struct linux_setup_info *inf
     return 0;
 }
 
-static int load_image(const struct kernel_boot *boot, const struct guest_memory *memory, const uint8_t *image,
-                      size_t image_size, char **error_message)
+/* The initrd, the command line and the zero page, once the kernel is in place below kernel_end. */
+static int place_boot_data(const struct kernel_boot *boot, const struct guest_memory *memory, const uint8_t *header,
+                           const struct linux_setup_info *info, uint64_t kernel_end, char **error_message)
+{
+    struct linux_boot_layout layout = {.cmdline_address = LAYOUT_CMDLINE_ADDRESS,
+                                       .acpi_rsdp_address = LAYOUT_ACPI_ADDRESS};
+    int ret;
+    if (boot->initrd_path) {
+        ret = load_initrd(boot->initrd_path, info, memory, kernel_end, &layout.initrd_address, &layout.initrd_size,
+                          error_message);
+        if (ret < 0)
+            return ret;
+    }
+    ret = place_cmdline(boot->cmdline, info, memory, error_message);
+    if (ret < 0)
+        return ret;
+    struct e820_entry e820[E820_LAYOUT_MAX];
+    layout.e820 = e820;
+    layout.e820_count = e820_layout(memory->ram_size, e820);
+    uint8_t *zero_page = guest_memory_translate(memory, LAYOUT_ZERO_PAGE_ADDRESS, BOOT_PARAMS_SIZE);
+    if (!zero_page)
+        return error_message_set(error_message, -EFAULT, "no guest RAM for the zero page");
+    linux_zero_page_build(zero_page, header, info, &layout);
+    return 0;
+}
+
+/* Prefix a parser's message with the kernel's name. */
+static int kernel_error(const struct kernel_boot *boot, int ret, char **error_message)
+{
+    char *inner = error_message ? *error_message : NULL;
+    if (error_message)
+        *error_message = NULL;
+    ret = error_message_set(error_message, ret, "kernel %s: %s", boot->kernel_path, inner ? inner : "invalid");
+    free(inner);
+    return ret;
+}
+
+static int load_bzimage(const struct kernel_boot *boot, const struct guest_memory *memory, const uint8_t *image,
+                        size_t image_size, uint64_t *entry, char **error_message)
 {
     struct linux_setup_info info;
     int ret = linux_setup_parse(image, image_size, &info, error_message);
-    if (ret < 0) {
-        char *inner = error_message ? *error_message : NULL;
-        if (error_message)
-            *error_message = NULL;
-        ret = error_message_set(error_message, ret, "kernel %s: %s", boot->kernel_path, inner ? inner : "invalid");
-        free(inner);
-        return ret;
-    }
+    if (ret < 0)
+        return kernel_error(boot, ret, error_message);
     size_t kernel_size = image_size - info.setup_size;
     uint64_t kernel_end = linux_kernel_end(&info, kernel_size);
     uint64_t low_end = guest_memory_low_end(memory);
@@ -118,38 +141,73 @@ static int load_image(const struct kernel_boot *boot, const struct guest_memory 
     if (!target)
         return error_message_set(error_message, -EFAULT, "no guest RAM for the kernel");
     memcpy(target, image + info.setup_size, kernel_size);
+    *entry = LAYOUT_KERNEL_ADDRESS + KERNEL_64BIT_ENTRY_OFFSET;
+    return place_boot_data(boot, memory, image, &info, kernel_end, error_message);
+}
 
-    struct linux_boot_layout layout = {.cmdline_address = LAYOUT_CMDLINE_ADDRESS,
-                                       .acpi_rsdp_address = LAYOUT_ACPI_ADDRESS};
-    if (boot->initrd_path) {
-        ret = load_initrd(boot->initrd_path, &info, memory, kernel_end, &layout.initrd_address, &layout.initrd_size,
-                          error_message);
-        if (ret < 0)
-            return ret;
-    }
-    ret = place_cmdline(boot->cmdline, &info, memory, error_message);
+/*
+ * An uncompressed vmlinux: its headers in head (the file's first bytes),
+ * its segments read from the file straight to their physical addresses,
+ * the entry at startup_64.
+ */
+static int load_vmlinux(const struct kernel_boot *boot, const struct guest_memory *memory, int fd,
+                        const uint8_t *head, size_t head_size, uint64_t file_size, uint64_t *entry,
+                        char **error_message)
+{
+    struct elf_kernel kernel;
+    uint64_t low_end = guest_memory_low_end(memory);
+    int ret = elf_kernel_parse(head, head_size, file_size, LAYOUT_KERNEL_ADDRESS, low_end, &kernel, error_message);
     if (ret < 0)
-        return ret;
-    struct e820_entry e820[E820_LAYOUT_MAX];
-    layout.e820 = e820;
-    layout.e820_count = e820_layout(memory->ram_size, e820);
-    uint8_t *zero_page = guest_memory_translate(memory, LAYOUT_ZERO_PAGE_ADDRESS, BOOT_PARAMS_SIZE);
-    if (!zero_page)
-        return error_message_set(error_message, -EFAULT, "no guest RAM for the zero page");
-    linux_zero_page_build(zero_page, image, &info, &layout);
-    return 0;
+        return kernel_error(boot, ret, error_message);
+    for (unsigned i = 0; i < kernel.segment_count; i++) {
+        const struct elf_kernel_segment *segment = &kernel.segments[i];
+        uint8_t *target = guest_memory_translate(memory, segment->address, segment->memory_size);
+        if (!target)
+            return error_message_set(error_message, -EFAULT, "no guest RAM for the kernel at 0x%llx",
+                                     (unsigned long long)segment->address);
+        ret = file_pread_full(fd, target, segment->file_size, (off_t)segment->file_offset);
+        if (ret < 0)
+            return error_message_set(error_message, ret, "kernel %s: %s", boot->kernel_path, strerror(-ret));
+        memset(target + segment->file_size, 0, segment->memory_size - segment->file_size);
+    }
+    uint8_t header[BOOT_PARAMS_SIZE];
+    struct linux_setup_info info;
+    linux_setup_for_vmlinux(header, &info);
+    *entry = kernel.entry;
+    return place_boot_data(boot, memory, header, &info, kernel.end, error_message);
+}
+
+/* An ELF kernel's headers must lie in its first bytes: Linux's are at offset 64. */
+#define KERNEL_HEAD_SIZE 65536u
+
+static int load_kernel(const struct kernel_boot *boot, const struct guest_memory *memory, uint64_t *entry,
+                       char **error_message)
+{
+    uint64_t size;
+    int fd = open_sized(boot->kernel_path, "kernel", &size, error_message);
+    if (fd < 0)
+        return fd;
+    uint8_t *image = NULL;
+    uint64_t head_size = size < KERNEL_HEAD_SIZE ? size : KERNEL_HEAD_SIZE;
+    int ret = read_kernel(fd, boot->kernel_path, head_size, &image, error_message);
+    if (ret == 0 && elf_kernel_is_elf(image, head_size)) {
+        ret = load_vmlinux(boot, memory, fd, image, head_size, size, entry, error_message);
+    } else if (ret == 0) {
+        free(image);
+        image = NULL;
+        ret = read_kernel(fd, boot->kernel_path, size, &image, error_message);
+        if (ret == 0)
+            ret = load_bzimage(boot, memory, image, size, entry, error_message);
+    }
+    free(image);
+    close(fd);
+    return ret;
 }
 
 int kernel_load(const struct kernel_boot *boot, const struct guest_memory *memory, uint64_t *entry,
                 char **error_message)
 {
-    uint8_t *image = NULL;
-    size_t image_size = 0;
-    int ret = read_kernel(boot->kernel_path, &image, &image_size, error_message);
-    if (ret < 0)
-        return ret;
-    ret = load_image(boot, memory, image, image_size, error_message);
-    free(image);
+    int ret = load_kernel(boot, memory, entry, error_message);
     if (ret < 0)
         return ret;
 
@@ -165,6 +223,5 @@ int kernel_load(const struct kernel_boot *boot, const struct guest_memory *memor
     ret = long_mode_write_tables(memory);
     if (ret < 0)
         return error_message_set(error_message, ret, "no guest RAM for the boot page tables");
-    *entry = LAYOUT_KERNEL_ADDRESS + KERNEL_64BIT_ENTRY_OFFSET;
     return 0;
 }

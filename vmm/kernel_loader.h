@@ -1,7 +1,9 @@
 /*
- * kernel_loader: puts a bzImage, its initrd and its command line into
- * guest memory and prepares the zero page and the MP table, so the boot
- * vCPU only needs its registers set to start Linux.
+ * kernel_loader: puts a kernel (a bzImage, or an uncompressed vmlinux ELF,
+ * which skips the self-decompression), its initrd and its command line
+ * into guest memory and prepares the zero page, the ACPI and MP tables and
+ * the boot page tables, so the boot vCPU only needs its registers set to
+ * start Linux.
  */
 #ifndef LUNA_VMM_KERNEL_LOADER_H
 #define LUNA_VMM_KERNEL_LOADER_H

@@ -43,6 +43,27 @@ int linux_setup_parse(const uint8_t *image, size_t size, struct linux_setup_info
     return 0;
 }
 
+void linux_setup_for_vmlinux(uint8_t *header, struct linux_setup_info *info)
+{
+    memset(header, 0, BOOT_PARAMS_SIZE);
+    memset(info, 0, sizeof(*info));
+    info->version = 0x020f;
+    info->loadflags = BOOT_LOADFLAG_LOADED_HIGH;
+    info->xloadflags = BOOT_XLF_KERNEL_64;
+    info->header_end = BOOT_INIT_SIZE + 4;
+    info->initrd_addr_max = 0x7fffffff;
+    info->cmdline_size = 2047; /* COMMAND_LINE_SIZE - 1 on x86 */
+    store_le16(header + BOOT_BOOT_FLAG, BOOT_FLAG_MAGIC);
+    header[BOOT_JUMP + 1] = (uint8_t)(info->header_end - BOOT_HEADER);
+    store_le32(header + BOOT_HEADER, BOOT_HEADER_MAGIC);
+    store_le16(header + BOOT_VERSION, info->version);
+    header[BOOT_LOADFLAGS] = info->loadflags;
+    store_le32(header + BOOT_INITRD_ADDR_MAX, info->initrd_addr_max);
+    store_le32(header + BOOT_KERNEL_ALIGNMENT, 0x200000);
+    store_le16(header + BOOT_XLOADFLAGS, info->xloadflags);
+    store_le32(header + BOOT_CMDLINE_SIZE, info->cmdline_size);
+}
+
 unsigned e820_layout(uint64_t ram_size, struct e820_entry entries[E820_LAYOUT_MAX])
 {
     uint64_t low = ram_size < LAYOUT_LOW_RAM_LIMIT ? ram_size : LAYOUT_LOW_RAM_LIMIT;

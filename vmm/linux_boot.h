@@ -71,6 +71,14 @@ struct linux_setup_info {
  */
 int linux_setup_parse(const uint8_t *image, size_t size, struct linux_setup_info *info, char **error_message);
 
+/*
+ * An uncompressed vmlinux carries no setup header: write the one a bzImage
+ * of protocol 2.15 would give (64-bit entry, loaded high, 2047-byte command
+ * line, initrds below 2 GiB) into header (BOOT_PARAMS_SIZE bytes, the
+ * layout linux_zero_page_build copies from) and describe it in info.
+ */
+void linux_setup_for_vmlinux(uint8_t *header, struct linux_setup_info *info);
+
 struct e820_entry {
     uint64_t address;
     uint64_t size;

@@ -306,11 +306,11 @@ int vm_options_parse(int argc, char **argv, struct vm_options *options, char **e
 
 void vm_options_usage(void)
 {
-    printf("usage: lunavm -kernel BZIMAGE [options]\n"
+    printf("usage: lunavm -kernel KERNEL [options]\n"
            "A KVM virtual machine monitor for x86-64 Linux guests, with luna's disks.\n\n"
            "  -m SIZE             guest RAM (MiB, or with K/M/G/T suffix; default 512M)\n"
            "  -smp N              virtual CPUs (default 1, at most %u)\n"
-           "  -kernel FILE        Linux bzImage (boot protocol 2.06+, 64-bit entry)\n"
+           "  -kernel FILE        Linux bzImage (boot protocol 2.06+, 64-bit entry) or vmlinux (ELF)\n"
            "  -initrd FILE        initial ramdisk\n"
            "  -append CMDLINE     kernel command line (console=ttyS0 and the virtio devices are added)\n"
            "  -drive OPTIONS      a virtio-blk disk: file=PATH|nbd://...|iscsi://...,if=virtio,\n"

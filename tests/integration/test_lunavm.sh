@@ -37,9 +37,13 @@ elif ! command -v qemu-system-x86_64 >/dev/null; then
   exit 0
 fi
 
-eval "$("$harness" prepare | sed 's/^/kernel_/; s/=/="/; s/$/"/')" # kernel_kernel=..., kernel_modules=...
+kernel_vmlinux=""
+eval "$("$harness" prepare | sed 's/^/kernel_/; s/=/="/; s/$/"/')" # kernel_kernel=..., kernel_modules=..., kernel_vmlinux=...
 KERNEL=$kernel_kernel
 [ -f "$KERNEL" ] || fail "no kernel from $harness prepare"
+# The uncompressed ELF kernel skips the bzImage's decompressor (seconds per boot here); the
+# daemon boot keeps the bzImage, so both of lunavm's kernel loaders boot Debian's kernel.
+VMLINUX=${kernel_vmlinux:-$KERNEL}
 
 # --- lunad: an NBD export, an iSCSI LUN, a golden image with persistent overlays ---------------
 truncate -s 64M "$WORK/nbd.raw" "$WORK/iscsi.raw"
@@ -123,7 +127,7 @@ EOF
 # One vCPU: under nested SVM in QEMU's TCG, two-vCPU inner guests hung now and then (the outer
 # kernel's CPUs soft-locked in lunavm's KVM_RUN); SMP boots are covered by the unit tests (MP
 # table, MADT) and by hand (docs/lunavm.md).
-lunavm_args=(-m 256M -smp 1 -kernel /boot/vmlinuz -initrd /boot/inner.img -nographic)
+lunavm_args=(-m 256M -smp 1 -kernel /boot/vmlinux -initrd /boot/inner.img -nographic)
 cat >"$WORK/outer.sh" <<EOF
 run() { # STEP DRIVE...
   step=\$1; shift
@@ -195,12 +199,14 @@ EOF
 if [ $direct = 1 ]; then
   mkdir -p "$WORK/boot"
   cp "$KERNEL" "$WORK/boot/vmlinuz"
+  cp "$VMLINUX" "$WORK/boot/vmlinux"
   cp "$WORK/inner.img" "$WORK/boot/inner.img"
   sed -i "s|/boot/|$WORK/boot/|g; s|/tmp/|$WORK/|g; s|\(KILL [0-9]*\) lunavm|\1 $LUNAVM|g; s|{ lunad |{ $LUNAD |" "$WORK/outer.sh"
   sh "$WORK/outer.sh" || fail "lunavm on /dev/kvm"
 else
   run_nested() {
     "$harness" run --timeout 420 --mem 1024 --binary "$LUNAVM" --binary "$LUNAD" --file "$KERNEL:/boot/vmlinuz" \
+      --file "$VMLINUX:/boot/vmlinux" \
       --file "$WORK/inner.img:/boot/inner.img" -- "$WORK/outer.sh" >"$WORK/nested.log" 2>&1
   }
   status=0

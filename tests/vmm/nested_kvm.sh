@@ -13,7 +13,9 @@
 #         kernel=PATH     the vmlinuz bzImage
 #         modules=DIR     its /lib/modules/VERSION directory (with modules.dep)
 #       It also unpacks the bzImage's ELF kernel beside it as vmlinux-VERSION (it has
-#       a PVH entry point: run boots it, skipping the slow decompressor under TCG).
+#       a PVH entry point: run boots it, skipping the slow decompressor under TCG),
+#       and then prints a third line:
+#         vmlinux=PATH    that ELF kernel
 #
 #   tests/vmm/nested_kvm.sh run [--binary HOST_PATH]... [--file HOST_PATH:GUEST_PATH]...
 #                               [--mem MiB] [--smp N] [--timeout SECONDS] -- GUEST_SCRIPT
@@ -54,7 +56,8 @@
 #
 # Environment: LUNA_VMM_CACHE (the cache directory), LUNA_VMM_QEMU (default
 # qemu-system-x86_64), LUNA_VMM_APPEND (extra kernel command-line words for run),
-# LUNA_VMM_NIC (virtio-net-pci, the default, or e1000), LUNA_VMM_BOOT=bzimage (boot
+# LUNA_VMM_NIC (virtio-net-pci, the default, or e1000), LUNA_VMM_KVM_AMD (kvm_amd's module
+# options in the outer guest, default "nested=1"), LUNA_VMM_BOOT=bzimage (boot
 # vmlinuz rather than the PVH vmlinux).  docs/lunavm-testing.md has more;
 # tests/vmm/nested/selftest.sh checks all of this.
 # Needs: qemu-system-x86, busybox-static, cpio, kmod (depmod), gcc, apt-get and
@@ -107,7 +110,8 @@ extract_vmlinux() {
   return 1
 }
 
-# Sets kernel_version, kernel_image (the bzImage), modules_dir and boot_image: the ELF
+# Sets kernel_version, kernel_image (the bzImage), modules_dir, vmlinux_image (the ELF kernel,
+# or empty) and boot_image: the ELF
 # vmlinux when it has a PVH entry point (QEMU then boots it directly, without the
 # bzImage's decompressor: that saves ~4 s under TCG), else the bzImage.
 prepare() {
@@ -159,6 +163,8 @@ prepare() {
   echo "$package $version" >"$current.tmp.$$" && mv "$current.tmp.$$" "$current"
   exec {lock_fd}>&-
   boot_image=$kernel_image
+  vmlinux_image=""
+  [ ! -f "$dir/boot/vmlinux-$kernel_version" ] || vmlinux_image=$dir/boot/vmlinux-$kernel_version
   if [ "${LUNA_VMM_BOOT:-pvh}" = pvh ] && [ -f "$dir/boot/vmlinux-$kernel_version" ] &&
      readelf -n "$dir/boot/vmlinux-$kernel_version" 2>/dev/null | grep -Eq '0x00000012|PHYS32_ENTRY'; then
     boot_image=$dir/boot/vmlinux-$kernel_version
@@ -348,6 +354,7 @@ cmd_prepare() {
   prepare
   echo "kernel=$kernel_image"
   echo "modules=$modules_dir"
+  [ -z "$vmlinux_image" ] || echo "vmlinux=$vmlinux_image"
 }
 
 # watch_for_lockup CONSOLE_LOG PID MARK: stop PID (QEMU's timeout) once the outer kernel reports a
@@ -397,7 +404,7 @@ cmd_run() {
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/nested_kvm.XXXXXX")
   local root=$tmp/root spec bin
   unpack_base "$root"
-  add_modules "$root" irqbypass kvm ccp "kvm_amd nested=1" "${nic_modules[@]}"
+  add_modules "$root" irqbypass kvm ccp "kvm_amd ${LUNA_VMM_KVM_AMD:-nested=1}" "${nic_modules[@]}"
   copy_binary "$root" "$(kvm_smoke_binary)" kvm_smoke
   for bin in "${binaries[@]}"; do copy_binary "$root" "$bin"; done
   for spec in "${files[@]}"; do copy_file "$root" "$spec"; done
