@@ -233,8 +233,12 @@ static void watch_update(struct iscsi_remote *remote)
 static void login_state_note(struct iscsi_remote *remote)
 {
     bool logged_in = iscsi_is_logged_in(remote->iscsi) != 0;
-    if (logged_in != remote->logged_in)
-        tell(remote, logged_in ? "reconnected" : "connection lost; reconnecting");
+    if (logged_in != remote->logged_in) {
+        char lost[80];
+        snprintf(lost, sizeof(lost), "connection lost; reconnecting (requests wait up to %u s)",
+                 (unsigned)remote->timeout);
+        tell(remote, logged_in ? "reconnected" : lost);
+    }
     remote->logged_in = logged_in;
 }
 

@@ -264,7 +264,10 @@ static void connection_drop(struct nbd_connection *connection, const char *reaso
         connection->backoff = BACKOFF_FIRST;
         /* Told once: when the server is gone, not once per connection. */
         if (!any_ready(remote) && !remote->unreachable_since) {
-            tell(remote, "remote disk %s: connection lost (%s); reconnecting", reason);
+            char detail[512];
+            snprintf(detail, sizeof(detail), "%s); reconnecting (requests wait up to %u s", reason,
+                     (unsigned)remote->timeout);
+            tell(remote, "remote disk %s: connection lost (%s)", detail);
             remote->unreachable_since = now_seconds();
         }
     }

@@ -178,6 +178,7 @@ static int open_disks(struct machine *machine)
         open_options.cache = drive->cache;
         open_options.aio = drive->aio;
         open_options.discard = drive->discard;
+        open_options.reconnect_timeout = drive->reconnect_timeout;
         open_options.event = bdev_event;
         char *message = NULL;
         int ret = drive->snapshot && !drive->readonly

@@ -137,6 +137,16 @@ static int apply_drive_key(struct vm_drive *drive, const char *key, const char *
             return error_message_set(error_message, -EINVAL, "-drive discard=%s: unmap or ignore expected", value);
         return 0;
     }
+    /* lunad's --export key, and QEMU's NBD option (without QEMU's default of 0: failing at once). */
+    if (!strcmp(key, "reconnect-timeout") || !strcmp(key, "file.reconnect-delay")) {
+        char *end;
+        errno = 0;
+        unsigned long seconds = strtoul(value, &end, 10);
+        if (errno || end == value || *end || *value == '-' || seconds < 1 || seconds > 86400)
+            return error_message_set(error_message, -EINVAL, "-drive %s=%s: 1 to 86400 seconds expected", key, value);
+        drive->reconnect_timeout = (unsigned)seconds;
+        return 0;
+    }
     return error_message_set(error_message, -EINVAL, "-drive: option '%s' is not supported", key);
 }
 
@@ -316,7 +326,9 @@ void vm_options_usage(void)
            "  -drive OPTIONS      a virtio-blk disk: file=PATH|nbd://...|iscsi://...,if=virtio,\n"
            "                      format=raw|qcow2|...,cache=writeback|writethrough|none|directsync|unsafe,\n"
            "                      readonly=on|off,id=NAME,serial=TEXT,aio=threads|io_uring,discard=unmap|ignore,\n"
-           "                      snapshot=on|off (writes go to a temporary overlay, dropped at exit)\n"
+           "                      snapshot=on|off (writes go to a temporary overlay, dropped at exit),\n"
+           "                      reconnect-timeout=SECONDS (nbd://, iscsi://: how long requests wait for the\n"
+           "                      server to come back, default 60; QEMU's file.reconnect-delay= too)\n"
            "  -name NAME          the VM's name (for messages)\n"
            "  -monitor stdio|unix:PATH,server,nowait|none\n"
            "                      the human monitor (info status|block|cpus, stop, cont, system_powerdown, quit):\n"

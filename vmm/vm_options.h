@@ -30,6 +30,7 @@ struct vm_drive {
     bool readonly;
     bool discard;
     bool snapshot; /* writes go to a temporary overlay (drive_snapshot.h) */
+    unsigned reconnect_timeout; /* nbd:// and iscsi://: seconds unreachable before requests fail; 0: 60 */
 };
 
 struct vm_options {

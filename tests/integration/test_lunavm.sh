@@ -150,7 +150,7 @@ dd if=/dev/zero of=/tmp/restart.raw bs=1M count=0 seek=64 2>/dev/null
 start_lunad() { lunad --nbd 127.0.0.1:10899 --export r=/tmp/restart.raw >>/tmp/restart-lunad.log 2>&1 & lunad_pid=\$!; sleep 1; }
 start_lunad
 timeout -s KILL 120 lunavm ${lunavm_args[*]} -append "quiet luna.step=restart" \
-  -drive file=nbd://127.0.0.1:10899/r,if=virtio,format=raw </dev/null >/tmp/restart.log 2>&1 &
+  -drive file=nbd://127.0.0.1:10899/r,if=virtio,format=raw,reconnect-timeout=90 </dev/null >/tmp/restart.log 2>&1 &
 vm=\$!
 for i in \$(seq 1 240); do grep -q "inner: wrote 3" /tmp/restart.log && break; sleep 0.5; done
 kill -KILL \$lunad_pid
@@ -161,8 +161,8 @@ wait \$vm
 status=\$?
 cat /tmp/restart.log
 grep -q "@@LUNA-INNER-EXIT=0@@" /tmp/restart.log && [ \$status = 0 ] || { echo "outer: step restart failed (lunavm \$status)"; cat /tmp/restart-lunad.log; exit 1; }
-grep -q "connection lost" /tmp/restart.log && grep -q "reconnected" /tmp/restart.log \
-  || { echo "outer: lunavm did not report the lost connection and the reconnection"; exit 1; }
+grep -q "connection lost.*requests wait up to 90 s" /tmp/restart.log && grep -q "reconnected" /tmp/restart.log \
+  || { echo "outer: lunavm did not report the lost connection (with -drive's reconnect-timeout) and the reconnection"; exit 1; }
 for i in \$(seq 1 12); do
   got=\$(dd if=/tmp/restart.raw bs=512 skip=\$((i * 2048)) count=1 2>/dev/null | tr -d '\\0')
   [ "\$got" = "restart-\$i" ] || { echo "outer: block \$i after the restart holds '\$got'"; exit 1; }

@@ -72,6 +72,13 @@ Test(vmm_options, a_full_command_line)
     cr_assert(options.rng);
     cr_assert(options.daemonize);
     vm_options_clear(&options);
+    cr_assert_eq(PARSE(&options, &message, "-kernel", "bz", "-drive", "file=nbd://h/a,reconnect-timeout=300", "-drive",
+                       "file=nbd://h/b,file.reconnect-delay=5", "-drive", "file=nbd://h/c"),
+                 0, "%s", message ? message : "");
+    cr_assert_eq(options.drives[0].reconnect_timeout, 300);
+    cr_assert_eq(options.drives[1].reconnect_timeout, 5, "QEMU's spelling");
+    cr_assert_eq(options.drives[2].reconnect_timeout, 0, "the block layer's default");
+    vm_options_clear(&options);
 }
 
 static void expect_error(const char *needle, struct vm_options *options, char *message, int ret)
@@ -101,6 +108,10 @@ Test(vmm_options, errors_name_the_option)
     expect_error("-monitor stdio", &options, message, ret);
     ret = PARSE(&options, &message, "-kernel", "bz", "-drive", "file=x,snapshot=maybe");
     expect_error("snapshot=maybe", &options, message, ret);
+    ret = PARSE(&options, &message, "-kernel", "bz", "-drive", "file=x,reconnect-timeout=0");
+    expect_error("reconnect-timeout=0", &options, message, ret);
+    ret = PARSE(&options, &message, "-kernel", "bz", "-drive", "file=x,reconnect-timeout=10s");
+    expect_error("1 to 86400 seconds", &options, message, ret);
     ret = PARSE(&options, &message, "-kernel", "bz", "-drive", "if=virtio");
     expect_error("no file=", &options, message, ret);
     ret = PARSE(&options, &message, "-kernel", "bz", "-smp", "0");
