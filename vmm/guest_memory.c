@@ -34,6 +34,14 @@ int guest_memory_allocate(struct guest_memory *memory, uint64_t ram_size)
     return 0;
 }
 
+int guest_memory_clear(struct guest_memory *memory)
+{
+    /* A private anonymous mapping: dropped pages come back zero-filled on the next touch. */
+    if (memory->mapping && madvise(memory->mapping, memory->mapping_size, MADV_DONTNEED) < 0)
+        return -errno;
+    return 0;
+}
+
 void guest_memory_free(struct guest_memory *memory)
 {
     if (memory->mapping)

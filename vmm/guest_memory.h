@@ -36,6 +36,11 @@ struct guest_memory {
  */
 int guest_memory_allocate(struct guest_memory *memory, uint64_t ram_size);
 void guest_memory_free(struct guest_memory *memory);
+/*
+ * Let the kernel take back every page of RAM guest_memory_allocate mapped:
+ * it reads as zeroes again (a reset).  0 or -errno.
+ */
+int guest_memory_clear(struct guest_memory *memory);
 
 /* Describe a buffer the caller owns as guest RAM at guest_address (tests).  0 or -ENOSPC. */
 int guest_memory_add_region(struct guest_memory *memory, uint64_t guest_address, void *host, uint64_t size);

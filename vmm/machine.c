@@ -51,6 +51,7 @@ struct machine {
     struct i8042 keyboard_controller;
     struct cmos_rtc rtc;
     struct acpi_pm power_management;
+    bool power_management_ready; /* its lock exists */
     int post_code_fd;
     struct bdev *disks[VM_MAX_DRIVES];
     struct bdev *snapshot_bases[VM_MAX_DRIVES]; /* snapshot=on: the disk below disks[i], the overlay */
@@ -303,6 +304,11 @@ static void monitor_powerdown(void *opaque)
     acpi_pm_press_power_button(&machine->power_management);
 }
 
+static void monitor_reset(void *opaque)
+{
+    request_stop(opaque, VM_STOP_SYSTEM_RESET);
+}
+
 static int monitor_cpu_thread_id(void *opaque, unsigned index)
 {
     struct machine *machine = opaque;
@@ -330,6 +336,7 @@ static int open_monitor(struct machine *machine)
         .cont = monitor_cont,
         .quit = monitor_quit,
         .powerdown = monitor_powerdown,
+        .reset = monitor_reset,
         .cpu_count = machine->vcpu_count,
         .cpu_thread_id = monitor_cpu_thread_id,
         .drive_count = machine->disk_count,
@@ -407,20 +414,17 @@ static int create_vcpus(struct machine *machine, uint64_t entry)
     return 0;
 }
 
-/* Everything up to the threads.  Errors are logged here. */
-static int prepare(struct machine *machine)
+/*
+ * What each boot gets anew, since a reset (system_reset, a guest reboot)
+ * tears it down and builds it again: the kernel and its boot structures in
+ * RAM, the KVM VM (vCPUs, irqchip, PIT), the devices and the I/O thread's
+ * loop.  The disks, the monitor and the console belong to the machine and
+ * stay.  Errors are logged here.
+ */
+static int boot_prepare(struct machine *machine)
 {
     const struct vm_options *options = machine->options;
     char *message = NULL;
-    int ret = guest_memory_allocate(&machine->memory, options->memory_size);
-    if (ret < 0) {
-        log_error("cannot map %llu MiB of guest RAM: %s", (unsigned long long)(options->memory_size >> 20),
-                  strerror(-ret));
-        return ret;
-    }
-    ret = open_disks(machine);
-    if (ret < 0)
-        return ret;
     unsigned virtio_count = machine->disk_count + (options->rng ? 1 : 0);
     char *cmdline = machine_build_cmdline(options->append, virtio_count);
     if (!cmdline) {
@@ -436,7 +440,7 @@ static int prepare(struct machine *machine)
     struct kernel_boot boot = {.kernel_path = options->kernel, .initrd_path = options->initrd, .cmdline = cmdline,
                                .cpus = options->cpus, .acpi = &acpi};
     uint64_t entry = 0;
-    ret = kernel_load(&boot, &machine->memory, &entry, &message);
+    int ret = kernel_load(&boot, &machine->memory, &entry, &message);
     if (ret == 0)
         log_debug("kernel command line: %s", cmdline);
     free(cmdline);
@@ -454,7 +458,10 @@ static int prepare(struct machine *machine)
         free(message);
         return ret;
     }
-    ret = setup_legacy_devices(machine);
+    ret = acpi_pm_init(&machine->power_management);
+    machine->power_management_ready = ret == 0;
+    if (ret == 0)
+        ret = setup_legacy_devices(machine);
     if (ret == 0)
         ret = setup_virtio_disks(machine);
     if (ret == 0 && options->rng)
@@ -471,7 +478,57 @@ static int prepare(struct machine *machine)
     machine->io.on_start = io_started;
     machine->io.on_stop = io_stopping;
     machine->io.opaque = machine;
-    ret = create_vcpus(machine, entry);
+    return create_vcpus(machine, entry);
+}
+
+/* Undo boot_prepare (the threads are joined): the next boot starts from a new VM and clean RAM. */
+static void boot_teardown(struct machine *machine)
+{
+    for (unsigned i = 0; i < machine->vcpu_count; i++)
+        vcpu_destroy(&machine->vcpus[i]);
+    free(machine->vcpus);
+    machine->vcpus = NULL;
+    machine->vcpu_count = 0;
+    io_thread_destroy(&machine->io);
+    for (unsigned i = 0; i < VM_MAX_DRIVES; i++) {
+        if (machine->blk[i]) {
+            virtio_blk_destroy(machine->blk[i]);
+            free(machine->blk[i]);
+            machine->blk[i] = NULL;
+        }
+    }
+    if (machine->rng) {
+        virtio_rng_destroy(machine->rng);
+        free(machine->rng);
+        machine->rng = NULL;
+    }
+    if (machine->post_code_fd >= 0)
+        close(machine->post_code_fd);
+    machine->post_code_fd = -1;
+    serial_8250_destroy(&machine->uart);
+    if (machine->power_management_ready)
+        acpi_pm_destroy(&machine->power_management);
+    machine->power_management_ready = false;
+    if (machine->vm.kvm_fd >= 0 || machine->vm.vm_fd >= 0)
+        kvm_vm_close(&machine->vm);
+    machine->vm.kvm_fd = machine->vm.vm_fd = -1;
+    machine->ports.count = 0;
+    machine->mmio.count = 0;
+}
+
+/* Everything up to the threads.  Errors are logged here. */
+static int prepare(struct machine *machine)
+{
+    const struct vm_options *options = machine->options;
+    int ret = guest_memory_allocate(&machine->memory, options->memory_size);
+    if (ret < 0) {
+        log_error("cannot map %llu MiB of guest RAM: %s", (unsigned long long)(options->memory_size >> 20),
+                  strerror(-ret));
+        return ret;
+    }
+    ret = open_disks(machine);
+    if (ret == 0)
+        ret = boot_prepare(machine);
     return ret < 0 ? ret : open_monitor(machine);
 }
 
@@ -491,8 +548,9 @@ static enum vm_stop_reason wait_for_stop(struct machine *machine, const sigset_t
     }
 }
 
+/* One boot: start the threads, wait for a stop reason (*reason), stop them. */
 static int run_threads(struct machine *machine, const sigset_t *signals, void (*ready)(void *opaque),
-                       void *ready_opaque)
+                       void *ready_opaque, enum vm_stop_reason *reason_out)
 {
     struct vcpu_environment environment = {
         .ports = &machine->ports,
@@ -528,49 +586,49 @@ static int run_threads(struct machine *machine, const sigset_t *signals, void (*
     for (unsigned i = 0; i < machine->vcpu_count; i++)
         vcpu_join(&machine->vcpus[i]);
     io_thread_stop(&machine->io);
-    console_restore(&machine->console);
     static const char *const names[] = {
         [VM_STOP_RESET] = "the guest rebooted",
+        [VM_STOP_SYSTEM_RESET] = "system_reset",
         [VM_STOP_POWER_OFF] = "the guest powered off",
         [VM_STOP_SIGNAL] = "stopped on request",
         [VM_STOP_ERROR] = "stopped on an error",
     };
+    bool resetting = (reason == VM_STOP_RESET || reason == VM_STOP_SYSTEM_RESET) && !machine->options->no_reboot;
     if (reason != VM_STOP_NONE)
-        log_info("%s%s%s", machine->options->name ? machine->options->name : "",
-                 machine->options->name ? ": " : "", names[reason]);
+        log_info("%s%s%s%s", machine->options->name ? machine->options->name : "",
+                 machine->options->name ? ": " : "", names[reason], resetting ? ": resetting" : "");
+    *reason_out = reason;
     return reason == VM_STOP_ERROR || machine->flush_failures ? -EIO : 0;
+}
+
+/* Between two boots: the old one's VM and devices go, RAM reads as zeroes, the new one is built. */
+static int reset_machine(struct machine *machine)
+{
+    boot_teardown(machine);
+    atomic_store(&machine->stopping, false);
+    atomic_store(&machine->stop_reason, VM_STOP_NONE);
+    pthread_mutex_lock(&machine->pause.lock);
+    machine->pause.paused = false; /* the new boot runs, as after QEMU's system_reset of a running VM */
+    pthread_mutex_unlock(&machine->pause.lock);
+    int ret = guest_memory_clear(&machine->memory);
+    if (ret < 0) {
+        log_error("cannot clear guest RAM for the reset: %s", strerror(-ret));
+        return ret;
+    }
+    return boot_prepare(machine);
 }
 
 static void teardown(struct machine *machine)
 {
-    for (unsigned i = 0; i < machine->vcpu_count; i++)
-        vcpu_destroy(&machine->vcpus[i]);
-    free(machine->vcpus);
-    io_thread_destroy(&machine->io);
+    boot_teardown(machine);
     monitor_close(&machine->monitor);
     vcpu_pause_destroy(&machine->pause);
-    acpi_pm_destroy(&machine->power_management);
-    for (unsigned i = 0; i < VM_MAX_DRIVES; i++) {
-        if (machine->blk[i]) {
-            virtio_blk_destroy(machine->blk[i]);
-            free(machine->blk[i]);
-        }
-    }
-    if (machine->rng) {
-        virtio_rng_destroy(machine->rng);
-        free(machine->rng);
-    }
     for (unsigned i = 0; i < machine->disk_count; i++) {
         bdev_close(machine->disks[i]);
         if (machine->snapshot_bases[i]) /* after its overlay, which borrows it */
             bdev_close(machine->snapshot_bases[i]);
     }
     threadpool_shutdown(); /* bdev_close hands descriptors to the pool */
-    if (machine->post_code_fd >= 0)
-        close(machine->post_code_fd);
-    serial_8250_destroy(&machine->uart);
-    if (machine->vm.kvm_fd >= 0 || machine->vm.vm_fd >= 0)
-        kvm_vm_close(&machine->vm);
     guest_memory_free(&machine->memory);
     console_restore(&machine->console);
 }
@@ -584,11 +642,6 @@ int machine_run(const struct vm_options *options, void (*ready)(void *opaque), v
     machine.vm.kvm_fd = machine.vm.vm_fd = -1;
     machine.monitor.listen_fd = -1;
     vcpu_pause_init(&machine.pause);
-    int pm_ret = acpi_pm_init(&machine.power_management);
-    if (pm_ret < 0) {
-        log_error("cannot set up the ACPI power management block: %s", strerror(-pm_ret));
-        return 1;
-    }
     atomic_init(&machine.stopping, false);
     atomic_init(&machine.stop_reason, VM_STOP_NONE);
 
@@ -617,8 +670,14 @@ int machine_run(const struct vm_options *options, void (*ready)(void *opaque), v
         if (ret < 0)
             log_error("cannot put the terminal in raw mode: %s", strerror(-ret));
     }
-    if (ret == 0)
-        ret = run_threads(&machine, &signals, ready, ready_opaque);
+    while (ret == 0) {
+        enum vm_stop_reason reason = VM_STOP_NONE;
+        ret = run_threads(&machine, &signals, ready, ready_opaque, &reason);
+        ready = NULL; /* -daemonize's parent goes once */
+        if (ret < 0 || (reason != VM_STOP_RESET && reason != VM_STOP_SYSTEM_RESET) || options->no_reboot)
+            break;
+        ret = reset_machine(&machine);
+    }
     teardown(&machine);
     return ret < 0 ? 1 : 0;
 }

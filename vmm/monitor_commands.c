@@ -41,7 +41,8 @@ static const char help_text[] = "cont|c -- resume emulation\n"
                                 "info cpus -- show infos for each CPU\n"
                                 "quit|q -- quit the emulator\n"
                                 "stop|s -- stop emulation\n"
-                                "system_powerdown -- send system power down event\n";
+                                "system_powerdown -- send system power down event\n"
+                                "system_reset -- reset the system\n";
 
 enum monitor_result monitor_execute(const struct monitor_target *target, const char *line, char *out, size_t size)
 {
@@ -66,6 +67,8 @@ enum monitor_result monitor_execute(const struct monitor_target *target, const c
         target->cont(target->opaque);
     } else if (!strcmp(command, "system_powerdown")) {
         target->powerdown(target->opaque);
+    } else if (!strcmp(command, "system_reset")) {
+        target->reset(target->opaque);
     } else if (!strcmp(command, "quit") || !strcmp(command, "q")) {
         target->quit(target->opaque);
         return MONITOR_CLOSE;

@@ -1,6 +1,6 @@
 /*
  * monitor_commands: the human monitor's commands, as QEMU's HMP words them
- * (info status, info block, info cpus, stop, cont, system_powerdown, quit,
+ * (info status, info block, info cpus, stop, cont, system_powerdown, system_reset, quit,
  * help).
  *
  * Pure dispatch over a monitor_target the machine fills in, so the
@@ -26,6 +26,7 @@ struct monitor_target {
     void (*cont)(void *opaque);
     void (*quit)(void *opaque);
     void (*powerdown)(void *opaque); /* press the ACPI power button */
+    void (*reset)(void *opaque);     /* reset the machine: the guest boots again */
     unsigned cpu_count;
     int (*cpu_thread_id)(void *opaque, unsigned index);
     unsigned drive_count;

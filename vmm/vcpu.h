@@ -27,6 +27,7 @@ struct io_bus;
 enum vm_stop_reason {
     VM_STOP_NONE = 0,
     VM_STOP_RESET,      /* the guest rebooted (i8042 reset, triple fault, system event) */
+    VM_STOP_SYSTEM_RESET, /* system_reset on the monitor */
     VM_STOP_POWER_OFF,  /* the guest powered off */
     VM_STOP_SIGNAL,     /* SIGINT/SIGTERM, or Ctrl-A x on the console */
     VM_STOP_ERROR,      /* KVM failed or the guest did something lunavm cannot handle */

@@ -294,7 +294,9 @@ int vm_options_parse(int argc, char **argv, struct vm_options *options, char **e
                 options->daemonize = true;
             else if (!strcmp(option, "-nographic"))
                 options->console_on_stdio = true;
-            continue; /* -nographic, -enable-kvm, -no-reboot: what lunavm always does */
+            else if (!strcmp(option, "-no-reboot"))
+                options->no_reboot = true;
+            continue; /* -nographic, -enable-kvm: what lunavm always does */
         }
         if (i + 1 >= argc)
             return error_message_set(error_message, -EINVAL, "%s: requires an argument", arg);
@@ -331,17 +333,19 @@ void vm_options_usage(void)
            "                      server to come back, default 60; QEMU's file.reconnect-delay= too)\n"
            "  -name NAME          the VM's name (for messages)\n"
            "  -monitor stdio|unix:PATH,server,nowait|none\n"
-           "                      the human monitor (info status|block|cpus, stop, cont, system_powerdown, quit):\n"
+           "                      the human monitor (info status|block|cpus, stop, cont, system_powerdown,\n"
+           "                      system_reset, quit):\n"
            "                      on the console behind Ctrl-A c (stdio, the default), or on a Unix socket\n"
            "  -device virtio-rng-device\n"
            "                      a virtio entropy device fed from the host's getrandom\n"
            "  -daemonize          run in the background once the VM runs (console output discarded)\n"
            "  -pidfile FILE       write lunavm's process id to FILE (locked while it runs, removed at exit)\n"
-           "  -nographic, -serial stdio|mon:stdio, -enable-kvm, -accel kvm, -cpu host, -no-reboot\n"
+           "  -no-reboot          end the VM when the guest reboots (or on system_reset) instead of resetting it\n"
+           "  -nographic, -serial stdio|mon:stdio, -enable-kvm, -accel kvm, -cpu host\n"
            "                      accepted: this is what lunavm always does\n"
            "  -h, --help          this help;  --version  the version\n\n"
            "The console is ttyS0 on standard input and output; Ctrl-A x ends the VM,\n"
            "Ctrl-A c switches between the console and the monitor.\n"
-           "A guest reboot ends the VM.  Details: docs/lunavm.md\n",
+           "Details: docs/lunavm.md\n",
            VM_MAX_CPUS);
 }

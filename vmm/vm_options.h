@@ -48,6 +48,7 @@ struct vm_options {
     bool version;
     bool rng;             /* -device virtio-rng-device */
     bool daemonize;       /* -daemonize: detach once the VM runs (vmm/daemonize.h) */
+    bool no_reboot;       /* -no-reboot: a reset (guest reboot, system_reset) ends the VM, as QEMU's */
     bool console_on_stdio; /* -nographic, -serial stdio or -monitor stdio given: refused with -daemonize */
 };
 

@@ -200,7 +200,7 @@ T=\${BENCH_TMP:-/tmp}
 one() { # VMM ROUND
     case \$1 in
     lunavm) set -- \$1 \$2 lunavm -m ${mem}M -smp $smp -kernel \$B/vmlinuz -initrd \$B/inner.img \\
-                -append "$append" -nographic -drive file=\$B/disk.raw,if=virtio,format=raw ;;
+                -append "$append" -nographic -no-reboot -drive file=\$B/disk.raw,if=virtio,format=raw ;;
     qemu) set -- \$1 \$2 $(basename "$qemu") -accel kvm -cpu host $qemu_machine -m ${mem}M -smp $smp \\
                 -nodefaults -no-user-config -display none -serial stdio -no-reboot -L \$B/qemu-data \\
                 -kernel \$B/vmlinuz -initrd \$B/inner.img -append "$append" \\

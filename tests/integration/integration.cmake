@@ -15,6 +15,6 @@ foreach(script IN LISTS integration_scripts)
   string(REGEX REPLACE "^test_(.*)\\.sh$" "\\1" name ${script})
   luna_integration_test(${name} ${script})
 endforeach()
-# Five nested-KVM boots under TCG, and one rerun of them all when the outer kernel locks up
-# (test_lunavm.sh): up to twice its harness's 420 s.
+# Seven nested-KVM boots under TCG, and up to two reruns of the steps not done when the outer
+# kernel locks up (test_lunavm.sh): about 3 minutes, 6 at worst; a hang stops at 420 s per try.
 set_tests_properties(integration.lunavm PROPERTIES TIMEOUT 900)

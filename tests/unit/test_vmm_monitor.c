@@ -54,12 +54,21 @@ static void fake_powerdown(void *opaque)
     powerdown_presses++;
 }
 
+static unsigned resets;
+
+static void fake_reset(void *opaque)
+{
+    (void)opaque;
+    resets++;
+}
+
 static const struct monitor_target target = {
     .running = fake_running,
     .stop = fake_stop,
     .cont = fake_cont,
     .quit = fake_quit,
     .powerdown = fake_powerdown,
+    .reset = fake_reset,
     .cpu_count = 2,
     .cpu_thread_id = fake_thread_id,
     .drive_count = 2,
@@ -108,6 +117,18 @@ Test(vmm_monitor, system_powerdown_presses_the_button_once)
     cr_assert_eq(powerdown_presses, 1);
     run("help");
     cr_assert(strstr(reply, "system_powerdown --"), "%s", reply);
+}
+
+Test(vmm_monitor, system_reset_resets_once_and_keeps_the_monitor)
+{
+    resets = 0;
+    powerdown_presses = 0;
+    cr_assert_eq(run("system_reset"), MONITOR_CONTINUE);
+    cr_assert_str_eq(reply, "");
+    cr_assert_eq(resets, 1);
+    cr_assert_eq(powerdown_presses, 0);
+    run("help");
+    cr_assert(strstr(reply, "system_reset -- reset the system"), "%s", reply);
 }
 
 Test(vmm_monitor, quit_unknown_and_empty)

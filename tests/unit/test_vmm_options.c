@@ -71,6 +71,10 @@ Test(vmm_options, a_full_command_line)
                  0, "%s", message ? message : "");
     cr_assert(options.rng);
     cr_assert(options.daemonize);
+    cr_assert(!options.no_reboot, "a reset boots the guest again unless -no-reboot");
+    vm_options_clear(&options);
+    cr_assert_eq(PARSE(&options, &message, "-kernel", "bz", "-no-reboot"), 0, "%s", message ? message : "");
+    cr_assert(options.no_reboot);
     vm_options_clear(&options);
     cr_assert_eq(PARSE(&options, &message, "-kernel", "bz", "-drive", "file=nbd://h/a,reconnect-timeout=300", "-drive",
                        "file=nbd://h/b,file.reconnect-delay=5", "-drive", "file=nbd://h/c"),
