@@ -128,15 +128,21 @@ Test(vmm_elf_kernel, refuses_what_it_cannot_load_safely)
 #undef REFUSED
 }
 
+/* The image into a new file named after template (mkstemp's XXXXXX replaced). */
+static void write_kernel_file(char *template, const uint8_t image[FILE_SIZE])
+{
+    int fd = mkstemp(template);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, image, FILE_SIZE), (ssize_t)FILE_SIZE);
+    close(fd);
+}
+
 Test(vmm_elf_kernel, kernel_load_places_segments_zero_page_and_entry)
 {
     uint8_t image[FILE_SIZE];
     make_elf(image);
     char path[] = "/tmp/luna-vmlinux-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(write(fd, image, sizeof(image)), (ssize_t)sizeof(image));
-    close(fd);
+    write_kernel_file(path, image);
 
     struct guest_memory memory;
     cr_assert_eq(guest_memory_allocate(&memory, HIGHEST), 0);
@@ -174,10 +180,7 @@ Test(vmm_elf_kernel, kernel_load_names_the_file_in_errors)
     make_elf(image);
     ((Elf64_Ehdr *)image)->e_machine = EM_AARCH64;
     char path[] = "/tmp/luna-vmlinux-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(write(fd, image, sizeof(image)), (ssize_t)sizeof(image));
-    close(fd);
+    write_kernel_file(path, image);
     struct guest_memory memory;
     cr_assert_eq(guest_memory_allocate(&memory, HIGHEST), 0);
     struct acpi_layout acpi = {.cpus = 1};
