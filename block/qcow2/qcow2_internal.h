@@ -223,6 +223,11 @@ int qcow2_alloc_bytes(struct qcow2 *q, uint64_t length, uint64_t *offset);
 int qcow2_free_clusters(struct qcow2 *q, uint64_t offset, uint64_t count);
 /* Free what an L2 entry points to (normal, zero-allocated or compressed). */
 int qcow2_free_l2_entry_target(struct qcow2 *q, uint64_t entry);
+/*
+ * The same for count entries already cleared from their L2 tables, with a
+ * single wait for data transfers (a large discard frees many clusters).
+ */
+int qcow2_free_l2_entry_targets(struct qcow2 *q, const uint64_t *entries, size_t count);
 
 /* ---- mapping (qcow2_map.c), lock held ---- */
 

@@ -387,99 +387,209 @@ static int write_zero_buffer(struct qcow2 *q, uint64_t offset, uint64_t length)
 }
 
 /*
- * Make one whole guest cluster read as zeroes through metadata alone.
- * The host cluster of this image is kept as a preallocated zero cluster
- * and its file range punched, so space returns without a refcount change;
- * a shared or compressed one is released.  Images without zero clusters
- * (v2) can only drop the mapping, which is zero only without a backing file.
+ * Whole guest clusters are zeroed or discarded through their L2 entries,
+ * as QEMU does (zero_in_l2_slice, discard_in_l2_slice):
+ *  - write_zeroes that may unmap, and discard, free the host cluster (the
+ *    entry keeps only "reads as zeroes"; a discard of an unallocated
+ *    cluster over a backing file too);
+ *  - write_zeroes that must not unmap keep the host cluster as a
+ *    preallocated zero cluster, without touching its data;
+ *  - a compressed cluster is always freed.
+ * Images without zero clusters (v2) can only drop the mapping, which reads
+ * as zeroes only without a backing file.
  */
-static int zero_cluster(struct qcow2 *q, uint64_t guest_cluster, bool *punch, uint64_t *punch_offset)
+struct zero_request {
+    bool discard;
+    bool unmap; /* write_zeroes with BDEV_MAY_UNMAP */
+};
+
+/* The entry that makes a guest cluster read as zeroes (host kept or not), as the image's format spells it. */
+static void zero_entry(const struct qcow2 *q, uint64_t host_entry, uint64_t *entry, uint64_t *bitmap)
 {
-    *punch = false;
-    uint64_t entry, bitmap;
+    if (q->extended_l2) {
+        *entry = host_entry;
+        *bitmap = 0xffffffffull << 32; /* every subcluster zero, none allocated */
+    } else {
+        *entry = host_entry | QCOW2_OFLAG_ZERO;
+        *bitmap = 0;
+    }
+}
+
+/*
+ * What an L2 entry becomes (and whether the clusters it holds are freed)
+ * when its whole guest cluster is zeroed or discarded.  v2 images have
+ * no zero flag: with a backing file the caller falls back first.
+ */
+static void zeroed_entry(const struct qcow2 *q, uint64_t guest_cluster, const struct zero_request *r,
+                         uint64_t entry, uint64_t bitmap, uint64_t *new_entry, uint64_t *new_bitmap, bool *release)
+{
+    bool compressed = (entry & QCOW2_OFLAG_COMPRESSED) != 0;
+    bool allocated = compressed || qcow2_l2_entry_has_host(&q->image.header, entry);
+    *new_entry = entry;
+    *new_bitmap = bitmap;
+    *release = false;
+    if (q->data_raw) {
+        /* A raw data file must read as the guest does: the cluster stays mapped and its bytes are zeroed. */
+        zero_entry(q, (guest_cluster << q->cluster_bits) | QCOW2_OFLAG_COPIED, new_entry, new_bitmap);
+        return;
+    }
+    if (!allocated && !q->backing && (r->discard || (!entry && !bitmap)))
+        return; /* already reads as zeroes */
+    if (q->image.header.version < 3) {
+        *new_entry = *new_bitmap = 0;
+        *release = allocated;
+        return;
+    }
+    *release = compressed || ((r->discard || r->unmap) && allocated);
+    zero_entry(q, *release || r->discard ? 0 : entry, new_entry, new_bitmap);
+}
+
+/*
+ * Zero or discard one whole guest cluster (marked busy) in its L2 entry.
+ * *release: the old entry's clusters must be freed by the caller (*old).
+ */
+static int zero_cluster(struct qcow2 *q, uint64_t guest_cluster, const struct zero_request *r, uint64_t *old,
+                        bool *release)
+{
+    *release = false;
+    uint64_t entry, bitmap, new_entry, new_bitmap;
     int rc = qcow2_l2_entry_get(q, guest_cluster, false, &entry, &bitmap);
     if (rc < 0)
         return rc;
-    bool has_zero_flag = q->image.header.version >= 3;
-    if (!entry && !bitmap && !q->backing && !q->data_raw)
-        return 0; /* unallocated without backing: already zero */
-    if (!has_zero_flag && q->backing)
-        return -ENOTSUP;
-    if ((rc = qcow2_l2_entry_get(q, guest_cluster, true, &entry, &bitmap)) < 0)
-        return rc;
-    uint64_t host = entry & QCOW2_OFFSET_MASK;
-    bool compressed = (entry & QCOW2_OFLAG_COMPRESSED) != 0;
-    bool keep = !compressed && qcow2_l2_entry_has_host(&q->image.header, entry) && (entry & QCOW2_OFLAG_COPIED) &&
-                has_zero_flag;
-    if (q->data_raw) {
-        /* A raw data file must read as the guest does: the cluster stays mapped and its bytes are zeroed. */
-        host = guest_cluster << q->cluster_bits;
-        keep = true;
-    }
-    uint64_t new_entry, new_bitmap = 0;
-    if (q->extended_l2) {
-        new_entry = keep ? host | QCOW2_OFLAG_COPIED : 0;
-        new_bitmap = 0xffffffffull << 32;
-    } else if (has_zero_flag) {
-        new_entry = (keep ? host | QCOW2_OFLAG_COPIED : 0) | QCOW2_OFLAG_ZERO;
-    } else {
-        new_entry = 0;
-    }
-    if ((rc = qcow2_l2_entry_set(q, guest_cluster, new_entry, new_bitmap)) < 0)
-        return rc;
-    if (keep) {
-        *punch = true;
-        *punch_offset = host;
+    enum qcow2_cluster_kind kind;
+    /* Freeing what an invalid entry names would damage refcounts of other data. */
+    if (qcow2_l2_entry_kind(&q->image.header, entry, bitmap, 0, &kind) < 0)
+        return qcow2_signal_corruption(q, "invalid L2 entry", entry);
+    bool frees;
+    zeroed_entry(q, guest_cluster, r, entry, bitmap, &new_entry, &new_bitmap, &frees);
+    if (new_entry == entry && new_bitmap == bitmap)
         return 0;
+    /* With allocate, a table shared with a snapshot becomes this image's (same entries). */
+    if ((rc = qcow2_l2_entry_get(q, guest_cluster, true, &entry, &bitmap)) < 0 ||
+        (rc = qcow2_l2_entry_set(q, guest_cluster, new_entry, new_bitmap)) < 0)
+        return rc;
+    *old = entry;
+    *release = frees;
+    return 0;
+}
+
+/* Clusters per metadata pass of a large request: bounds its memory and how long its clusters stay busy. */
+#define ZERO_BATCH_CLUSTERS 4096u
+
+/*
+ * Give the space of freed clusters back to the file system: only those
+ * this image owned alone (COPIED; a shared one stays a snapshot's) and not
+ * compressed (packed with other data).  Runs before the refcounts drop, so
+ * nobody can have reused them yet; failure only costs space.
+ */
+static void punch_freed(struct qcow2 *q, const uint64_t *freed, uint32_t count)
+{
+    uint64_t run_start = 0, run_length = 0;
+    for (uint32_t i = 0; i <= count; i++) {
+        bool punch = i < count && !(freed[i] & QCOW2_OFLAG_COMPRESSED) && (freed[i] & QCOW2_OFLAG_COPIED);
+        uint64_t host = punch ? freed[i] & QCOW2_OFFSET_MASK : 0;
+        if (punch && run_length && host == run_start + run_length) {
+            run_length += q->cluster_size;
+            continue;
+        }
+        if (i < count && !punch)
+            continue;
+        if (run_length) {
+            struct bdev_io hole = {.op = BDEV_OP_DISCARD, .offset = run_start, .length = run_length};
+            bdev_blocking(q->data, &hole);
+        }
+        run_start = host;
+        run_length = punch ? q->cluster_size : 0;
     }
-    if (qcow2_l2_entry_has_host(&q->image.header, entry) || compressed)
-        rc = qcow2_free_l2_entry_target(q, entry);
+}
+
+/*
+ * Zero or discard count whole guest clusters from first.  Every L2 entry
+ * changes first; then, with the clusters still busy, the space is
+ * released and, after a single wait for data transfers that may still use
+ * the old clusters, their refcounts drop.  freed: room for count entries.
+ */
+static int zero_batch(struct qcow2 *q, uint64_t first, uint32_t count, const struct zero_request *r,
+                      struct qcow2_busy_cluster *marks, uint64_t *freed)
+{
+    uint32_t done = 0, freed_count = 0;
+    pthread_mutex_lock(&q->lock);
+    qcow2_busy_acquire(q, first, count, marks);
+    int rc = q->corrupt ? -EIO : 0;
+    while (rc == 0 && done < count) {
+        bool release = false;
+        uint64_t old = 0;
+        rc = zero_cluster(q, first + done, r, &old, &release);
+        if (rc == 0 && release)
+            freed[freed_count++] = old;
+        if (rc == 0)
+            done++;
+    }
+    pthread_mutex_unlock(&q->lock);
+
+    int data_rc = 0;
+    if (q->data_raw && done) {
+        struct bdev_io zero = {.op = BDEV_OP_WRITE_ZEROES, .flags = r->discard || r->unmap ? BDEV_MAY_UNMAP : 0,
+                               .offset = first << q->cluster_bits, .length = (uint64_t)done << q->cluster_bits};
+        data_rc = bdev_blocking(q->data, &zero);
+    }
+    punch_freed(q, freed, freed_count);
+
+    pthread_mutex_lock(&q->lock);
+    /* Even after a failure: the entries already changed no longer hold their clusters. */
+    int free_rc = qcow2_free_l2_entry_targets(q, freed, freed_count);
+    qcow2_busy_release(q, count, marks);
+    pthread_mutex_unlock(&q->lock);
+    return rc < 0 ? rc : data_rc < 0 ? data_rc : free_rc;
+}
+
+/* Zero or discard the whole clusters of [offset, end) (cluster-aligned), a batch at a time. */
+static int zero_clusters(struct qcow2 *q, uint64_t offset, uint64_t end, const struct zero_request *r)
+{
+    uint64_t total = (end - offset) >> q->cluster_bits;
+    uint32_t batch = total < ZERO_BATCH_CLUSTERS ? (uint32_t)total : ZERO_BATCH_CLUSTERS;
+    struct qcow2_busy_cluster *marks = malloc(sizeof(*marks) * batch);
+    uint64_t *freed = malloc(sizeof(*freed) * batch);
+    int rc = marks && freed ? 0 : -ENOMEM;
+    for (uint64_t done = 0; rc == 0 && done < total;) {
+        uint32_t count = total - done < batch ? (uint32_t)(total - done) : batch;
+        rc = zero_batch(q, (offset >> q->cluster_bits) + done, count, r, marks, freed);
+        done += count;
+    }
+    free(marks);
+    free(freed);
     return rc;
 }
 
 static int zero_or_discard(struct qcow2 *q, struct bdev_io *io)
 {
-    bool discard = io->op == BDEV_OP_DISCARD;
+    struct zero_request r = {.discard = io->op == BDEV_OP_DISCARD, .unmap = (io->flags & BDEV_MAY_UNMAP) != 0};
+    bool fast_only = !r.discard && (io->flags & BDEV_FAST_ONLY);
     uint64_t offset = io->offset, end = io->offset + io->length;
     uint64_t first_full = (offset + q->cluster_size - 1) & ~(q->cluster_size - 1);
     uint64_t last_full = end & ~(q->cluster_size - 1);
+    /* The partial cluster at the end of the image counts as whole (QEMU's rule too). */
+    if (end == bdev_size(q->bdev) && end > last_full && offset <= last_full)
+        last_full += q->cluster_size;
     int rc = 0;
     if (first_full >= last_full) {
         /* No whole cluster: discard may do nothing, zeroes must be written. */
-        if (discard)
+        if (r.discard)
             return 0;
-        return (io->flags & BDEV_FAST_ONLY) ? -ENOTSUP : write_zero_buffer(q, offset, io->length);
+        return fast_only ? -ENOTSUP : write_zero_buffer(q, offset, io->length);
     }
-    if (!discard && (io->flags & BDEV_FAST_ONLY) && (offset < first_full || end > last_full))
+    if (fast_only && (offset < first_full || end > last_full))
         return -ENOTSUP;
-    if (!discard && offset < first_full && (rc = write_zero_buffer(q, offset, first_full - offset)) < 0)
-        return rc;
-    for (uint64_t position = first_full; rc == 0 && position < last_full; position += q->cluster_size) {
-        uint64_t guest_cluster = position >> q->cluster_bits;
-        struct qcow2_busy_cluster mark;
-        bool punch = false;
-        uint64_t punch_offset = 0;
-        pthread_mutex_lock(&q->lock);
-        qcow2_busy_acquire(q, guest_cluster, 1, &mark);
-        rc = q->corrupt ? -EIO : zero_cluster(q, guest_cluster, &punch, &punch_offset);
-        pthread_mutex_unlock(&q->lock);
-        if (rc == 0 && punch && q->data_raw) {
-            struct bdev_io zero = {.op = BDEV_OP_WRITE_ZEROES, .flags = BDEV_MAY_UNMAP, .offset = punch_offset,
-                                   .length = q->cluster_size};
-            rc = bdev_blocking(q->data, &zero);
-        } else if (rc == 0 && punch) {
-            struct bdev_io hole = {.op = BDEV_OP_DISCARD, .offset = punch_offset, .length = q->cluster_size};
-            bdev_blocking(q->data, &hole); /* only space is at stake: failure is harmless */
-        }
-        pthread_mutex_lock(&q->lock);
-        qcow2_busy_release(q, 1, &mark);
-        pthread_mutex_unlock(&q->lock);
-        if (rc == -ENOTSUP && discard)
-            rc = 0; /* advisory: a v2 image over a backing file keeps the data */
-        else if (rc == -ENOTSUP && !(io->flags & BDEV_FAST_ONLY))
-            rc = write_zero_buffer(q, position, q->cluster_size);
+    /* Without a zero flag, dropping a mapping would show the backing file. */
+    if (q->image.header.version < 3 && q->backing) {
+        if (r.discard)
+            return 0; /* advisory: the data stays */
+        return fast_only ? -ENOTSUP : write_zero_buffer(q, offset, io->length);
     }
-    if (rc == 0 && !discard && end > last_full)
+    if (!r.discard && offset < first_full && (rc = write_zero_buffer(q, offset, first_full - offset)) < 0)
+        return rc;
+    rc = zero_clusters(q, first_full, last_full, &r);
+    if (rc == 0 && !r.discard && end > last_full)
         rc = write_zero_buffer(q, last_full, end - last_full);
     return rc;
 }

@@ -247,19 +247,55 @@ int qcow2_free_clusters(struct qcow2 *q, uint64_t offset, uint64_t count)
     return qcow2_refcount_update(q, offset, count, -1);
 }
 
-int qcow2_free_l2_entry_target(struct qcow2 *q, uint64_t entry)
+/* The host clusters an L2 entry holds a reference to: [*first, *first + *count), 0 clusters for none. */
+static void entry_clusters(const struct qcow2 *q, uint64_t entry, uint64_t *first, uint64_t *count)
 {
-    if (q->data_external)
-        return 0; /* clusters in a data file are not refcounted */
     if (entry & QCOW2_OFLAG_COMPRESSED) {
         uint64_t host, length;
         qcow2_compressed_descriptor(&q->image.header, entry, &host, &length);
-        uint64_t first = host / q->cluster_size, last = (host + length - 1) / q->cluster_size;
-        qcow2_quiesce_data_io(q);
-        return qcow2_refcount_update(q, first * q->cluster_size, last - first + 1, -1);
+        *first = host / q->cluster_size;
+        *count = (host + length - 1) / q->cluster_size - *first + 1;
+        return;
     }
     uint64_t host = entry & QCOW2_OFFSET_MASK;
-    return host ? qcow2_free_clusters(q, host, 1) : 0;
+    *first = host / q->cluster_size;
+    *count = host ? 1 : 0;
+}
+
+int qcow2_free_l2_entry_targets(struct qcow2 *q, const uint64_t *entries, size_t count)
+{
+    if (q->data_external || count == 0)
+        return 0; /* clusters in a data file are not refcounted */
+    uint64_t run_first = 0, run_count = 0;
+    bool waited = false;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i <= count; i++) {
+        uint64_t first = 0, clusters = 0;
+        if (i < count)
+            entry_clusters(q, entries[i], &first, &clusters);
+        if (i < count && clusters == 0)
+            continue;
+        /* Adjacent clusters are decremented together; a repeated one (packed compressed data) separately. */
+        if (i < count && run_count && first == run_first + run_count) {
+            run_count += clusters;
+            continue;
+        }
+        if (run_count && !waited) {
+            /* One wait covers every cluster: the entries were all changed before it. */
+            qcow2_quiesce_data_io(q);
+            waited = true;
+        }
+        if (run_count)
+            rc = qcow2_refcount_update(q, run_first * q->cluster_size, run_count, -1);
+        run_first = first;
+        run_count = clusters;
+    }
+    return rc;
+}
+
+int qcow2_free_l2_entry_target(struct qcow2 *q, uint64_t entry)
+{
+    return qcow2_free_l2_entry_targets(q, &entry, 1);
 }
 
 /*

@@ -99,9 +99,15 @@ commit_both() {
   for image in l/*.qcow2; do
     local name=${image#l/}
     qemu-img check -q "$image" || fail "$label: qemu-img check finds $name unclean after commit $*"
-    # A qcow2 base's zeroed clusters keep their host clusters (the driver's write_zeroes does
-    # not unmap), where qemu-img frees them: the same content, allocated differently.
-    [ "$name" = "$base" ] && continue
+    # The base maps as qemu-img leaves it too (zeroed clusters freed), except where 512-byte
+    # layers zero parts of its 64 KiB clusters: QEMU turns such a part into a zero cluster when
+    # the rest of the cluster reads as zeroes, the driver writes zeroes (the same content).
+    if [ "$name" = "$base" ]; then
+      case $kind in *-512) continue ;; esac
+      diff <(layout "q/$name") <(layout "l/$name") >/dev/null ||
+        fail "$label: the base $name maps differently after commit $*: $(diff <(layout "q/$name") <(layout "l/$name"))"
+      continue
+    fi
     diff <(layout "q/$name") <(layout "l/$name") >/dev/null ||
       fail "$label: $name maps differently after commit $*: $(diff <(layout "q/$name") <(layout "l/$name"))"
     qemu-img compare -q "q/$name" "l/$name" || fail "$label: $name reads differently after commit $*"
