@@ -10,13 +10,20 @@
  * follows SPC-4's table for the reservation type.  State changes happen
  * under the LUN's mutex.  With APTPL (offered when the LUN has a store,
  * scsi_persist.h) every change is saved before the command is answered.
- * Not offered: SPEC_I_PT, ALL_TG_PT (one target port) and REGISTER AND
- * MOVE.
+ *
+ * REGISTER with SPEC_I_PT (SPC-4 §5.12.7) registers the sender and every
+ * initiator port its iSCSI TransportIDs name, all or none; REGISTER AND
+ * MOVE (§5.12.8) hands the reservation to the port its TransportID names.
+ * A TransportID names a port by its name, which need not be logged in:
+ * registrations are by name and outlive sessions.  Not offered: ALL_TG_PT
+ * (one target port), TransportIDs of other protocols than iSCSI.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "protocols/scsi/scsi_internal.h"
 
@@ -37,9 +44,16 @@ enum {
     PR_OUT_PREEMPT = 4,
     PR_OUT_PREEMPT_AND_ABORT = 5,
     PR_OUT_REGISTER_AND_IGNORE = 6,
+    PR_OUT_REGISTER_AND_MOVE = 7,
 };
 
 #define PR_OUT_PARAMETERS 24
+#define PR_OUT_SPEC_I_PT_HEADER 28 /* the 24 bytes, then TRANSPORTID PARAMETER DATA LENGTH */
+#define PROTOCOL_ISCSI 0x05
+/* A nexus name's room, terminator included: the reservation holder's, and what READ FULL STATUS allows each. */
+#define NEXUS_MAX sizeof(((struct scsi_lun *)0)->reservation_holder)
+#define ISID_DIGITS 12
+#define TARGET_PORT 1 /* lunad's one target port: READ FULL STATUS's RELATIVE TARGET PORT IDENTIFIER */
 
 static bool valid_type(uint8_t type)
 {
@@ -225,8 +239,11 @@ static size_t read_reservation(struct scsi_lun *lun, uint8_t *out)
 static size_t report_capabilities(struct scsi_lun *lun, uint8_t *out)
 {
     store_be16(out, 8);
-    /* CRH: RESERVE / RELEASE succeed as SPC-4 §5.13.3 says while a PR exists; PTPL_C: APTPL offered */
-    out[2] = 0x10 | (lun->persist ? 0x01 : 0);
+    /*
+     * CRH: RESERVE / RELEASE succeed as SPC-4 §5.13.3 says while a PR exists; SIP_C: SPEC_I_PT offered
+     * (ATP_C stays 0: ALL_TG_PT is refused); PTPL_C: APTPL offered
+     */
+    out[2] = 0x10 | 0x08 | (lun->persist ? 0x01 : 0);
     out[3] = 0x80 | 0x10 | (lun->aptpl ? 0x01 : 0); /* TMV: the type mask is valid; ALLOW COMMANDS 001; PTPL_A */
     out[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02; /* WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX */
     out[5] = 0x01;          /* EX_AC_AR */
@@ -262,7 +279,7 @@ static size_t read_full_status(struct scsi_lun *lun, uint8_t *out, size_t room)
             d[12] = 0x01; /* R_HOLDER */
             d[13] = lun->reservation_type;
         }
-        store_be16(d + 18, 1); /* relative target port identifier */
+        store_be16(d + 18, TARGET_PORT);
         size_t id = transport_id(registration->nexus, d + 24, room - at - 24);
         store_be32(d + 20, (uint32_t)id);
         at += 24 + id;
@@ -302,12 +319,295 @@ struct pr_out {
     uint64_t key, service_key;
     uint8_t type, scope;
     bool aptpl;
+    bool spec_i_pt;       /* REGISTER: the TransportIDs name more ports to register */
+    bool unreg;           /* REGISTER AND MOVE: the sender unregisters */
+    uint16_t target_port; /* REGISTER AND MOVE: RELATIVE TARGET PORT IDENTIFIER */
+    const uint8_t *ids;   /* the TransportIDs (SPEC_I_PT, REGISTER AND MOVE), checked before the lock */
+    size_t ids_length;
+    size_t ids_offset; /* where they start in the parameter list, for the sense's field pointer */
 };
+
+/* ---- TransportIDs (SPC-4 §7.6.4.6; iSCSI only) ---- */
+
+/* An iSCSI TransportID decoded: a port ("IQN,i,0xisid", format 01b) or an initiator device ("IQN", 00b). */
+struct transport_id {
+    char name[NEXUS_MAX];
+    bool port;
+};
+
+/* What an iSCSI name may hold here: the state file's records split at blanks, the ISID follows a comma. */
+static bool name_character(char c)
+{
+    return c > ' ' && c < 0x7f && c != ',';
+}
+
+static bool hex_digit(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/*
+ * text (length bytes, no terminator) as a device name "IQN" or a port name
+ * "IQN,i,0xISID" with 12 hex digits, copied to name with the ISID in lower
+ * case as the login spells it (iscsi_login.c).  false: neither.
+ */
+static bool decode_name(const char *text, size_t length, bool port, char *name)
+{
+    static const char separator[] = ",i,0x";
+    const size_t separator_length = sizeof(separator) - 1;
+    size_t iqn = 0;
+    while (iqn < length && name_character(text[iqn]))
+        iqn++;
+    if (iqn == 0 || (!port && iqn != length))
+        return false;
+    if (port && (length != iqn + separator_length + ISID_DIGITS ||
+                 strncasecmp(text + iqn, separator, separator_length) != 0))
+        return false;
+    memcpy(name, text, length);
+    name[length] = '\0';
+    if (port) {
+        memcpy(name + iqn, separator, separator_length);
+        for (size_t i = length - ISID_DIGITS; i < length; i++) {
+            if (!hex_digit(name[i]))
+                return false;
+            name[i] = (char)tolower((unsigned char)name[i]);
+        }
+    }
+    return true;
+}
+
+/*
+ * The TransportID at *at of ids (length bytes), decoded, and *at moved past
+ * it.  -EINVAL if it is not a well-formed iSCSI one (or overruns the list);
+ * *field is then the byte of ids at fault.
+ */
+static int next_transport_id(const uint8_t *ids, size_t length, size_t *at, struct transport_id *id, size_t *field)
+{
+    const uint8_t *header = ids + *at;
+    size_t left = length - *at;
+    *field = *at;
+    if (left < 4 || (header[0] & 0x0f) != PROTOCOL_ISCSI || (header[0] & 0x30) != 0 || (header[0] >> 6) > 1)
+        return -EINVAL; /* FORMAT CODE 10b / 11b are reserved for iSCSI */
+    size_t additional = load_be16(header + 2);
+    *field = *at + 2;
+    if (additional == 0 || additional % 4 != 0 || additional > left - 4)
+        return -EINVAL;
+    const char *text = (const char *)header + 4;
+    const char *end = memchr(text, '\0', additional); /* the name must be terminated inside its TransportID */
+    *field = *at + 4;
+    id->port = (header[0] >> 6) == 1;
+    size_t text_length = end ? (size_t)(end - text) : 0;
+    if (!end || text_length >= sizeof(id->name) || !decode_name(text, text_length, id->port, id->name))
+        return -EINVAL;
+    *at += 4 + additional;
+    return 0;
+}
+
+/*
+ * Every TransportID of out well-formed, before the lock is taken; REGISTER
+ * AND MOVE's must be exactly one and name one port (one I_T nexus, SPC-4
+ * §6.16.4).  -EINVAL with *field the byte of the parameter list at fault.
+ */
+static int check_transport_ids(const struct pr_out *out, bool move, size_t *field)
+{
+    size_t at = 0, count = 0;
+    struct transport_id id;
+    while (at < out->ids_length) {
+        if (next_transport_id(out->ids, out->ids_length, &at, &id, field) < 0) {
+            *field += out->ids_offset;
+            return -EINVAL;
+        }
+        *field = out->ids_offset; /* for the checks below: the first TransportID */
+        if (move && (count > 0 || !id.port))
+            return -EINVAL;
+        count++;
+    }
+    if (move && count == 0) {
+        *field = 20; /* TRANSPORTID PARAMETER DATA LENGTH: no TransportID */
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- the registrations, added (under lun->lock) ---- */
+
+static struct scsi_registration *find_port(struct scsi_lun *lun, const char *name)
+{
+    for (size_t i = 0; i < lun->registration_count; i++)
+        if (strcasecmp(lun->registrations[i].nexus, name) == 0)
+            return &lun->registrations[i];
+    return NULL;
+}
+
+/*
+ * The spelling a port name already has here (a registration's, or a
+ * nexus's that has addressed the LUN): TransportIDs match it whatever the
+ * case of their letters.  name itself if none.
+ */
+static const char *known_port(struct scsi_lun *lun, const char *name)
+{
+    struct scsi_registration *registration = find_port(lun, name);
+    if (registration)
+        return registration->nexus;
+    for (size_t i = 0; i < lun->nexus_count; i++)
+        if (strcasecmp(lun->nexuses[i].nexus, name) == 0)
+            return lun->nexuses[i].nexus;
+    return name;
+}
+
+/* Is port ("IQN,i,0xisid") one of the initiator device's ("IQN")? */
+static bool port_of(const char *port, const char *device)
+{
+    size_t length = strlen(device);
+    return strncasecmp(port, device, length) == 0 && strncasecmp(port + length, ",i,0x", 5) == 0;
+}
+
+/* Room for count more registrations, all or none: 0, -ENOSPC (SCSI_MAX_REGISTRATIONS) or -ENOMEM. */
+static int registrations_reserve(struct scsi_lun *lun, size_t count)
+{
+    if (count > SCSI_MAX_REGISTRATIONS - lun->registration_count)
+        return -ENOSPC;
+    if (count == 0)
+        return 0;
+    struct scsi_registration *grown = realloc(lun->registrations, (lun->registration_count + count) * sizeof(*grown));
+    if (!grown)
+        return -ENOMEM;
+    lun->registrations = grown;
+    return 0;
+}
+
+static int add_registration(struct scsi_lun *lun, const char *nexus, uint64_t key)
+{
+    int ret = registrations_reserve(lun, 1);
+    char *copy = ret == 0 ? strdup(nexus) : NULL;
+    if (ret < 0 || !copy)
+        return ret < 0 ? ret : -ENOMEM;
+    lun->registrations[lun->registration_count++] = (struct scsi_registration){.nexus = copy, .key = key};
+    return 0;
+}
+
+/* SPEC_I_PT's ports, gathered before any is registered. */
+struct pending {
+    char *names[SCSI_MAX_REGISTRATIONS];
+    size_t count;
+};
+
+/* One more port to register: 0 (added, or named already), -EINVAL (registered), -ENOSPC, -ENOMEM. */
+static int pending_add(struct scsi_lun *lun, struct pending *pending, const char *name)
+{
+    for (size_t i = 0; i < pending->count; i++)
+        if (strcasecmp(pending->names[i], name) == 0)
+            return 0; /* the sender's own port, or one named twice: registered once */
+    if (find_port(lun, name))
+        return -EINVAL; /* SPC-4 §5.12.7 registers unregistered ports only; SCST refused it too, LIO skips it */
+    if (lun->registration_count + pending->count >= SCSI_MAX_REGISTRATIONS)
+        return -ENOSPC;
+    if (!(pending->names[pending->count] = strdup(name)))
+        return -ENOMEM;
+    pending->count++;
+    return 0;
+}
+
+/*
+ * An initiator device (format 00b) names all its ports: those that have
+ * addressed the LUN (its sessions' names are the only ones lunad can
+ * know).  None: -EINVAL, as nothing could be registered for it.
+ */
+static int pending_add_device(struct scsi_lun *lun, struct pending *pending, const char *device)
+{
+    bool named = false;
+    int ret = 0;
+    for (size_t i = 0; i < lun->nexus_count && ret == 0; i++) {
+        if (port_of(lun->nexuses[i].nexus, device)) {
+            named = true;
+            ret = pending_add(lun, pending, lun->nexuses[i].nexus);
+        }
+    }
+    return ret == 0 && !named ? -EINVAL : ret;
+}
+
+/*
+ * REGISTER with SPEC_I_PT from an unregistered nexus (SPC-4 §5.12.7,
+ * §6.16.3): the sender and every port its TransportIDs name get the
+ * service action key, all or none ("if a registration fails for any
+ * initiator port, no registrations shall be made").
+ */
+static int register_ports(struct scsi_lun *lun, const char *nexus, const struct pr_out *out, uint8_t *asc,
+                          uint8_t *ascq)
+{
+    struct pending pending = {.count = 0};
+    int ret = pending_add(lun, &pending, nexus);
+    size_t at = 0, field;
+    struct transport_id id;
+    while (ret == 0 && at < out->ids_length) {
+        if (next_transport_id(out->ids, out->ids_length, &at, &id, &field) < 0)
+            ret = -EINVAL; /* checked before the lock: cannot happen */
+        else
+            ret = id.port ? pending_add(lun, &pending, known_port(lun, id.name))
+                          : pending_add_device(lun, &pending, id.name);
+    }
+    if (ret == 0)
+        ret = registrations_reserve(lun, pending.count);
+    if (ret < 0) {
+        for (size_t i = 0; i < pending.count; i++)
+            free(pending.names[i]);
+        *asc = 0x26;
+        *ascq = 0x00; /* INVALID FIELD IN PARAMETER LIST, for -EINVAL */
+        return ret;
+    }
+    for (size_t i = 0; i < pending.count; i++)
+        lun->registrations[lun->registration_count++] =
+            (struct scsi_registration){.nexus = pending.names[i], .key = out->service_key};
+    lun->generation++;
+    return 0;
+}
+
+/*
+ * REGISTER AND MOVE (SPC-4 §5.12.8), from a registrant with its key: the
+ * holder hands its reservation, type and scope kept (the CDB's TYPE and
+ * SCOPE are ignored), to the port the TransportID names, which is
+ * registered with the service action key (or has its key replaced);
+ * UNREG then unregisters the sender.  No unit attention: SPC-4 asks none.
+ */
+static int register_and_move(struct scsi_lun *lun, const char *nexus, const struct pr_out *out, uint8_t *asc,
+                             uint8_t *ascq)
+{
+    if (!lun->reserved) { /* nothing to move: INVALID FIELD IN CDB, as LIO and SCST answer */
+        *asc = 0x24;
+        *ascq = 0x00;
+        return -EINVAL;
+    }
+    if (!holds(lun, nexus) || all_registrants(lun->reservation_type))
+        return 1; /* only the holder moves, and an all-registrants reservation has no one holder */
+    struct transport_id id;
+    size_t at = 0, field;
+    if (next_transport_id(out->ids, out->ids_length, &at, &id, &field) < 0)
+        return -EINVAL; /* checked before the lock: cannot happen */
+    const char *destination = known_port(lun, id.name);
+    if (out->service_key == 0 || out->target_port != TARGET_PORT || strcasecmp(destination, nexus) == 0) {
+        *asc = 0x26;
+        *ascq = 0x00; /* INVALID FIELD IN PARAMETER LIST */
+        return -EINVAL;
+    }
+    struct scsi_registration *registration = find(lun, destination);
+    if (registration) {
+        registration->key = out->service_key;
+    } else {
+        int ret = add_registration(lun, destination, out->service_key);
+        if (ret < 0)
+            return ret;
+    }
+    snprintf(lun->reservation_holder, sizeof(lun->reservation_holder), "%s", destination);
+    if (out->unreg) /* no longer the holder: its reservation is not released with it */
+        unregister(lun, find(lun, nexus));
+    lun->generation++;
+    return 0;
+}
 
 /*
  * One service action against the LUN's state, under its lock.  0 (GOOD),
- * 1 (RESERVATION CONFLICT), or a negative errno; on -EINVAL *asc / *ascq
- * name what was invalid.
+ * 1 (RESERVATION CONFLICT), or a negative errno: on -EINVAL *asc / *ascq
+ * name what was invalid; -ENOSPC is INSUFFICIENT REGISTRATION RESOURCES.
  */
 static int pr_out(struct scsi_lun *lun, const char *nexus, unsigned action, const struct pr_out *out,
                   uint8_t *asc, uint8_t *ascq)
@@ -318,26 +618,20 @@ static int pr_out(struct scsi_lun *lun, const char *nexus, unsigned action, cons
     case PR_OUT_REGISTER_AND_IGNORE:
         if (action == PR_OUT_REGISTER && (registration ? registration->key != out->key : out->key != 0))
             return 1;
+        if (registration && out->spec_i_pt) {
+            /* SPC-4's register behaviours table: INVALID FIELD IN CDB (SCST too; LIO answers 26 00) */
+            *asc = 0x24;
+            *ascq = 0x00;
+            return -EINVAL;
+        }
         if (!registration) {
             if (out->service_key == 0)
                 return 0;
-            if (lun->registration_count == SCSI_MAX_REGISTRATIONS) {
-                *asc = 0x55;
-                *ascq = 0x04;
-                return -ENOSPC;
-            }
-            char *copy = strdup(nexus);
-            struct scsi_registration *grown =
-                realloc(lun->registrations, (lun->registration_count + 1) * sizeof(*grown));
-            if (!copy || !grown) {
-                free(copy);
-                if (grown)
-                    lun->registrations = grown;
-                return -ENOMEM;
-            }
-            lun->registrations = grown;
-            lun->registrations[lun->registration_count++] = (struct scsi_registration){.nexus = copy,
-                                                                                      .key = out->service_key};
+            if (out->spec_i_pt)
+                return register_ports(lun, nexus, out, asc, ascq);
+            int ret = add_registration(lun, nexus, out->service_key);
+            if (ret < 0)
+                return ret;
         } else if (out->service_key == 0) {
             unregister(lun, registration);
         } else {
@@ -352,6 +646,8 @@ static int pr_out(struct scsi_lun *lun, const char *nexus, unsigned action, cons
     if (!registration || registration->key != out->key)
         return 1;
     switch (action) {
+    case PR_OUT_REGISTER_AND_MOVE:
+        return register_and_move(lun, nexus, out, asc, ascq);
     case PR_OUT_RESERVE:
         if (lun->reserved) {
             if (!holds(lun, nexus))
@@ -429,29 +725,86 @@ static void reservations_saved(struct scsi_task *task, int result)
         scsi_task_good(task, 0);
 }
 
+/* INVALID FIELD IN PARAMETER LIST at byte (bit -1: the whole byte); past what SKS can point at, without a pointer. */
+static void invalid_parameter_at(struct scsi_task *task, size_t byte, int bit)
+{
+    if (byte > UINT16_MAX)
+        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAMETER_LIST);
+    else
+        scsi_task_invalid_parameter(task, (unsigned)byte, bit);
+}
+
+/*
+ * The parameter list (SPC-4 §6.16.3; REGISTER AND MOVE's §6.16.4) into
+ * *out, every length checked against what arrived: 24 bytes exactly
+ * without TransportIDs, else the header and TRANSPORTID PARAMETER DATA
+ * LENGTH's bytes exactly.  false: the task is answered.
+ */
+static bool parse_parameters(struct scsi_task *task, unsigned action, uint32_t length, struct pr_out *out)
+{
+    const uint8_t *p = task->data_out;
+    if (length < PR_OUT_PARAMETERS || task->data_out_length < length) {
+        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_PARAMETER_LIST_LENGTH_ERROR);
+        return false;
+    }
+    *out = (struct pr_out){.key = load_be64(p), .service_key = load_be64(p + 8), .type = task->cdb[2] & 0x0f,
+                           .scope = task->cdb[2] >> 4};
+    size_t header = PR_OUT_PARAMETERS;
+    if (action == PR_OUT_REGISTER_AND_MOVE) {
+        out->aptpl = p[17] & 0x01;
+        out->unreg = p[17] & 0x02;
+        out->target_port = load_be16(p + 18);
+        out->ids_length = load_be32(p + 20);
+    } else {
+        out->aptpl = p[20] & 0x01;
+        out->spec_i_pt = p[20] & 0x08;
+        if (p[20] & 0x04) { /* ALL_TG_PT: one target port */
+            scsi_task_invalid_parameter(task, 20, 2);
+            return false;
+        }
+        if (out->spec_i_pt && action != PR_OUT_REGISTER) { /* SPC-4 §6.16.3: REGISTER's only */
+            scsi_task_invalid_parameter(task, 20, 3);
+            return false;
+        }
+        if (out->spec_i_pt && length >= PR_OUT_SPEC_I_PT_HEADER) {
+            header = PR_OUT_SPEC_I_PT_HEADER;
+            out->ids_length = load_be32(p + 24);
+        } else if (out->spec_i_pt) {
+            scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_PARAMETER_LIST_LENGTH_ERROR);
+            return false;
+        }
+    }
+    if ((uint64_t)length != header + (uint64_t)out->ids_length) {
+        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_PARAMETER_LIST_LENGTH_ERROR);
+        return false;
+    }
+    out->ids = p + header;
+    out->ids_offset = header;
+    size_t field;
+    if (check_transport_ids(out, action == PR_OUT_REGISTER_AND_MOVE, &field) < 0) {
+        invalid_parameter_at(task, field, -1);
+        return false;
+    }
+    return true;
+}
+
 void scsi_persistent_reserve_out(struct scsi_task *task)
 {
     struct scsi_lun *lun = task->lun;
     unsigned action = task->cdb[1] & 0x1f;
     uint32_t length = load_be32(task->cdb + 5);
-    if (action > PR_OUT_REGISTER_AND_IGNORE) {
-        scsi_task_invalid_field(task, 1, 4); /* REGISTER AND MOVE and beyond: not offered */
+    if (action > PR_OUT_REGISTER_AND_MOVE) {
+        scsi_task_invalid_field(task, 1, 4);
         return;
     }
-    if (length != PR_OUT_PARAMETERS || task->data_out_length < PR_OUT_PARAMETERS) {
-        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_PARAMETER_LIST_LENGTH_ERROR);
+    struct pr_out out;
+    if (!parse_parameters(task, action, length, &out))
         return;
-    }
-    const uint8_t *p = task->data_out;
-    struct pr_out out = {.key = load_be64(p), .service_key = load_be64(p + 8), .type = task->cdb[2] & 0x0f,
-                         .scope = task->cdb[2] >> 4, .aptpl = p[20] & 0x01};
-    if (p[20] & 0x0c) { /* SPEC_I_PT, ALL_TG_PT */
-        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAMETER_LIST);
-        return;
-    }
-    bool registering = action == PR_OUT_REGISTER || action == PR_OUT_REGISTER_AND_IGNORE;
+    /* The service actions whose APTPL bit counts (SPC-4 §6.16.3, §6.16.4). */
+    bool registering = action == PR_OUT_REGISTER || action == PR_OUT_REGISTER_AND_IGNORE ||
+                       action == PR_OUT_REGISTER_AND_MOVE;
     if (out.aptpl && registering && !lun->persist) { /* nothing can persist across a restart (PTPL_C is 0) */
-        scsi_task_invalid_parameter(task, 20, 0);
+        scsi_task_invalid_parameter(task, action == PR_OUT_REGISTER_AND_MOVE ? 17 : 20, 0);
         return;
     }
     bool typed = action == PR_OUT_RESERVE || action == PR_OUT_RELEASE || action == PR_OUT_PREEMPT ||
@@ -484,7 +837,9 @@ void scsi_persistent_reserve_out(struct scsi_task *task)
     }
     if (ret == 1)
         scsi_task_conflict(task);
-    else if (ret == -EINVAL || ret == -ENOSPC)
+    else if (ret == -ENOSPC)
+        scsi_task_check(task, SENSE_ILLEGAL_REQUEST, 0x55, 0x04); /* INSUFFICIENT REGISTRATION RESOURCES */
+    else if (ret == -EINVAL)
         scsi_task_check(task, SENSE_ILLEGAL_REQUEST, asc, ascq);
     else if (ret < 0)
         scsi_task_errno(task, ret, true);
