@@ -394,6 +394,9 @@ static int write_zero_buffer(struct qcow2 *q, uint64_t offset, uint64_t length)
  *    cluster over a backing file too);
  *  - write_zeroes that must not unmap keep the host cluster as a
  *    preallocated zero cluster, without touching its data;
+ *  - write_zeroes mark even an unallocated cluster without a backing file
+ *    as zero (a backing file attached later must not show through), where
+ *    a discard leaves it as it is;
  *  - a compressed cluster is always freed.
  * Images without zero clusters (v2) can only drop the mapping, which reads
  * as zeroes only without a backing file.
@@ -433,8 +436,8 @@ static void zeroed_entry(const struct qcow2 *q, uint64_t guest_cluster, const st
         zero_entry(q, (guest_cluster << q->cluster_bits) | QCOW2_OFLAG_COPIED, new_entry, new_bitmap);
         return;
     }
-    if (!allocated && !q->backing && (r->discard || (!entry && !bitmap)))
-        return; /* already reads as zeroes */
+    if (!allocated && !q->backing && r->discard)
+        return; /* reads as zeroes already, and QEMU leaves it as it is */
     if (q->image.header.version < 3) {
         *new_entry = *new_bitmap = 0;
         *release = allocated;

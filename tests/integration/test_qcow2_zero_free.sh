@@ -32,6 +32,9 @@ operations=(
   "trim $MiB $((12 * MiB))"         # unallocated without backing: nothing
   "zero-keep $K64 $((9 * MiB + K64))" # kept
   "trim $((4 * MiB)) $((16 * MiB))" # a large run over many clusters
+  "zero $K64 $((20 * MiB))"         # unallocated without backing: a zero cluster ...
+  "zero-keep $K64 $((20 * MiB + K64))" # ... either way
+  "trim $K64 $((20 * MiB + K64))"   # ... which a trim leaves as it is
 )
 
 # qemu-io spelling of the operations.

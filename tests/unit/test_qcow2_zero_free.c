@@ -138,13 +138,16 @@ Test(qcow2_zero_free, entries_and_refcounts)
     cr_assert(reads_byte(16 * CLUSTER, 4 * CLUSTER, 0x22));
     cr_assert(reads_byte(0, 4 * CLUSTER, 0));
 
-    /* Unallocated without a backing file: nothing changes. */
+    /* Unallocated without a backing file: zeroes are recorded (as QEMU), a discard changes nothing. */
     cr_assert_eq(zero_or_discard(BDEV_OP_WRITE_ZEROES, BDEV_MAY_UNMAP, 40 * CLUSTER, CLUSTER), 0);
     cr_assert_eq(zero_or_discard(BDEV_OP_DISCARD, 0, 41 * CLUSTER, CLUSTER), 0);
     entry_of(q, 40, &entry, &bitmap);
-    cr_assert_eq(entry, 0);
+    cr_assert_eq(entry, QCOW2_OFLAG_ZERO);
     entry_of(q, 41, &entry, &bitmap);
     cr_assert_eq(entry, 0);
+    cr_assert_eq(zero_or_discard(BDEV_OP_DISCARD, 0, 40 * CLUSTER, CLUSTER), 0);
+    entry_of(q, 40, &entry, &bitmap);
+    cr_assert_eq(entry, QCOW2_OFLAG_ZERO, "a discard leaves a zero cluster as it is");
 }
 
 Test(qcow2_zero_free, extended_l2_and_compressed)
