@@ -35,8 +35,10 @@
 #       Exit status: the guest script's; 124 with "nested_kvm: TIMEOUT ..." on stderr
 #       when --timeout (default 300 s, counted from QEMU's start) ran out; 126 with
 #       "nested_kvm: LOCKUP ..." when the outer kernel reported a CPU soft-locked for 45 s
-#       or more (QEMU is stopped then: under TCG's nested SVM an outer CPU now and then
-#       never leaves a nested guest, which no guest script can survive); 125 with
+#       or more, or a task blocked for 30 s, or the guest script printed a line with
+#       "@@LUNA-NESTED-STUCK@@ WHY" (QEMU is stopped then: under TCG's nested SVM an outer
+#       CPU now and then never leaves a nested guest, which no guest script can survive,
+#       and a process in KVM_RUN on it cannot even be killed); 125 with
 #       "nested_kvm: NO EXIT MARKER ..." when QEMU ended without the marker (guest
 #       kernel panic, QEMU error, ...); 2 for a usage error.  Runs `prepare` itself
 #       (quietly).  The files it builds live in a temporary directory removed at exit.
@@ -358,13 +360,18 @@ cmd_prepare() {
 }
 
 # watch_for_lockup CONSOLE_LOG PID MARK: stop PID (QEMU's timeout) once the outer kernel reports a
-# CPU soft-locked for 45 s or more, writing the report to MARK.  Under TCG's nested SVM an outer
-# CPU now and then never leaves a nested guest (the soft-lockup watchdog then reports it every
-# 26 s, stuck for good); one report of 20-30 s can also be a busy host, which passes.
+# CPU soft-locked for 45 s or more, or a task blocked for 30 s (outer-init.sh sets that hung-task
+# timeout), or the guest script prints "@@LUNA-NESTED-STUCK@@ WHY" (a process it killed with
+# SIGKILL did not die), writing the report to MARK.  Under TCG's nested SVM an outer CPU now and then never
+# leaves a nested guest: the soft-lockup watchdog then reports it every 26 s, stuck for good, or
+# (when nothing spins) tasks waiting on it block; lunavm's vCPU thread cannot even be killed.
+# One soft-lockup report of 20-30 s can also be a busy host, which passes.
 watch_for_lockup() {
   local console=$1 pid=$2 mark=$3 report
   while kill -0 "$pid" 2>/dev/null; do
-    report=$(sed -n 's/.*\(soft lockup - CPU#[0-9]* stuck for \([0-9]*\)s!.*\)/\2 \1/p' "$console" 2>/dev/null |
+    report=$(sed -n -e 's/.*\(soft lockup - CPU#[0-9]* stuck for \([0-9]*\)s!.*\)/\2 \1/p' \
+                    -e 's/.*\(INFO: task .* blocked for more than [0-9]* seconds\).*/999 \1/p' \
+                    -e 's/.*@@LUNA-NESTED-STUCK@@ *\(.*\)/999 \1/p' "$console" 2>/dev/null |
       awk '$1 >= 45 { $1 = ""; print substr($0, 2); exit }')
     if [ -n "$report" ]; then
       echo "$report" >"$mark"
@@ -452,7 +459,7 @@ cmd_run() {
     return "$status"
   fi
   if [ -e "$tmp/lockup" ]; then
-    echo "nested_kvm: LOCKUP: the outer kernel reported a CPU stuck for 45 s or more ($(cat "$tmp/lockup")); QEMU was stopped after ${elapsed}s" >&2
+    echo "nested_kvm: LOCKUP: the outer kernel reported a CPU or a task stuck ($(cat "$tmp/lockup")); QEMU was stopped after ${elapsed}s" >&2
     return 126
   fi
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then

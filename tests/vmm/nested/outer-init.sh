@@ -14,6 +14,8 @@ else
 fi
 echo "nameserver 10.0.2.3" > /etc/resolv.conf
 [ -e /dev/kvm ] || echo "luna-init: warning: no /dev/kvm (kvm_amd failed to load?)" >&2
+# A task blocked this long means the VM is stuck (tests/vmm/nested_kvm.sh's LOCKUP): say so soon.
+echo 30 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null || true
 export LUNA_HOST=10.0.2.2
 cd /
 echo; echo "luna-init: running guest script (uptime $(cut -d' ' -f1 /proc/uptime) s)"
