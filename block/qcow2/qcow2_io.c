@@ -403,7 +403,8 @@ static int write_zero_buffer(struct qcow2 *q, uint64_t offset, uint64_t length)
  */
 struct zero_request {
     bool discard;
-    bool unmap; /* write_zeroes with BDEV_MAY_UNMAP */
+    bool unmap;   /* write_zeroes with BDEV_MAY_UNMAP */
+    bool partial; /* zeroes for part of the cluster, the rest reading as zeroes: only if it holds no data */
 };
 
 /* The entry that makes a guest cluster read as zeroes (host kept or not), as the image's format spells it. */
@@ -463,6 +464,10 @@ static int zero_cluster(struct qcow2 *q, uint64_t guest_cluster, const struct ze
     /* Freeing what an invalid entry names would damage refcounts of other data. */
     if (qcow2_l2_entry_kind(&q->image.header, entry, bitmap, 0, &kind) < 0)
         return qcow2_signal_corruption(q, "invalid L2 entry", entry);
+    /* Checked under the lock: a write may have put data in the cluster since the caller looked. */
+    if (r->partial && kind != QCOW2_CLUSTER_UNALLOCATED && kind != QCOW2_CLUSTER_ZERO_PLAIN &&
+        kind != QCOW2_CLUSTER_ZERO_ALLOC)
+        return -ENOTSUP;
     bool frees;
     zeroed_entry(q, guest_cluster, r, entry, bitmap, &new_entry, &new_bitmap, &frees);
     if (new_entry == entry && new_bitmap == bitmap)
@@ -564,6 +569,43 @@ static int zero_clusters(struct qcow2 *q, uint64_t offset, uint64_t end, const s
     return rc;
 }
 
+/* Does [offset, offset + length) of the backing file read as zeroes (past its end it does)? */
+static bool backing_reads_zeroes(struct qcow2 *q, uint64_t offset, uint64_t length)
+{
+    uint64_t end = offset + length;
+    if (q->backing && end > q->backing->size)
+        end = q->backing->size;
+    while (q->backing && offset < end) {
+        struct bdev_extent extent;
+        struct bdev_io status = {.op = BDEV_OP_BLOCK_STATUS, .offset = offset, .length = end - offset,
+                                 .extents = &extent, .max_extents = 1};
+        if (bdev_blocking(q->backing, &status) < 0 || status.nr_extents == 0 || !(extent.flags & BDEV_EXTENT_ZERO))
+            return false;
+        offset += extent.length;
+    }
+    return true;
+}
+
+/*
+ * Zeroes for part of one cluster ([offset, offset + length) inside it), as
+ * QEMU writes them: when the rest of the cluster reads as zeroes and it
+ * holds no data, the whole cluster becomes a zero cluster and nothing is
+ * allocated; otherwise zeroes are written (-ENOTSUP with fast_only).
+ */
+static int zero_part(struct qcow2 *q, uint64_t offset, uint64_t length, const struct zero_request *r, bool fast_only)
+{
+    uint64_t start = offset & ~(q->cluster_size - 1), end = offset + length;
+    /* Subclusters and raw data files take written zeroes; a v2 image (no zero flag) has no backing file here. */
+    bool metadata = !q->extended_l2 && !q->data_raw &&
+                    backing_reads_zeroes(q, start, offset - start) &&
+                    backing_reads_zeroes(q, end, start + q->cluster_size - end);
+    struct zero_request part = {.unmap = r->unmap, .partial = true};
+    int rc = metadata ? zero_clusters(q, start, start + q->cluster_size, &part) : -ENOTSUP;
+    if (rc == -ENOTSUP && !fast_only)
+        rc = write_zero_buffer(q, offset, length);
+    return rc;
+}
+
 static int zero_or_discard(struct qcow2 *q, struct bdev_io *io)
 {
     struct zero_request r = {.discard = io->op == BDEV_OP_DISCARD, .unmap = (io->flags & BDEV_MAY_UNMAP) != 0};
@@ -575,25 +617,22 @@ static int zero_or_discard(struct qcow2 *q, struct bdev_io *io)
     if (end == bdev_size(q->bdev) && end > last_full && offset <= last_full)
         last_full += q->cluster_size;
     int rc = 0;
-    if (first_full >= last_full) {
-        /* No whole cluster: discard may do nothing, zeroes must be written. */
-        if (r.discard)
-            return 0;
-        return fast_only ? -ENOTSUP : write_zero_buffer(q, offset, io->length);
-    }
-    if (fast_only && (offset < first_full || end > last_full))
-        return -ENOTSUP;
+    if (r.discard && first_full >= last_full)
+        return 0; /* no whole cluster: a discard may do nothing */
     /* Without a zero flag, dropping a mapping would show the backing file. */
     if (q->image.header.version < 3 && q->backing) {
         if (r.discard)
             return 0; /* advisory: the data stays */
         return fast_only ? -ENOTSUP : write_zero_buffer(q, offset, io->length);
     }
-    if (!r.discard && offset < first_full && (rc = write_zero_buffer(q, offset, first_full - offset)) < 0)
+    if (first_full > last_full) /* inside one cluster */
+        return zero_part(q, offset, io->length, &r, fast_only);
+    if (!r.discard && offset < first_full && (rc = zero_part(q, offset, first_full - offset, &r, fast_only)) < 0)
         return rc;
-    rc = zero_clusters(q, first_full, last_full, &r);
+    if (first_full < last_full)
+        rc = zero_clusters(q, first_full, last_full, &r);
     if (rc == 0 && !r.discard && end > last_full)
-        rc = write_zero_buffer(q, last_full, end - last_full);
+        rc = zero_part(q, last_full, end - last_full, &r, fast_only);
     return rc;
 }
 

@@ -99,9 +99,9 @@ commit_both() {
   for image in l/*.qcow2; do
     local name=${image#l/}
     qemu-img check -q "$image" || fail "$label: qemu-img check finds $name unclean after commit $*"
-    # The base maps as qemu-img leaves it too (zeroed clusters freed), except where 512-byte
-    # layers zero parts of its 64 KiB clusters: QEMU turns such a part into a zero cluster when
-    # the rest of the cluster reads as zeroes, the driver writes zeroes (the same content).
+    # The base maps as qemu-img leaves it too (zeroed clusters freed; a zeroed part of a cluster
+    # whose rest reads as zeroes made a zero cluster), except with 512-byte layers: qemu-img
+    # copies data in 4 KiB pieces at least, luna in the layers' clusters (the same content).
     if [ "$name" = "$base" ]; then
       case $kind in *-512) continue ;; esac
       diff <(layout "q/$name") <(layout "l/$name") >/dev/null ||

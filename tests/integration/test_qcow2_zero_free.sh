@@ -36,11 +36,21 @@ operations=(
   "zero-keep $K64 $((20 * MiB + K64))" # ... either way
   "trim $K64 $((20 * MiB + K64))"   # ... which a trim leaves as it is
 )
+# Zeroes for parts of clusters (64 KiB ones; whole 512-byte ones), where the rest reads as
+# zeroes: a zero cluster, nothing allocated; over data: written zeroes.  Not with extended L2,
+# where QEMU marks subclusters and luna writes zeroes (the same content).
+partial_operations=(
+  "zero 4096 $((22 * MiB + 8192))"  # unallocated: a zero cluster
+  "zero-keep 4096 $((22 * MiB + K64 + 8192))" # the same without unmapping
+  "zero 8192 $((20 * MiB + 4096))"  # inside the zero cluster made above
+  "zero 4096 $((MiB - 8192))"       # partly over data: zeroes written
+  "zero 12288 $((23 * MiB - 4096))" # over two clusters' parts
+)
 
-# qemu-io spelling of the operations.
+# qemu-io spelling of the operations (the arguments).
 qemu_io_args() {
   local op length offset
-  for line in "${operations[@]}"; do
+  for line in "$@"; do
     read -r op length offset <<<"$line"
     case $op in
       zero) printf '%s\0' -c "write -z -u $offset $length" ;;
@@ -49,7 +59,6 @@ qemu_io_args() {
     esac
   done
 }
-mapfile -d '' qemu_ops < <(qemu_io_args)
 
 # Per cluster: present, zero, data, whether an offset is given (allocation order may differ).
 map_shape() {
@@ -76,11 +85,14 @@ for options in "cluster_size=64k" "cluster_size=64k,extended_l2=on" "cluster_siz
     base.qcow2 >/dev/null || fail "qemu-io writes ($options)"
   cp base.qcow2 a.qcow2
   cp base.qcow2 b.qcow2
+  ops=("${operations[@]}")
+  [[ $options == *extended_l2* ]] || ops+=("${partial_operations[@]}")
+  mapfile -d '' qemu_ops < <(qemu_io_args "${ops[@]}")
 
   qemu-io -f qcow2 "${qemu_ops[@]}" b.qcow2 >/dev/null || fail "qemu-io operations ($options)"
 
   luna_start --nbd "127.0.0.1:$port" --export "a=$WORK/a.qcow2,format=qcow2"
-  "$SYSTEM_PYTHON" - "$port" "${operations[@]}" <<'PY' || fail "operations through lunad ($options)"
+  "$SYSTEM_PYTHON" - "$port" "${ops[@]}" <<'PY' || fail "operations through lunad ($options)"
 import sys
 import nbd
 h = nbd.NBD()
