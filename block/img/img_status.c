@@ -13,8 +13,6 @@
 #include "block/qcow2/qcow2_format.h"
 #include "block/qcow2/qcow2_image.h"
 
-#define REFTABLE_OFFSET_MASK 0xfffffffffffffe00ull
-
 static int layer_init(struct img_layer *layer, struct bdev *bdev)
 {
     *layer = (struct img_layer){.bdev = bdev, .fd = -1};
@@ -80,24 +78,6 @@ int img_chain_open(const char *path, const char *format, bool force_share, enum 
     return rc;
 }
 
-/* ---- qcow2 metadata read straight from the image file ---- */
-
-static int read_exact(int fd, void *buffer, size_t length, uint64_t offset)
-{
-    size_t done = 0;
-    while (done < length) {
-        ssize_t n = pread(fd, (uint8_t *)buffer + done, length - done, (off_t)(offset + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO; /* the metadata says the file is longer than it is */
-        done += (size_t)n;
-    }
-    return 0;
-}
-
 /*
  * QEMU's qcow2_detect_metadata_preallocation: when clearly more clusters
  * are in use (refcount > 0) than the file has blocks for, the image was
@@ -105,42 +85,15 @@ static int read_exact(int fd, void *buffer, size_t length, uint64_t offset)
  */
 static int detect_metadata_preallocation(struct img_layer *layer)
 {
-    const struct qcow2_header *h = &qcow2_image_header(layer->bdev)->header;
-    uint64_t cluster_size = qcow2_cluster_size(h);
+    uint64_t cluster_size = qcow2_cluster_size(&qcow2_image_header(layer->bdev)->header);
     struct stat st;
     if (fstat(layer->fd, &st) < 0)
         return -errno;
     uint64_t real_clusters = (uint64_t)st.st_blocks * 512 / cluster_size;
     uint64_t threshold = real_clusters * 10 / 9 > real_clusters + 2 ? real_clusters * 10 / 9 : real_clusters + 2;
     uint64_t end_cluster = (layer->file_size + cluster_size - 1) / cluster_size;
-    uint64_t table_entries = (uint64_t)h->refcount_table_clusters * cluster_size / 8;
-    uint32_t refcount_bits = 1u << h->refcount_order;
-    uint64_t per_block = cluster_size * 8 / refcount_bits;
-    uint8_t *block = malloc(cluster_size);
-    if (!block)
-        return -ENOMEM;
-    uint64_t count = 0, loaded = UINT64_MAX;
-    bool have_block = false;
-    int rc = 0;
-    for (uint64_t i = 0; i < end_cluster && count < threshold && rc == 0; i++) {
-        uint64_t index = i / per_block;
-        if (index >= table_entries)
-            break;
-        if (index != loaded) {
-            loaded = index;
-            uint8_t entry[8];
-            if ((rc = read_exact(layer->fd, entry, 8, h->refcount_table_offset + index * 8)) < 0)
-                break;
-            uint64_t offset = qcow2_be64(entry) & REFTABLE_OFFSET_MASK;
-            /* A refcount block outside the file counts nothing, as an absent one. */
-            have_block = offset && offset % cluster_size == 0 && offset + cluster_size <= layer->file_size;
-            if (have_block)
-                rc = read_exact(layer->fd, block, cluster_size, offset);
-        }
-        if (rc == 0 && have_block)
-            count += qcow2_refcount_entry_get(block, refcount_bits, i % per_block) != 0;
-    }
-    free(block);
+    uint64_t count;
+    int rc = qcow2_image_count_referenced(layer->bdev, end_cluster, threshold, &count);
     if (rc == 0) {
         layer->metadata_preallocation = count >= threshold;
         layer->preallocation_checked = true;

@@ -27,6 +27,15 @@ struct bdev *qcow2_image_backing(const struct bdev *bdev)
     return q->backing;
 }
 
+int qcow2_image_count_referenced(struct bdev *bdev, uint64_t end_cluster, uint64_t limit, uint64_t *count)
+{
+    struct qcow2 *q = bdev->driver;
+    pthread_mutex_lock(&q->lock);
+    int rc = qcow2_count_referenced(q, end_cluster, limit, count);
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
 int qcow2_layer_status(struct bdev *bdev, uint64_t offset, uint64_t length, struct qcow2_layer_extent *out)
 {
     struct qcow2 *q = bdev->driver;

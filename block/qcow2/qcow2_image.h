@@ -41,6 +41,14 @@ int qcow2_layer_status(struct bdev *bdev, uint64_t offset, uint64_t length, stru
  */
 int qcow2_image_cluster_host(struct bdev *bdev, uint64_t guest_cluster, uint64_t *host);
 
+/*
+ * How many host clusters below end_cluster are in use (refcount above
+ * zero), counting no further than limit: QEMU's test for an image
+ * preallocated with metadata.  Refcount blocks that cannot be (misaligned,
+ * outside the file) count nothing.  Takes the metadata lock.  0 or -errno.
+ */
+int qcow2_image_count_referenced(struct bdev *bdev, uint64_t end_cluster, uint64_t limit, uint64_t *count);
+
 /* The image's decoded header, extensions and backing name (read-only view, valid while open). */
 const struct qcow2_image_header *qcow2_image_header(const struct bdev *bdev);
 

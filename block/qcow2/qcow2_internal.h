@@ -205,6 +205,8 @@ int qcow2_l1_grow(struct qcow2 *q, uint32_t entries, uint64_t size);
 /* ---- refcounts and allocation (qcow2_refcount.c), lock held ---- */
 
 int qcow2_refcount_get(struct qcow2 *q, uint64_t cluster_index, uint64_t *refcount);
+/* How many host clusters below end_cluster have a refcount above zero, counting up to limit. */
+int qcow2_count_referenced(struct qcow2 *q, uint64_t end_cluster, uint64_t limit, uint64_t *count);
 /* Add delta to the refcounts of count clusters from host offset. */
 int qcow2_refcount_update(struct qcow2 *q, uint64_t offset, uint64_t count, int64_t delta);
 /* Allocate count contiguous clusters (refcount 1 each); *offset receives the first. */

@@ -55,6 +55,26 @@ int qcow2_refcount_get(struct qcow2 *q, uint64_t cluster_index, uint64_t *refcou
     return 0;
 }
 
+int qcow2_count_referenced(struct qcow2 *q, uint64_t end_cluster, uint64_t limit, uint64_t *count)
+{
+    *count = 0;
+    for (uint64_t slot = 0; slot * q->refcount_block_entries < end_cluster && *count < limit; slot++) {
+        uint64_t offset = block_offset_of_slot(q, slot);
+        /* A block that cannot be one (misaligned, outside the file) counts nothing, as an absent one. */
+        if (!offset || offset & (q->cluster_size - 1) || offset < q->cluster_size ||
+            offset + q->cluster_size > q->file->size)
+            continue;
+        uint8_t *block;
+        int rc = qcow2_cache_get(&q->refcount_cache, slot, offset, false, &block);
+        if (rc < 0)
+            return rc;
+        uint64_t first = slot * q->refcount_block_entries;
+        for (uint64_t i = 0; i < q->refcount_block_entries && first + i < end_cluster && *count < limit; i++)
+            *count += read_entry(q, block, i) != 0;
+    }
+    return 0;
+}
+
 /* Write the refcount table cluster holding slot (tables are written whole: O_DIRECT-friendly). */
 static int write_table_cluster(struct qcow2 *q, uint64_t slot)
 {
