@@ -46,14 +46,6 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void tell(struct iscsi_remote *remote, const char *what)
-{
-    if (!remote->event)
-        return;
-    char message[1024];
-    snprintf(message, sizeof(message), "remote disk %s: %s", remote->url, what);
-    remote->event(remote->event_opaque, message);
-}
 
 bool iscsi_client_is_url(const char *path) { return !strncmp(path, "iscsi://", 8); }
 
@@ -233,12 +225,11 @@ static void watch_update(struct iscsi_remote *remote)
 static void login_state_note(struct iscsi_remote *remote)
 {
     bool logged_in = iscsi_is_logged_in(remote->iscsi) != 0;
-    if (logged_in != remote->logged_in) {
-        char lost[80];
-        snprintf(lost, sizeof(lost), "connection lost; reconnecting (requests wait up to %u s)",
-                 (unsigned)remote->timeout);
-        tell(remote, logged_in ? "reconnected" : lost);
-    }
+    if (logged_in && !remote->logged_in)
+        remote_tell(remote->event, remote->event_opaque, remote->url, "reconnected");
+    else if (!logged_in && remote->logged_in)
+        remote_tell(remote->event, remote->event_opaque, remote->url,
+                    "connection lost; reconnecting (requests wait up to %u s)", (unsigned)remote->timeout);
     remote->logged_in = logged_in;
 }
 

@@ -58,14 +58,6 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void tell(struct nbd_remote *remote, const char *format, const char *detail)
-{
-    if (!remote->event)
-        return;
-    char message[1024];
-    snprintf(message, sizeof(message), format, remote->uri, detail ? detail : "");
-    remote->event(remote->event_opaque, message);
-}
 
 bool nbd_client_is_url(const char *path)
 {
@@ -264,10 +256,9 @@ static void connection_drop(struct nbd_connection *connection, const char *reaso
         connection->backoff = BACKOFF_FIRST;
         /* Told once: when the server is gone, not once per connection. */
         if (!any_ready(remote) && !remote->unreachable_since) {
-            char detail[512];
-            snprintf(detail, sizeof(detail), "%s); reconnecting (requests wait up to %u s", reason,
-                     (unsigned)remote->timeout);
-            tell(remote, "remote disk %s: connection lost (%s)", detail);
+            remote_tell(remote->event, remote->event_opaque, remote->uri,
+                        "connection lost (%s); reconnecting (requests wait up to %u s)", reason,
+                        (unsigned)remote->timeout);
             remote->unreachable_since = now_seconds();
         }
     }
@@ -291,7 +282,7 @@ static void became_ready(struct nbd_connection *connection)
     if (remote->unreachable_since) {
         remote->unreachable_since = 0;
         remote->failing = false;
-        tell(remote, "remote disk %s: reconnected%s", NULL);
+        remote_tell(remote->event, remote->event_opaque, remote->uri, "reconnected");
     }
     send_waiting(remote);
 }
@@ -324,7 +315,8 @@ static void reconnect(struct ev_loop *loop, ev_timer *timer, int events)
     struct nbd_remote *remote = connection->remote;
     if (remote->unreachable_since && now_seconds() - remote->unreachable_since >= remote->timeout) {
         if (!remote->failing)
-            tell(remote, "remote disk %s: unreachable for too long; failing requests until it is back%s", NULL);
+            remote_tell(remote->event, remote->event_opaque, remote->uri,
+                        "unreachable for too long; failing requests until it is back");
         remote->failing = true;
         fail_waiting(remote, -EIO);
     }

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,4 +181,20 @@ int remote_blocking(struct bdev *bdev, struct bdev_io *io)
     int result = request->result;
     free(request);
     return result;
+}
+
+void remote_tell(void (*event)(void *opaque, const char *message), void *opaque, const char *name,
+                 const char *format, ...)
+{
+    if (!event)
+        return;
+    char message[1024];
+    int prefix = snprintf(message, sizeof(message), "remote disk %s: ", name);
+    if (prefix < 0 || (size_t)prefix >= sizeof(message))
+        prefix = 0;
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(message + prefix, sizeof(message) - (size_t)prefix, format, arguments);
+    va_end(arguments);
+    event(opaque, message);
 }

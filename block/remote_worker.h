@@ -61,6 +61,14 @@ void remote_worker_destroy(struct remote_worker *worker);
 void remote_submit(struct bdev *bdev, struct bdev_io *io);
 int remote_blocking(struct bdev *bdev, struct bdev_io *io);
 
+/*
+ * Tell a bdev's listener (bdev_options.event; NULL: nobody listens) what
+ * happened to remote disk name: "remote disk NAME: " and the rest as
+ * printf formats it.
+ */
+void remote_tell(void (*event)(void *opaque, const char *message), void *opaque, const char *name,
+                 const char *format, ...) __attribute__((format(printf, 4, 5)));
+
 /* Circular request lists with a head (worker thread only). */
 void remote_list_init(struct remote_request *head);
 bool remote_list_empty(const struct remote_request *head);
