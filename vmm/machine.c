@@ -607,9 +607,7 @@ static int reset_machine(struct machine *machine)
     boot_teardown(machine);
     atomic_store(&machine->stopping, false);
     atomic_store(&machine->stop_reason, VM_STOP_NONE);
-    pthread_mutex_lock(&machine->pause.lock);
-    machine->pause.paused = false; /* the new boot runs, as after QEMU's system_reset of a running VM */
-    pthread_mutex_unlock(&machine->pause.lock);
+    vcpu_resume_all(&machine->pause); /* the new boot runs, as after QEMU's system_reset of a running VM */
     int ret = guest_memory_clear(&machine->memory);
     if (ret < 0) {
         log_error("cannot clear guest RAM for the reset: %s", strerror(-ret));
