@@ -10,9 +10,9 @@
 #      virtio-rng (-device virtio-rng-device): the guest's hwrng core picks it and reads from it.
 #   2. The guest keeps writing while a lunad of the outer guest's own is killed and started
 #      again (the NBD driver reconnects; every write lands in the file).
-#   3. -daemonize -pidfile: lunavm returns 0 at once with the VM running in the background,
-#      whose guest writes a marker to the NBD export; the pid file names the daemon and is
-#      removed when the guest powers off.
+#   3. -daemonize -pidfile -no-reboot: lunavm returns 0 at once with the VM running in the
+#      background, whose guest writes a marker to the NBD export and reboots; the VM ends
+#      (-no-reboot), and the pid file, which named the daemon, goes with it.
 #   4. A boot on a persistent overlay (nbd://.../golden/vm1) writes to it, then the monitor on
 #      the console (Ctrl-A c, QEMU's -nographic mux) presses the ACPI power button
 #      (system_powerdown): the guest's ACPI counts the fixed event on its SCI and, as acpid
@@ -46,7 +46,8 @@ KERNEL=$kernel_kernel
 [ -f "$KERNEL" ] || fail "no kernel from $harness prepare"
 # The uncompressed ELF kernel skips the bzImage's decompressor (seconds per boot here); the
 # daemon boot keeps the bzImage, so both of lunavm's kernel loaders boot Debian's kernel.
-VMLINUX=${kernel_vmlinux:-$KERNEL}
+VMLINUX=$kernel_vmlinux
+[ -f "$VMLINUX" ] || fail "no vmlinux from $harness prepare (it unpacks one from the bzImage with xz-utils)"
 
 # --- lunad: an NBD export, an iSCSI LUN, a golden image with persistent overlays ---------------
 truncate -s 64M "$WORK/nbd.raw" "$WORK/iscsi.raw"
@@ -91,6 +92,9 @@ case " \$(cat /proc/cmdline) " in
   ;;
 *" luna.step=daemon "*)
   printf '%s' "$MARK_DAEMON" | dd of=/dev/vda bs=512 seek=12288 conv=fsync 2>/dev/null || exit 50
+  # lunavm runs with -no-reboot: only the reboot ends the VM (without it, boots would follow)
+  reboot -f
+  while :; do sleep 1; done
   ;;
 *" luna.step=powerdown "*)
   printf '%s' "$MARK_OVERLAY" | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null || exit 20
@@ -190,7 +194,7 @@ echo "outer: all 12 writes reached the restarted lunad's file (lunavm: \$(grep -
 }
 step_daemon() {
 echo "outer: lunavm for step daemon (at \$(cut -d' ' -f1 /proc/uptime) s)"
-timeout -s KILL 60 lunavm -m 256M -smp 1 -kernel /boot/vmlinuz -initrd /boot/inner.img -append "quiet luna.step=daemon" \
+timeout -s KILL 60 lunavm -m 256M -smp 1 -kernel /boot/vmlinuz -initrd /boot/inner.img -append "quiet luna.step=daemon" -no-reboot \
   -daemonize -pidfile /tmp/daemon.pid -drive file=nbd://$HOST:$NBD_PORT/disk,if=virtio,format=raw </dev/null
 status=\$?
 [ \$status = 0 ] || { echo "outer: lunavm -daemonize exited \$status"; exit 1; }
@@ -312,7 +316,7 @@ got=$(dd if="$WORK/nbd.raw" bs=512 skip=12288 count=1 2>/dev/null | head -c ${#M
 [ "$got" = "$MARK_DAEMON" ] || fail "the daemonized lunavm's guest did not write the NBD export: '$got'"
 grep -q "outer: the daemon ended and removed its pid file" "$WORK/nested.log" 2>/dev/null || [ $direct = 1 ] \
   || fail "the -daemonize step did not run"
-pass "-daemonize -pidfile: lunavm detached, its guest wrote to the export, the pid file went with it"
+pass "-daemonize -pidfile -no-reboot: lunavm detached, its guest wrote to the export and rebooted, the VM ended and the pid file went with it"
 pass "snapshot=on kept the guest's write in the temporary overlay; the export is unchanged"
 got=$(dd if="$WORK/nbd.raw" bs=512 skip=16384 count=1 2>/dev/null | tr -d '\0')
 [ "$got" = reset-3 ] || fail "the resets: the guest's third boot did not write its marker: '$got'"
